@@ -1,0 +1,23 @@
+//! ordermesh: the generated contracts and the mesh runtime every service and the gateway use.
+//!
+//! Each module owns one concern and can be used alone: `config` (typed, validated settings),
+//! `db` (connections and migrations), `server` (the one way to serve a service: health,
+//! reflection, graceful drain), `client` (the one way to call another service),
+//! `idempotency` (stored results by key), `money`, `pagination`, `status` (how errors look to
+//! callers) and `telemetry` (logs).
+
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod idempotency;
+pub mod money;
+pub mod pagination;
+pub mod proto;
+pub mod server;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+pub mod time;
+
+#[cfg(feature = "testing")]
+pub mod testing;

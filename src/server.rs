@@ -1,0 +1,164 @@
+//! The one way to serve a service: gRPC health (NOT_SERVING while the database is unreachable
+//! or the server drains), reflection v1 and v1alpha, request logs, and a graceful drain on
+//! shutdown that is bounded by the configured grace period.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::config::ServiceConfig;
+use crate::shutdown::Drain;
+
+/// A service's routes plus what every ordermesh server adds around them.
+pub struct MeshServer {
+    service: &'static str,
+    grpc_names: Vec<&'static str>,
+    routes: Routes,
+    db: Option<DatabaseConnection>,
+    grace: Duration,
+    drain: Drain,
+    health_interval: Duration,
+}
+
+impl MeshServer {
+    /// `grpc_names` are the fully qualified gRPC service names health reports on.
+    pub fn new(config: &ServiceConfig, routes: Routes, grpc_names: &[&'static str]) -> Self {
+        Self {
+            service: config.service,
+            grpc_names: grpc_names.to_vec(),
+            routes,
+            db: None,
+            grace: config.shutdown_grace,
+            drain: Drain::new(),
+            health_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Health follows this database: NOT_SERVING while a ping fails.
+    pub fn database(mut self, db: DatabaseConnection) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// Streams that watch this drain end when the server starts shutting down.
+    pub fn drain(mut self, drain: Drain) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    pub fn health_interval(mut self, every: Duration) -> Self {
+        self.health_interval = every;
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, reports
+    /// NOT_SERVING, ends watched streams and waits up to the grace period for calls in flight.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let mut names: Vec<&str> = vec![""];
+        names.extend(self.grpc_names.iter().copied());
+        let initial = match &self.db {
+            Some(db) if db.ping().await.is_err() => ServingStatus::NotServing,
+            _ => ServingStatus::Serving,
+        };
+        for n in &names {
+            reporter.set_service_status(*n, initial).await;
+        }
+        if let Some(db) = self.db.clone() {
+            let reporter = reporter.clone();
+            let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            let drain = self.drain.clone();
+            let every = self.health_interval;
+            tokio::spawn(async move {
+                let mut last = initial;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = drain.draining() => return,
+                    }
+                    let ok = matches!(
+                        tokio::time::timeout(every.max(Duration::from_secs(2)), db.ping()).await,
+                        Ok(Ok(()))
+                    );
+                    let now = if ok {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    if now != last && !drain.is_draining() {
+                        if ok {
+                            tracing::info!("database reachable again: SERVING");
+                        } else {
+                            tracing::warn!("database unreachable: NOT_SERVING");
+                        }
+                        for n in &names {
+                            reporter.set_service_status(n, now).await;
+                        }
+                        last = now;
+                    }
+                }
+            });
+        }
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let routes = self
+            .routes
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let drain = self.drain.clone();
+        let signal_names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let signal = async move {
+            shutdown.await;
+            drain.start();
+            for n in &signal_names {
+                reporter
+                    .set_service_status(n, ServingStatus::NotServing)
+                    .await;
+            }
+            tracing::info!("draining in-flight calls");
+        };
+        tracing::info!(service = self.service, %addr, "serving gRPC");
+        let server = tonic::transport::Server::builder()
+            .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+            .layer(
+                tower_http::trace::TraceLayer::new_for_grpc()
+                    .on_request(())
+                    .on_response(
+                        tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                    ),
+            )
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let grace = self.grace;
+        let drain = self.drain.clone();
+        tokio::select! {
+            r = server => {
+                r?;
+                tracing::info!("drained, stopped");
+            }
+            _ = async { drain.draining().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "grace period over, closing remaining calls");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! Test support: a database of its own per test (SQLite file or a fresh PostgreSQL database)
+//! and servers spawned on an ephemeral port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A database engine the integration tests run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends to test: `ORDERMESH_TEST_BACKENDS` (comma separated), default both.
+pub fn backends() -> Vec<Backend> {
+    let spec =
+        std::env::var("ORDERMESH_TEST_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    spec.split(',')
+        .filter_map(|s| match s.trim() {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" => Some(Backend::Postgres),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Admin URL of the PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("ORDERMESH_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    backend,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("om_test_{}", uuid::Uuid::new_v4().simple());
+                let admin_url = postgres_admin_url();
+                let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin_url} is needed for this test: {e}")
+                });
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(&admin_url);
+                Self {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    pg_name: Some(name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs outside async; a thread with its own runtime removes the database.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(&postgres_admin_url()).await.ok()?;
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+                let _ = admin.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// A server running on an ephemeral port until `stop` (or drop).
+pub struct Spawned {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Spawned {
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends the shutdown signal and waits for the server to drain and return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds 127.0.0.1:0 and runs `serve(listener, shutdown)` in a task.
+pub async fn spawn<F, Fut>(serve: F) -> Spawned
+where
+    F: FnOnce(TcpListener, BoxFuture<'static, ()>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let shutdown: BoxFuture<'static, ()> = Box::pin(async move {
+        let _ = rx.await;
+    });
+    let handle = tokio::spawn(serve(listener, shutdown));
+    Spawned {
+        addr,
+        stop: Some(tx),
+        handle: Some(handle),
+    }
+}
