@@ -17,17 +17,46 @@ pub enum Backend {
     Postgres,
 }
 
-/// The backends to test: `ORDERMESH_TEST_BACKENDS` (comma separated), default both.
-pub fn backends() -> Vec<Backend> {
-    let spec =
-        std::env::var("ORDERMESH_TEST_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
-    spec.split(',')
-        .filter_map(|s| match s.trim() {
-            "sqlite" => Some(Backend::Sqlite),
-            "postgres" => Some(Backend::Postgres),
-            _ => None,
-        })
-        .collect()
+/// Declares each named `async fn name(backend: Backend)` scenario as two tests,
+/// `sqlite::name` and `postgres::name`, so every scenario runs against both databases.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::testing::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::testing::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Polls `check` every 20ms until it is true or `within` passes; returns the last answer.
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Admin URL of the PostgreSQL server tests create their databases on.

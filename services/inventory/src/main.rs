@@ -1,1 +1,10 @@
-fn main() {}
+use ordermesh::config::ServiceConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ServiceConfig::load(inventory_service::SERVICE, inventory_service::DEFAULT_PORT)?;
+    ordermesh::telemetry::init(config.log_format);
+    let app = inventory_service::App::build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    app.serve(listener, ordermesh::shutdown::signal()).await
+}
