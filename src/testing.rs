@@ -187,3 +187,25 @@ where
         handle: Some(handle),
     }
 }
+
+/// Asks a server's grpc.health.v1 service for the status of `service` ("" for the server).
+pub async fn health_status(uri: &str, service: &str) -> Result<i32, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(uri.to_string())
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?;
+    Ok(reply.into_inner().status)
+}
+
+/// The numeric SERVING status, for comparing with `health_status`.
+pub const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+/// The numeric NOT_SERVING status.
+pub const NOT_SERVING: i32 =
+    tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;

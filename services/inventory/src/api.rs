@@ -365,9 +365,11 @@ impl InventoryService for InventoryApi {
                 Err(status) => {
                     summary.rejected += 1;
                     if summary.errors.len() < 100 {
-                        summary
-                            .errors
-                            .push(format!("#{index} ({}): {}", msg.sku, status.message()));
+                        summary.errors.push(format!(
+                            "#{index} ({}): {}",
+                            msg.sku,
+                            status.message()
+                        ));
                     }
                 }
             }
@@ -448,7 +450,12 @@ impl InventoryService for InventoryApi {
         let ttl = match r.ttl_seconds {
             0 => DEFAULT_RESERVATION_TTL,
             t if (1..=86_400).contains(&t) => Duration::from_secs(t as u64),
-            _ => return Err(invalid_argument("ttl_seconds", "must be between 0 and 86400")),
+            _ => {
+                return Err(invalid_argument(
+                    "ttl_seconds",
+                    "must be between 0 and 86400",
+                ))
+            }
         };
         let order_id = r.order_id.clone();
         let response = idempotency::execute(

@@ -14,7 +14,10 @@ impl Sku {
             return Err(InventoryError::invalid("sku", "must not be empty"));
         }
         if s.len() > 64 {
-            return Err(InventoryError::invalid("sku", "must be at most 64 characters"));
+            return Err(InventoryError::invalid(
+                "sku",
+                "must be at most 64 characters",
+            ));
         }
         if !s
             .chars()
@@ -79,10 +82,16 @@ pub struct Line {
 /// sorted by SKU, the order rows are locked in, so concurrent reservations cannot deadlock.
 pub fn parse_lines(lines: &[(String, i64)]) -> Result<Vec<Line>, InventoryError> {
     if lines.is_empty() {
-        return Err(InventoryError::invalid("lines", "must have at least one line"));
+        return Err(InventoryError::invalid(
+            "lines",
+            "must have at least one line",
+        ));
     }
     if lines.len() > 100 {
-        return Err(InventoryError::invalid("lines", "must have at most 100 lines"));
+        return Err(InventoryError::invalid(
+            "lines",
+            "must have at most 100 lines",
+        ));
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(lines.len());
@@ -125,12 +134,18 @@ impl NewItem {
             return Err(InventoryError::invalid("name", "must not be empty"));
         }
         if name.chars().count() > 200 {
-            return Err(InventoryError::invalid("name", "must be at most 200 characters"));
+            return Err(InventoryError::invalid(
+                "name",
+                "must be at most 200 characters",
+            ));
         }
-        let price = Money::from_proto_non_negative(price)
-            .map_err(|e| InventoryError::money("price", e))?;
+        let price =
+            Money::from_proto_non_negative(price).map_err(|e| InventoryError::money("price", e))?;
         if initial_stock < 0 {
-            return Err(InventoryError::invalid("initial_stock", "must not be negative"));
+            return Err(InventoryError::invalid(
+                "initial_stock",
+                "must not be negative",
+            ));
         }
         if initial_stock > MAX_STOCK {
             return Err(InventoryError::invalid(
@@ -139,7 +154,10 @@ impl NewItem {
             ));
         }
         if low_stock_threshold < 0 {
-            return Err(InventoryError::invalid("low_stock_threshold", "must not be negative"));
+            return Err(InventoryError::invalid(
+                "low_stock_threshold",
+                "must not be negative",
+            ));
         }
         Ok(Self {
             sku,
@@ -324,7 +342,10 @@ mod tests {
         let lines = parse_lines(&[("B".into(), 1), ("A".into(), 2)]).unwrap();
         assert_eq!(lines[0].sku.as_str(), "A");
         let e = parse_lines(&[("A".into(), 1), ("A".into(), 2)]).unwrap_err();
-        assert_eq!(e.to_string(), "lines[1].sku: 'A' appears on more than one line");
+        assert_eq!(
+            e.to_string(),
+            "lines[1].sku: 'A' appears on more than one line"
+        );
         let e = parse_lines(&[("A".into(), -3)]).unwrap_err();
         assert_eq!(e.to_string(), "lines[0].quantity: must be positive");
         let e = parse_lines(&[("".into(), 1)]).unwrap_err();
@@ -334,10 +355,16 @@ mod tests {
 
     #[test]
     fn stock_never_drops_below_reserved() {
-        let s = Stock { on_hand: 10, reserved: 4 };
+        let s = Stock {
+            on_hand: 10,
+            reserved: 4,
+        };
         assert_eq!(s.available(), 6);
         assert_eq!(s.adjusted(-6).unwrap().on_hand, 4);
-        assert!(matches!(s.adjusted(-7), Err(InventoryError::BelowReserved { .. })));
+        assert!(matches!(
+            s.adjusted(-7),
+            Err(InventoryError::BelowReserved { .. })
+        ));
         assert!(s.adjusted(i64::MAX).is_err());
     }
 

@@ -34,7 +34,8 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
-        let db = ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
+        let db =
+            ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
         let feed = StockFeed::default();
         let drain = Drain::new();
         let api = InventoryApi::new(db.clone(), feed.clone(), drain.clone());

@@ -7,7 +7,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(ordermesh::idempotency::Migration), Box::new(M0001Init)]
+        vec![
+            Box::new(ordermesh::idempotency::Migration),
+            Box::new(M0001Init),
+        ]
     }
 }
 
@@ -61,15 +64,36 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(Items::Table)
                 .if_not_exists()
-                .col(ColumnDef::new(Items::Sku).string_len(64).not_null().primary_key())
+                .col(
+                    ColumnDef::new(Items::Sku)
+                        .string_len(64)
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(ColumnDef::new(Items::Name).string_len(200).not_null())
-                .col(ColumnDef::new(Items::PriceCurrency).string_len(3).not_null())
+                .col(
+                    ColumnDef::new(Items::PriceCurrency)
+                        .string_len(3)
+                        .not_null(),
+                )
                 .col(ColumnDef::new(Items::PriceMinor).big_integer().not_null())
                 .col(ColumnDef::new(Items::OnHand).big_integer().not_null())
                 .col(ColumnDef::new(Items::Reserved).big_integer().not_null())
-                .col(ColumnDef::new(Items::LowStockThreshold).big_integer().not_null())
-                .col(ColumnDef::new(Items::CreatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Items::UpdatedAt).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(Items::LowStockThreshold)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Items::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Items::UpdatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .check(Expr::cust("reserved >= 0 AND on_hand >= reserved"))
                 .to_owned(),
         )
@@ -78,11 +102,32 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(Reservations::Table)
                 .if_not_exists()
-                .col(ColumnDef::new(Reservations::OrderId).string_len(128).not_null().primary_key())
-                .col(ColumnDef::new(Reservations::Status).string_len(16).not_null())
-                .col(ColumnDef::new(Reservations::ExpiresAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Reservations::CreatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Reservations::UpdatedAt).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(Reservations::OrderId)
+                        .string_len(128)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(Reservations::Status)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Reservations::ExpiresAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Reservations::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Reservations::UpdatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -100,10 +145,26 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(ReservationLines::Table)
                 .if_not_exists()
-                .col(ColumnDef::new(ReservationLines::OrderId).string_len(128).not_null())
-                .col(ColumnDef::new(ReservationLines::Sku).string_len(64).not_null())
-                .col(ColumnDef::new(ReservationLines::Quantity).big_integer().not_null())
-                .primary_key(Index::create().col(ReservationLines::OrderId).col(ReservationLines::Sku))
+                .col(
+                    ColumnDef::new(ReservationLines::OrderId)
+                        .string_len(128)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ReservationLines::Sku)
+                        .string_len(64)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ReservationLines::Quantity)
+                        .big_integer()
+                        .not_null(),
+                )
+                .primary_key(
+                    Index::create()
+                        .col(ReservationLines::OrderId)
+                        .col(ReservationLines::Sku),
+                )
                 .foreign_key(
                     ForeignKey::create()
                         .from(ReservationLines::Table, ReservationLines::OrderId)
@@ -115,8 +176,11 @@ impl MigrationTrait for M0001Init {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(ReservationLines::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(Reservations::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(Items::Table).to_owned()).await
+        m.drop_table(Table::drop().table(ReservationLines::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Reservations::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Items::Table).to_owned())
+            .await
     }
 }

@@ -48,7 +48,11 @@ pub async fn insert_item<C: ConnectionTrait>(
     item: &NewItem,
     now: DateTime<Utc>,
 ) -> Result<item::Model> {
-    if item::Entity::find_by_id(item.sku.as_str()).one(c).await?.is_some() {
+    if item::Entity::find_by_id(item.sku.as_str())
+        .one(c)
+        .await?
+        .is_some()
+    {
         return Err(InventoryError::ItemExists(item.sku.to_string()).into());
     }
     let row = item::ActiveModel {
@@ -64,7 +68,12 @@ pub async fn insert_item<C: ConnectionTrait>(
     };
     match row.insert(c).await {
         Ok(m) => Ok(m),
-        Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+        Err(e)
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
             Err(InventoryError::ItemExists(item.sku.to_string()).into())
         }
         Err(e) => Err(e.into()),
@@ -106,19 +115,31 @@ pub async fn adjust_stock<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<item::Model> {
     let res = item::Entity::update_many()
-        .col_expr(item::Column::OnHand, Expr::col(item::Column::OnHand).add(delta))
+        .col_expr(
+            item::Column::OnHand,
+            Expr::col(item::Column::OnHand).add(delta),
+        )
         .col_expr(item::Column::UpdatedAt, Expr::value(now))
         .filter(item::Column::Sku.eq(sku.as_str()))
-        .filter(Expr::col(item::Column::OnHand).add(delta).gte(Expr::col(item::Column::Reserved)))
+        .filter(
+            Expr::col(item::Column::OnHand)
+                .add(delta)
+                .gte(Expr::col(item::Column::Reserved)),
+        )
         .filter(Expr::col(item::Column::OnHand).add(delta).lte(MAX_STOCK))
         .exec(c)
         .await?;
     if res.rows_affected == 0 {
         // Nothing changed: say why, from the row as it is now.
         let current = get_item(c, sku).await?;
-        let stock = Stock { on_hand: current.on_hand, reserved: current.reserved };
+        let stock = Stock {
+            on_hand: current.on_hand,
+            reserved: current.reserved,
+        };
         stock.adjusted(delta)?;
-        return Err(InventoryError::invalid("delta", "conflicts with a concurrent change; retry").into());
+        return Err(
+            InventoryError::invalid("delta", "conflicts with a concurrent change; retry").into(),
+        );
     }
     get_item(c, sku).await
 }
@@ -131,7 +152,10 @@ pub async fn set_on_hand<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<(i64, item::Model)> {
     let before = get_item(c, sku).await?;
-    let stock = Stock { on_hand: before.on_hand, reserved: before.reserved };
+    let stock = Stock {
+        on_hand: before.on_hand,
+        reserved: before.reserved,
+    };
     let delta = counted - before.on_hand;
     stock.adjusted(delta)?;
     let res = item::Entity::update_many()
@@ -143,7 +167,11 @@ pub async fn set_on_hand<C: ConnectionTrait>(
         .await?;
     if res.rows_affected == 0 {
         let now_row = get_item(c, sku).await?;
-        return Err(InventoryError::BelowReserved { on_hand: counted, reserved: now_row.reserved }.into());
+        return Err(InventoryError::BelowReserved {
+            on_hand: counted,
+            reserved: now_row.reserved,
+        }
+        .into());
     }
     Ok((delta, get_item(c, sku).await?))
 }
@@ -174,17 +202,22 @@ pub async fn reserve<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<ReservationView> {
     if let Some(existing) = get_reservation(c, order_id).await? {
-        return Err(if existing.status() == ReservationStatus::Released && existing.lines.is_empty() {
-            InventoryError::ReleasedBeforeReserved(order_id.to_string())
-        } else {
-            InventoryError::ReservationExists(order_id.to_string())
-        }
-        .into());
+        return Err(
+            if existing.status() == ReservationStatus::Released && existing.lines.is_empty() {
+                InventoryError::ReleasedBeforeReserved(order_id.to_string())
+            } else {
+                InventoryError::ReservationExists(order_id.to_string())
+            }
+            .into(),
+        );
     }
     for line in lines {
         let q = line.quantity.get();
         let res = item::Entity::update_many()
-            .col_expr(item::Column::Reserved, Expr::col(item::Column::Reserved).add(q))
+            .col_expr(
+                item::Column::Reserved,
+                Expr::col(item::Column::Reserved).add(q),
+            )
             .col_expr(item::Column::UpdatedAt, Expr::value(now))
             .filter(item::Column::Sku.eq(line.sku.as_str()))
             .filter(
@@ -244,10 +277,16 @@ async fn apply_effect<C: ConnectionTrait>(
 ) -> Result<()> {
     for line in &view.lines {
         let mut upd = item::Entity::update_many()
-            .col_expr(item::Column::Reserved, Expr::col(item::Column::Reserved).sub(line.quantity))
+            .col_expr(
+                item::Column::Reserved,
+                Expr::col(item::Column::Reserved).sub(line.quantity),
+            )
             .col_expr(item::Column::UpdatedAt, Expr::value(now));
         if let StockEffect::Ship = effect {
-            upd = upd.col_expr(item::Column::OnHand, Expr::col(item::Column::OnHand).sub(line.quantity));
+            upd = upd.col_expr(
+                item::Column::OnHand,
+                Expr::col(item::Column::OnHand).sub(line.quantity),
+            );
         }
         upd.filter(item::Column::Sku.eq(line.sku.as_str()))
             .filter(item::Column::Reserved.gte(line.quantity))
