@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --quiet
-mkdir -p var
+mkdir -p "${DATA_DIR:-var}"
 declare -A ports=([order]=50051 [payment]=50052 [inventory]=50053 [shipping]=50054)
 pids=()
 stop() {
@@ -14,9 +14,10 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 for svc in order payment inventory shipping; do
-  LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=var LOG_FORMAT=${LOG_FORMAT:-pretty} \
+  LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=${DATA_DIR:-var} LOG_FORMAT=${LOG_FORMAT:-pretty} \
     ./target/debug/"$svc" > >(sed -u "s/^/[$svc] /") 2>&1 &
   pids+=($!)
 done
@@ -28,7 +29,7 @@ for svc in order payment inventory shipping; do
   done
 done
 echo
-echo "ordermesh is running (databases in var/):"
+echo "ordermesh is running (SQLite databases in ${DATA_DIR:-var}/):"
 for svc in order payment inventory shipping; do
   printf '  %-10s grpc://127.0.0.1:%s\n' "$svc" "${ports[$svc]}"
 done
