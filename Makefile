@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
+.PHONY: readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -14,7 +14,7 @@ build:
 	cargo build --workspace --bins
 
 ## Everything CI runs: tools, backing services, fmt, clippy, buf lint/format/breaking, all tests.
-test: test-deps backing-services lint nextest
+test: test-deps backing-services lint nextest readme-check
 
 ## buf (npm), grpcurl + grpcio + grpcio-tools (pip venv) and googleapis protos, all under .deps/.
 test-deps:
@@ -42,3 +42,7 @@ buf-breaking:
 
 nextest:
 	cargo nextest run --workspace --no-fail-fast
+
+## The README's grpcurl lines, run as written against `make run`.
+readme-check:
+	scripts/readme-check.sh
