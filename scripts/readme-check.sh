@@ -28,5 +28,5 @@ for line in "${lines[@]}"; do
     echo "ok: ${line:0:110}"
   fi
 done
-echo "README grpcurl lines: $(( ${#lines[@]} - failed )) passed, $failed failed"
+echo "readme: $(( ${#lines[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]
