@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
+.PHONY: certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -12,6 +12,10 @@ run:
 
 build:
 	cargo build --workspace --bins
+
+## Dev mesh CA + a leaf per service (SPIFFE ids) in var/certs; ROTATE=1 re-issues the leaves.
+certs:
+	cargo run --quiet --bin mesh-certs -- --dir var/certs $(if $(ROTATE),--rotate)
 
 ## Everything CI runs: tools, backing services, fmt, clippy, buf lint/format/breaking, all tests.
 test: test-deps backing-services lint readme-check nextest

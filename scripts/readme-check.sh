@@ -17,7 +17,11 @@ for _ in $(seq 1 600); do
   sleep 0.5
 done
 grep -q "ordermesh is running" "$log" || { cat "$log"; echo "make run did not start" >&2; exit 1; }
-mapfile -t lines < <(awk '/^## Try it/{on=1} on && /^```sh/{inblock=1; next} inblock && /^```/{exit} inblock && /^grpcurl /{print}' README.md)
+block() { awk '/^## Try it/{on=1} on && /^```sh/{inblock=1; next} inblock && /^```/{exit} inblock{print}' README.md; }
+# The lines use var/ as `make run` does; here they point at this run's data folder.
+mapfile -t exports < <(block | grep '^export ' | sed "s#var/#$data/#g")
+mapfile -t lines < <(block | grep '^grpcurl ' | sed "s#var/#$data/#g")
+for e in "${exports[@]}"; do eval "$e"; done
 [[ ${#lines[@]} -ge 5 ]] || { echo "found only ${#lines[@]} grpcurl lines in README.md" >&2; exit 1; }
 failed=0
 for line in "${lines[@]}"; do
@@ -25,8 +29,23 @@ for line in "${lines[@]}"; do
   if [[ $rc -ne 0 && ! ( $line == *-max-time* && $out == *'{'* ) ]]; then
     echo "FAILED ($rc): $line"; echo "$out" | sed 's/^/    /'; failed=$((failed + 1))
   else
-    echo "ok: ${line:0:110}"
+    echo "ok: ${line:0:140}"
   fi
 done
+# The prose claims next to the block.
+reserve=$(printf '%s\n' "${lines[@]}" | grep ReserveStock | head -1)
+denied=$(bash -c "${reserve//\$AS_ORDER/\$AS_OPERATOR}" 2>&1 || true)
+if [[ $denied == *"PermissionDenied"*"sa/operator may not call ordermesh.inventory.v1.InventoryService/ReserveStock"* ]]; then
+  echo "ok: ReserveStock as operator is PermissionDenied"
+else
+  echo "FAILED: ReserveStock as operator should be PermissionDenied, got: $denied"; failed=$((failed + 1))
+fi
+bad=$(grpcurl $AS_OPERATOR -servername inventory -d '{"sku":"TEA-1","delta":"0"}' 127.0.0.1:50053 ordermesh.inventory.v1.InventoryService/AdjustStock 2>&1 || true)
+if [[ $bad == *"InvalidArgument"*"delta: must not be zero"* ]]; then
+  echo "ok: AdjustStock with delta 0 is InvalidArgument naming delta"
+else
+  echo "FAILED: AdjustStock delta 0: $bad"; failed=$((failed + 1))
+fi
+lines+=(denied bad)
 echo "readme: $(( ${#lines[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]

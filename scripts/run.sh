@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --quiet
 mkdir -p "${DATA_DIR:-var}"
+# The dev mesh CA and one leaf per service, created on first use (make certs does the same).
+"${CARGO_TARGET_DIR:-target}"/debug/mesh-certs --dir "${DATA_DIR:-var}/certs" >/dev/null
 declare -A ports=([order]=50051 [payment]=50052 [inventory]=50053 [shipping]=50054)
 pids=()
 stop() {
@@ -17,8 +19,9 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 for svc in order payment inventory shipping; do
-  LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=${DATA_DIR:-var} LOG_FORMAT=${LOG_FORMAT:-pretty} \
-    ./target/debug/"$svc" > >(sed -u "s/^/[$svc] /") 2>&1 &
+  LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=${DATA_DIR:-var} TLS_DIR=${DATA_DIR:-var}/certs \
+    LOG_FORMAT=${LOG_FORMAT:-pretty} \
+    "${CARGO_TARGET_DIR:-target}"/debug/"$svc" > >(sed -u "s/^/[$svc] /") 2>&1 &
   pids+=($!)
 done
 # Wait until every port accepts connections, or a process has died.
@@ -29,11 +32,12 @@ for svc in order payment inventory shipping; do
   done
 done
 echo
-echo "ordermesh is running (SQLite databases in ${DATA_DIR:-var}/):"
+echo "ordermesh is running over mTLS (SQLite databases and certs/ in ${DATA_DIR:-var}/):"
 for svc in order payment inventory shipping; do
   printf '  %-10s grpc://127.0.0.1:%s\n' "$svc" "${ports[$svc]}"
 done
-echo "try: grpcurl -plaintext 127.0.0.1:50053 list     (ctrl-c stops the mesh)"
+echo "try: grpcurl -cacert ${DATA_DIR:-var}/certs/ca.pem -cert ${DATA_DIR:-var}/certs/operator.pem -key ${DATA_DIR:-var}/certs/operator-key.pem -servername inventory 127.0.0.1:50053 list"
+echo "(ctrl-c stops the mesh)"
 wait -n "${pids[@]}" || true
 echo "a service exited; stopping the rest" >&2
 exit 1

@@ -34,6 +34,59 @@ pub struct ServiceArgs {
     /// How long SIGTERM waits for in-flight calls, e.g. 10s, 500ms.
     #[arg(long = "shutdown-grace", env = "SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
+    /// Folder with ca.pem, <service>.pem and <service>-key.pem (default: <data-dir>/certs).
+    #[arg(long = "tls-dir", env = "TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Certificate file (PEM), overriding <tls-dir>/<service>.pem (e.g. a mounted tls.crt).
+    #[arg(long = "tls-cert", env = "TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key file (PEM), overriding <tls-dir>/<service>-key.pem.
+    #[arg(long = "tls-key", env = "TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mesh CA file (PEM), overriding <tls-dir>/ca.pem.
+    #[arg(long = "tls-ca", env = "TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// How often certificate files are checked for rotation.
+    #[arg(long = "tls-reload", env = "TLS_RELOAD", default_value = "5s")]
+    pub tls_reload: String,
+    /// SPIFFE trust domain of the mesh.
+    #[arg(
+        long = "trust-domain",
+        env = "TRUST_DOMAIN",
+        default_value = "ordermesh.local"
+    )]
+    pub trust_domain: String,
+    /// Namespace part of SPIFFE ids (the Kubernetes namespace).
+    #[arg(
+        long = "mesh-namespace",
+        env = "MESH_NAMESPACE",
+        default_value = "default"
+    )]
+    pub mesh_namespace: String,
+    /// Authorization policy file (TOML); default: the shipped deploy/local/authz.toml.
+    #[arg(long = "authz-policy", env = "AUTHZ_POLICY")]
+    pub authz_policy: Option<PathBuf>,
+    /// Serve plaintext gRPC without client authentication. Development only.
+    #[arg(long = "plaintext", env = "PLAINTEXT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub plaintext: bool,
+}
+
+/// How a service talks to the mesh.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// No TLS and no caller identity: tests and explicit development use only.
+    Plaintext,
+    /// Mutual TLS with a mesh identity, and an authorization policy on every call.
+    MutualTls(TlsSettings),
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub paths: crate::tls::CertPaths,
+    pub trust_domain: String,
+    pub namespace: String,
+    pub policy: crate::authz::Policy,
+    pub reload_every: Duration,
 }
 
 /// Validated configuration of one service process.
@@ -45,6 +98,7 @@ pub struct ServiceConfig {
     pub database_url: String,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    pub transport: Transport,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,12 +144,75 @@ impl ServiceConfig {
         };
         let shutdown_grace = parse_duration(&args.shutdown_grace)
             .map_err(|m| invalid("SHUTDOWN_GRACE", format!("'{}' {m}", args.shutdown_grace)))?;
+        let transport = if args.plaintext {
+            Transport::Plaintext
+        } else {
+            let dir = args
+                .tls_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("certs"));
+            let mut paths = crate::tls::CertPaths::in_dir(&dir, service);
+            if let Some(p) = args.tls_cert {
+                paths.cert = p;
+            }
+            if let Some(p) = args.tls_key {
+                paths.key = p;
+            }
+            if let Some(p) = args.tls_ca {
+                paths.ca = p;
+            }
+            for (var, path) in [
+                ("TLS_CERT", &paths.cert),
+                ("TLS_KEY", &paths.key),
+                ("TLS_CA", &paths.ca),
+            ] {
+                if !path.exists() {
+                    return Err(invalid(
+                        var,
+                        format!(
+                            "{} not found (run `make certs`, point TLS_DIR at the mesh certificates, \
+                             or set PLAINTEXT=true for an unauthenticated development server)",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            let trust_domain = args.trust_domain.trim().to_string();
+            if trust_domain.is_empty() || trust_domain.contains('/') {
+                return Err(invalid(
+                    "TRUST_DOMAIN",
+                    "must be a domain such as ordermesh.local",
+                ));
+            }
+            let namespace = args.mesh_namespace.trim().to_string();
+            if namespace.is_empty() || namespace.contains('/') {
+                return Err(invalid(
+                    "MESH_NAMESPACE",
+                    "must be a namespace name such as default",
+                ));
+            }
+            let policy = match &args.authz_policy {
+                Some(p) => crate::authz::Policy::load(p, &trust_domain, &namespace)
+                    .map_err(|e| invalid("AUTHZ_POLICY", e))?,
+                None => crate::authz::Policy::mesh_default(&trust_domain, &namespace),
+            };
+            let reload_every = parse_duration(&args.tls_reload)
+                .map_err(|m| invalid("TLS_RELOAD", format!("'{}' {m}", args.tls_reload)))?;
+            Transport::MutualTls(TlsSettings {
+                paths,
+                trust_domain,
+                namespace,
+                policy,
+                reload_every,
+            })
+        };
         Ok(Self {
             service,
             listen,
             database_url,
             log_format: args.log_format,
             shutdown_grace,
+            transport,
         })
     }
 
@@ -107,6 +224,7 @@ impl ServiceConfig {
             database_url: database_url.to_string(),
             log_format: LogFormat::Pretty,
             shutdown_grace: Duration::from_secs(2),
+            transport: Transport::Plaintext,
         }
     }
 }
@@ -155,7 +273,8 @@ mod tests {
 
     #[test]
     fn defaults_give_sqlite_under_var_and_the_service_port() {
-        let c = ServiceConfig::from_args("inventory", 50053, args(&[])).unwrap();
+        let c = ServiceConfig::from_args("inventory", 50053, args(&["--plaintext"])).unwrap();
+        assert!(matches!(c.transport, Transport::Plaintext));
         assert_eq!(c.listen.port(), 50053);
         assert_eq!(c.database_url, "sqlite://var/inventory.db?mode=rwc");
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
@@ -163,14 +282,53 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = ServiceConfig::from_args("order", 1, args(&["--listen", "nope"])).unwrap_err();
+        let e = ServiceConfig::from_args("order", 1, args(&["--plaintext", "--listen", "nope"]))
+            .unwrap_err();
         assert!(e.to_string().starts_with("LISTEN_ADDR:"), "{e}");
-        let e = ServiceConfig::from_args("order", 1, args(&["--database-url", "mysql://x"]))
-            .unwrap_err();
+        let e = ServiceConfig::from_args(
+            "order",
+            1,
+            args(&["--plaintext", "--database-url", "mysql://x"]),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("DATABASE_URL:"), "{e}");
-        let e = ServiceConfig::from_args("order", 1, args(&["--shutdown-grace", "3 weeks"]))
-            .unwrap_err();
+        let e = ServiceConfig::from_args(
+            "order",
+            1,
+            args(&["--plaintext", "--shutdown-grace", "3 weeks"]),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("SHUTDOWN_GRACE:"), "{e}");
+    }
+
+    #[test]
+    fn mtls_is_the_default_and_missing_certificates_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let e = ServiceConfig::from_args("order", 1, args(&["--tls-dir", d])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("TLS_CERT:") && e.to_string().contains("order.pem"),
+            "{e}"
+        );
+        crate::tls::ensure_dev_certs(dir.path(), "ordermesh.local", "default", &["order"]).unwrap();
+        let c = ServiceConfig::from_args("order", 1, args(&["--tls-dir", d])).unwrap();
+        let Transport::MutualTls(tls) = c.transport else {
+            panic!("expected mTLS")
+        };
+        assert_eq!(tls.paths.key, dir.path().join("order-key.pem"));
+        let e =
+            ServiceConfig::from_args("order", 1, args(&["--tls-dir", d, "--trust-domain", "a/b"]))
+                .unwrap_err();
+        assert!(e.to_string().starts_with("TRUST_DOMAIN:"), "{e}");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[rules]]\nmethods = [\"x\"]\nallow = []\n").unwrap();
+        let e = ServiceConfig::from_args(
+            "order",
+            1,
+            args(&["--tls-dir", d, "--authz-policy", bad.to_str().unwrap()]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("AUTHZ_POLICY:"), "{e}");
     }
 
     #[test]

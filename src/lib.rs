@@ -6,6 +6,7 @@
 //! `idempotency` (stored results by key), `money`, `pagination`, `status` (how errors look to
 //! callers) and `telemetry` (logs).
 
+pub mod authz;
 pub mod client;
 pub mod config;
 pub mod db;
@@ -18,6 +19,7 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 #[cfg(feature = "testing")]
 pub mod testing;

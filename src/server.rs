@@ -11,12 +11,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::config::ServiceConfig;
+use crate::authz::AuthorizeLayer;
+use crate::config::{ServiceConfig, Transport};
 use crate::shutdown::Drain;
 
 /// A service's routes plus what every ordermesh server adds around them.
 pub struct MeshServer {
     service: &'static str,
+    transport: Transport,
     grpc_names: Vec<&'static str>,
     routes: Routes,
     db: Option<DatabaseConnection>,
@@ -30,6 +32,7 @@ impl MeshServer {
     pub fn new(config: &ServiceConfig, routes: Routes, grpc_names: &[&'static str]) -> Self {
         Self {
             service: config.service,
+            transport: config.transport.clone(),
             grpc_names: grpc_names.to_vec(),
             routes,
             db: None,
@@ -136,8 +139,19 @@ impl MeshServer {
             }
             tracing::info!("draining in-flight calls");
         };
-        tracing::info!(service = self.service, %addr, "serving gRPC");
-        let server = tonic::transport::Server::builder()
+        let (policy, identity) = match &self.transport {
+            Transport::Plaintext => {
+                tracing::warn!(service = self.service, %addr, "serving PLAINTEXT gRPC without caller authentication");
+                (None, None)
+            }
+            Transport::MutualTls(tls) => {
+                let identity = crate::tls::MeshIdentity::load(tls.paths.clone())
+                    .map_err(|e| anyhow::anyhow!("mesh certificate: {e}"))?;
+                tracing::info!(service = self.service, %addr, identity = %identity.id(), "serving gRPC over mTLS");
+                (Some(tls.policy.clone()), Some((identity, tls.reload_every)))
+            }
+        };
+        let router = tonic::transport::Server::builder()
             .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
             .layer(
                 tower_http::trace::TraceLayer::new_for_grpc()
@@ -146,8 +160,22 @@ impl MeshServer {
                         tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
                     ),
             )
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            .layer(AuthorizeLayer::new(policy))
+            .add_routes(routes);
+        let mut watcher = None;
+        let server: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match identity {
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal),
+            ),
+            Some((identity, every)) => {
+                watcher = Some(identity.watch(every));
+                let incoming =
+                    crate::tls::tls_incoming(listener, identity, Duration::from_secs(10));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
+        };
         let grace = self.grace;
         let drain = self.drain.clone();
         tokio::select! {
@@ -158,6 +186,9 @@ impl MeshServer {
             _ = async { drain.draining().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(?grace, "grace period over, closing remaining calls");
             }
+        }
+        if let Some(w) = watcher {
+            w.abort();
         }
         Ok(())
     }
