@@ -8,6 +8,8 @@ mkdir -p "${DATA_DIR:-var}"
 # The dev mesh CA and one leaf per service, created on first use (make certs does the same).
 "${CARGO_TARGET_DIR:-target}"/debug/mesh-certs --dir "${DATA_DIR:-var}/certs" >/dev/null
 declare -A ports=([order]=50051 [payment]=50052 [inventory]=50053 [shipping]=50054)
+# SERVICES="inventory payment" starts a subset.
+read -r -a services <<<"${SERVICES:-order payment inventory shipping}"
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -18,14 +20,14 @@ stop() {
 }
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
-for svc in order payment inventory shipping; do
+for svc in "${services[@]}"; do
   LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=${DATA_DIR:-var} TLS_DIR=${DATA_DIR:-var}/certs \
     LOG_FORMAT=${LOG_FORMAT:-pretty} \
     "${CARGO_TARGET_DIR:-target}"/debug/"$svc" > >(sed -u "s/^/[$svc] /") 2>&1 &
   pids+=($!)
 done
 # Wait until every port accepts connections, or a process has died.
-for svc in order payment inventory shipping; do
+for svc in "${services[@]}"; do
   for _ in $(seq 1 100); do
     if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/${ports[$svc]}" 2>/dev/null; then break; fi
     sleep 0.1
@@ -33,7 +35,7 @@ for svc in order payment inventory shipping; do
 done
 echo
 echo "ordermesh is running over mTLS (SQLite databases and certs/ in ${DATA_DIR:-var}/):"
-for svc in order payment inventory shipping; do
+for svc in "${services[@]}"; do
   printf '  %-10s grpc://127.0.0.1:%s\n' "$svc" "${ports[$svc]}"
 done
 echo "try: grpcurl -cacert ${DATA_DIR:-var}/certs/ca.pem -cert ${DATA_DIR:-var}/certs/operator.pem -key ${DATA_DIR:-var}/certs/operator-key.pem -servername inventory 127.0.0.1:50053 list"

@@ -67,6 +67,10 @@ async fn grpcurl_lists_checks_health_and_calls_with_json() {
         "{list}"
     );
     assert!(services.contains(&"grpc.health.v1.Health"), "{list}");
+    assert!(
+        !services.contains(&"ordermesh.payment.v1.PaymentService"),
+        "only what this server serves: {list}"
+    );
 
     let (ok, health, err) = grpcurl(&["-plaintext", addr, "grpc.health.v1.Health/Check"]);
     assert!(ok, "{err}");
