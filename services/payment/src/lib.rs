@@ -1,2 +1,53 @@
-//! The payment service crate. Only its contract exists so far
-//! (`ordermesh::proto::payment::v1`); the domain, store and API are still to be built.
+//! The payment service: card authorizations, captures, voids and refunds against a built-in,
+//! deterministic card processor simulator (see `domain::simulate`).
+
+pub mod api;
+pub mod domain;
+pub mod store;
+
+use std::future::Future;
+
+use ordermesh::config::ServiceConfig;
+use ordermesh::proto::payment::v1::payment_service_server::PaymentServiceServer;
+use ordermesh::server::MeshServer;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub use api::PaymentApi;
+
+pub const SERVICE: &str = "payment";
+pub const DEFAULT_PORT: u16 = 50052;
+pub const GRPC_SERVICE: &str = "ordermesh.payment.v1.PaymentService";
+
+/// A built payment service: connected, migrated, ready to serve.
+pub struct App {
+    pub config: ServiceConfig,
+    pub db: DatabaseConnection,
+    pub api: PaymentApi,
+}
+
+impl App {
+    pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
+        let db =
+            ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
+        let api = PaymentApi::new(db.clone());
+        Ok(Self {
+            config: config.clone(),
+            db,
+            api,
+        })
+    }
+
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let routes = Routes::new(PaymentServiceServer::new(self.api.clone()));
+        MeshServer::new(&self.config, routes, &[GRPC_SERVICE])
+            .database(self.db.clone())
+            .serve(listener, shutdown)
+            .await
+    }
+}

@@ -1,6 +1,10 @@
-//! Placeholder: the payment service's domain is not built yet, so the binary refuses to start
-//! rather than pretending to serve.
-fn main() {
-    eprintln!("the payment service is not built yet; its contract is proto/ordermesh/payment/v1/payment.proto");
-    std::process::exit(2);
+use ordermesh::config::ServiceConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ServiceConfig::load(payment_service::SERVICE, payment_service::DEFAULT_PORT)?;
+    ordermesh::telemetry::init(config.log_format);
+    let app = payment_service::App::build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    app.serve(listener, ordermesh::shutdown::signal()).await
 }

@@ -1,0 +1,264 @@
+//! The gRPC face of payment: validates requests into domain types, asks the simulated
+//! processor, runs the change against the store, and maps errors to `tonic::Status` in one
+//! place.
+
+use futures::FutureExt;
+use ordermesh::idempotency;
+use ordermesh::money::Money;
+use ordermesh::proto::common::v1::Money as PbMoney;
+use ordermesh::proto::payment::v1 as pb;
+use ordermesh::proto::payment::v1::payment_service_server::PaymentService;
+use ordermesh::status::{illegal_transition, invalid_argument, not_found, require_id};
+use ordermesh::time::{now, to_proto};
+use sea_orm::DatabaseConnection;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, CardToken, Outcome, PaymentError};
+use crate::store::{self, payment, NewPayment, StoreError};
+
+impl From<PaymentError> for Status {
+    fn from(e: PaymentError) -> Self {
+        use PaymentError::*;
+        match &e {
+            Invalid { field, rule } => invalid_argument(field, rule),
+            NotFound(id) => not_found("payment", id),
+            IllegalTransition { from, action } => illegal_transition("payment", "", from, action),
+            Exceeds { .. } => Status::failed_precondition(e.to_string()),
+            ProcessorUnavailable => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Domain(d) => d.into(),
+            StoreError::Db(db) => ordermesh::status::db_error(db),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PaymentApi {
+    db: DatabaseConnection,
+}
+
+impl PaymentApi {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+fn money(currency: &str, minor: i64) -> Option<PbMoney> {
+    Some(PbMoney {
+        currency_code: currency.to_string(),
+        amount_minor: minor,
+    })
+}
+
+pub fn payment_to_proto(m: &payment::Model) -> pb::Payment {
+    let status = match m.status() {
+        domain::PaymentStatus::Authorized => pb::PaymentStatus::Authorized,
+        domain::PaymentStatus::Declined => pb::PaymentStatus::Declined,
+        domain::PaymentStatus::Captured => pb::PaymentStatus::Captured,
+        domain::PaymentStatus::Voided => pb::PaymentStatus::Voided,
+        domain::PaymentStatus::PartiallyRefunded => pb::PaymentStatus::PartiallyRefunded,
+        domain::PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
+    };
+    pb::Payment {
+        payment_id: m.payment_id.clone(),
+        order_id: m.order_id.clone(),
+        status: status as i32,
+        authorized_amount: money(&m.currency, m.authorized_minor),
+        captured_amount: money(&m.currency, m.captured_minor),
+        refunded_amount: money(&m.currency, m.refunded_minor),
+        decline_reason: m.decline_reason.clone(),
+        card_last4: m.card_last4.clone(),
+        create_time: Some(to_proto(m.created_at)),
+        update_time: Some(to_proto(m.updated_at)),
+    }
+}
+
+/// An optional amount: absent means "all of it".
+fn optional_amount(m: Option<&PbMoney>) -> Result<Option<Money>, Status> {
+    m.map(|m| domain::positive_amount("amount", Some(m)))
+        .transpose()
+        .map_err(Status::from)
+}
+
+fn require_payment_id(id: &str) -> Result<(), Status> {
+    require_id("payment_id", id)
+}
+
+#[tonic::async_trait]
+impl PaymentService for PaymentApi {
+    async fn authorize_payment(
+        &self,
+        request: Request<pb::AuthorizePaymentRequest>,
+    ) -> Result<Response<pb::AuthorizePaymentResponse>, Status> {
+        let r = request.into_inner();
+        require_id("order_id", &r.order_id)?;
+        let amount = domain::positive_amount("amount", r.amount.as_ref())?;
+        let token = CardToken::parse(&r.card_token)?;
+        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        let order_id = r.order_id.clone();
+        let response = idempotency::execute(
+            &self.db,
+            "payment.authorize",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let decline = match domain::simulate(&token, amount) {
+                        Outcome::Approved => None,
+                        Outcome::Declined(reason) => Some(reason),
+                        // Nothing is stored, so a retry with the same key tries again.
+                        Outcome::Unavailable => {
+                            return Err(PaymentError::ProcessorUnavailable.into())
+                        }
+                    };
+                    let row = store::insert(
+                        txn,
+                        NewPayment {
+                            order_id: &order_id,
+                            amount,
+                            decline,
+                            card_last4: token.last4(),
+                        },
+                        now(),
+                    )
+                    .await?;
+                    Ok(pb::AuthorizePaymentResponse {
+                        payment: Some(payment_to_proto(&row)),
+                    })
+                }
+                .boxed()
+            },
+        )
+        .await?;
+        if let Some(p) = &response.payment {
+            tracing::info!(payment_id = %p.payment_id, order_id = %p.order_id,
+                status = ?pb::PaymentStatus::try_from(p.status).ok(), "payment authorized");
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn capture_payment(
+        &self,
+        request: Request<pb::CapturePaymentRequest>,
+    ) -> Result<Response<pb::CapturePaymentResponse>, Status> {
+        let r = request.into_inner();
+        require_payment_id(&r.payment_id)?;
+        let amount = optional_amount(r.amount.as_ref())?;
+        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        let id = r.payment_id.clone();
+        let response = idempotency::execute(
+            &self.db,
+            "payment.capture",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let row = store::capture(txn, &id, amount, now()).await?;
+                    Ok(pb::CapturePaymentResponse {
+                        payment: Some(payment_to_proto(&row)),
+                    })
+                }
+                .boxed()
+            },
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn void_payment(
+        &self,
+        request: Request<pb::VoidPaymentRequest>,
+    ) -> Result<Response<pb::VoidPaymentResponse>, Status> {
+        let r = request.into_inner();
+        require_payment_id(&r.payment_id)?;
+        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        let id = r.payment_id.clone();
+        let response = idempotency::execute(
+            &self.db,
+            "payment.void",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let row = store::void(txn, &id, now()).await?;
+                    Ok(pb::VoidPaymentResponse {
+                        payment: Some(payment_to_proto(&row)),
+                    })
+                }
+                .boxed()
+            },
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn refund_payment(
+        &self,
+        request: Request<pb::RefundPaymentRequest>,
+    ) -> Result<Response<pb::RefundPaymentResponse>, Status> {
+        let r = request.into_inner();
+        require_payment_id(&r.payment_id)?;
+        let amount = optional_amount(r.amount.as_ref())?;
+        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        let reason = r.reason.trim().to_string();
+        if reason.chars().count() > 200 {
+            return Err(invalid_argument("reason", "must be at most 200 characters"));
+        }
+        let id = r.payment_id.clone();
+        let response = idempotency::execute(
+            &self.db,
+            "payment.refund",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let row = store::refund(txn, &id, amount, &reason, now()).await?;
+                    Ok(pb::RefundPaymentResponse {
+                        payment: Some(payment_to_proto(&row)),
+                    })
+                }
+                .boxed()
+            },
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_payment(
+        &self,
+        request: Request<pb::GetPaymentRequest>,
+    ) -> Result<Response<pb::GetPaymentResponse>, Status> {
+        let id = &request.get_ref().payment_id;
+        require_payment_id(id)?;
+        let row = store::get(&self.db, id).await?;
+        Ok(Response::new(pb::GetPaymentResponse {
+            payment: Some(payment_to_proto(&row)),
+        }))
+    }
+
+    async fn list_payments(
+        &self,
+        request: Request<pb::ListPaymentsRequest>,
+    ) -> Result<Response<pb::ListPaymentsResponse>, Status> {
+        let r = request.into_inner();
+        if !r.order_id.is_empty() {
+            require_id("order_id", &r.order_id)?;
+        }
+        let filter = format!("order={}", r.order_id);
+        let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
+        let order = (!r.order_id.is_empty()).then_some(r.order_id.as_str());
+        let mut rows = store::list(&self.db, order, page.offset, page.fetch_limit()).await?;
+        let next_page_token = page.next_token(rows.len(), &filter);
+        rows.truncate(page.size as usize);
+        Ok(Response::new(pb::ListPaymentsResponse {
+            payments: rows.iter().map(payment_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,152 @@
+//! Schema migrations, applied at start-up.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(ordermesh::idempotency::Migration),
+            Box::new(M0001Init),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Payments {
+    #[sea_orm(iden = "payment_payments")]
+    Table,
+    PaymentId,
+    OrderId,
+    Status,
+    Currency,
+    AuthorizedMinor,
+    CapturedMinor,
+    RefundedMinor,
+    DeclineReason,
+    CardLast4,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Refunds {
+    #[sea_orm(iden = "payment_refunds")]
+    Table,
+    RefundId,
+    PaymentId,
+    AmountMinor,
+    Reason,
+    CreatedAt,
+}
+
+pub struct M0001Init;
+
+impl MigrationName for M0001Init {
+    fn name(&self) -> &str {
+        "m0001_payment_init"
+    }
+}
+
+fn timestamp(c: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(c)
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Init {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Payments::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(Payments::PaymentId)
+                        .string_len(64)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(Payments::OrderId).string_len(128).not_null())
+                .col(ColumnDef::new(Payments::Status).string_len(24).not_null())
+                .col(ColumnDef::new(Payments::Currency).string_len(3).not_null())
+                .col(
+                    ColumnDef::new(Payments::AuthorizedMinor)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Payments::CapturedMinor)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Payments::RefundedMinor)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Payments::DeclineReason)
+                        .string_len(32)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Payments::CardLast4).string_len(4).not_null())
+                .col(timestamp(Payments::CreatedAt))
+                .col(timestamp(Payments::UpdatedAt))
+                // Money never appears from nowhere: captures stay within the authorization
+                // and refunds within the capture, whatever concurrent writers do.
+                .check(Expr::cust(
+                    "captured_minor >= 0 AND captured_minor <= authorized_minor \
+                     AND refunded_minor >= 0 AND refunded_minor <= captured_minor",
+                ))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_payment_payments_order")
+                .table(Payments::Table)
+                .col(Payments::OrderId)
+                .col(Payments::CreatedAt)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Refunds::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(Refunds::RefundId)
+                        .string_len(64)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(Refunds::PaymentId).string_len(64).not_null())
+                .col(
+                    ColumnDef::new(Refunds::AmountMinor)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Refunds::Reason).string_len(200).not_null())
+                .col(timestamp(Refunds::CreatedAt))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(Refunds::Table, Refunds::PaymentId)
+                        .to(Payments::Table, Payments::PaymentId),
+                )
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(Refunds::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Payments::Table).to_owned())
+            .await
+    }
+}
