@@ -6,6 +6,7 @@
 //! `idempotency` (stored results by key), `money`, `pagination`, `status` (how errors look to
 //! callers) and `telemetry` (logs).
 
+pub mod address;
 pub mod authz;
 pub mod client;
 pub mod config;

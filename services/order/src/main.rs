@@ -1,8 +1,10 @@
-//! Placeholder: the order service's domain is not built yet, so the binary refuses to start
-//! rather than pretending to serve.
-fn main() {
-    eprintln!(
-        "the order service is not built yet; its contract is proto/ordermesh/order/v1/order.proto"
-    );
-    std::process::exit(2);
+use ordermesh::config::ServiceConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ServiceConfig::load(order_service::SERVICE, order_service::DEFAULT_PORT)?;
+    ordermesh::telemetry::init(config.log_format);
+    let app = order_service::App::build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    app.serve(listener, ordermesh::shutdown::signal()).await
 }

@@ -1,2 +1,60 @@
-//! The shipping service crate. Only its contract exists so far
-//! (`ordermesh::proto::shipping::v1`); the domain, store and API are still to be built.
+//! The shipping service: quotes, shipments per order and their tracking.
+
+pub mod api;
+pub mod domain;
+pub mod store;
+
+use std::future::Future;
+
+use ordermesh::config::ServiceConfig;
+use ordermesh::proto::shipping::v1::shipping_service_server::ShippingServiceServer;
+use ordermesh::server::MeshServer;
+use ordermesh::shutdown::Drain;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub use api::{ShippingApi, TrackingFeed};
+
+pub const SERVICE: &str = "shipping";
+pub const DEFAULT_PORT: u16 = 50054;
+pub const GRPC_SERVICE: &str = "ordermesh.shipping.v1.ShippingService";
+
+/// A built shipping service: connected, migrated, ready to serve.
+pub struct App {
+    pub config: ServiceConfig,
+    pub db: DatabaseConnection,
+    pub api: ShippingApi,
+    pub feed: TrackingFeed,
+    drain: Drain,
+}
+
+impl App {
+    pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
+        let db =
+            ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
+        let feed = TrackingFeed::default();
+        let drain = Drain::new();
+        let api = ShippingApi::new(db.clone(), feed.clone(), drain.clone());
+        Ok(Self {
+            config: config.clone(),
+            db,
+            api,
+            feed,
+            drain,
+        })
+    }
+
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let routes = Routes::new(ShippingServiceServer::new(self.api.clone()));
+        MeshServer::new(&self.config, routes, &[GRPC_SERVICE])
+            .database(self.db.clone())
+            .drain(self.drain.clone())
+            .serve(listener, shutdown)
+            .await
+    }
+}

@@ -1,6 +1,10 @@
-//! Placeholder: the shipping service's domain is not built yet, so the binary refuses to start
-//! rather than pretending to serve.
-fn main() {
-    eprintln!("the shipping service is not built yet; its contract is proto/ordermesh/shipping/v1/shipping.proto");
-    std::process::exit(2);
+use ordermesh::config::ServiceConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ServiceConfig::load(shipping_service::SERVICE, shipping_service::DEFAULT_PORT)?;
+    ordermesh::telemetry::init(config.log_format);
+    let app = shipping_service::App::build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    app.serve(listener, ordermesh::shutdown::signal()).await
 }

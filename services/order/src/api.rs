@@ -1,0 +1,380 @@
+//! The gRPC face of orders: validates requests into domain types, runs them against the
+//! store, tells WatchOrder streams about every change, and maps errors to `tonic::Status` in
+//! one place.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures::{FutureExt, Stream};
+use ordermesh::idempotency;
+use ordermesh::proto::common::v1::{Address, Money as PbMoney};
+use ordermesh::proto::order::v1 as pb;
+use ordermesh::proto::order::v1::order_service_server::OrderService;
+use ordermesh::shutdown::Drain;
+use ordermesh::status::{invalid_argument, not_found, require_id};
+use ordermesh::time::{now, to_proto};
+use sea_orm::DatabaseConnection;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, OrderError, OrderStatus};
+use crate::store::{self, NewOrder, OrderView, StoreError};
+
+/// Longest status reason a caller may give, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+impl From<OrderError> for Status {
+    fn from(e: OrderError) -> Self {
+        use OrderError::*;
+        match &e {
+            Invalid { field, rule } => invalid_argument(field, rule),
+            NotFound(id) => not_found("order", id),
+            IllegalTransition { from, to } => {
+                ordermesh::status::illegal_transition("order", "", from, &format!("move to {to}"))
+            }
+            Contended(_) => Status::aborted(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Domain(d) => d.into(),
+            StoreError::Db(db) => ordermesh::status::db_error(db),
+        }
+    }
+}
+
+fn status_to_proto(s: OrderStatus) -> pb::OrderStatus {
+    match s {
+        OrderStatus::Pending => pb::OrderStatus::Pending,
+        OrderStatus::Confirmed => pb::OrderStatus::Confirmed,
+        OrderStatus::Rejected => pb::OrderStatus::Rejected,
+        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+        OrderStatus::Shipped => pb::OrderStatus::Shipped,
+        OrderStatus::Delivered => pb::OrderStatus::Delivered,
+    }
+}
+
+fn status_from_proto(field: &str, v: i32) -> Result<OrderStatus, Status> {
+    Ok(match pb::OrderStatus::try_from(v) {
+        Ok(pb::OrderStatus::Pending) => OrderStatus::Pending,
+        Ok(pb::OrderStatus::Confirmed) => OrderStatus::Confirmed,
+        Ok(pb::OrderStatus::Rejected) => OrderStatus::Rejected,
+        Ok(pb::OrderStatus::Cancelled) => OrderStatus::Cancelled,
+        Ok(pb::OrderStatus::Shipped) => OrderStatus::Shipped,
+        Ok(pb::OrderStatus::Delivered) => OrderStatus::Delivered,
+        Ok(pb::OrderStatus::Unspecified) | Err(_) => {
+            return Err(invalid_argument(
+                field,
+                format!("{v} is not an order status"),
+            ))
+        }
+    })
+}
+
+pub fn order_to_proto(v: &OrderView) -> pb::Order {
+    let money = |minor: i64| {
+        Some(PbMoney {
+            currency_code: v.row.currency.clone(),
+            amount_minor: minor,
+        })
+    };
+    pb::Order {
+        order_id: v.row.order_id.clone(),
+        customer_id: v.row.customer_id.clone(),
+        lines: v
+            .lines
+            .iter()
+            .map(|l| pb::OrderLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                unit_price: money(l.unit_price_minor),
+                line_total: money(l.line_total_minor),
+            })
+            .collect(),
+        total: money(v.row.total_minor),
+        status: status_to_proto(v.status()) as i32,
+        status_reason: v.row.status_reason.clone(),
+        shipping_address: Some(Address {
+            recipient: v.row.recipient.clone(),
+            street: v.row.street.clone(),
+            city: v.row.city.clone(),
+            postal_code: v.row.postal_code.clone(),
+            country_code: v.row.country_code.clone(),
+        }),
+        create_time: Some(to_proto(v.row.created_at)),
+        update_time: Some(to_proto(v.row.updated_at)),
+        version: v.row.version,
+    }
+}
+
+fn is_final(o: &pb::Order) -> bool {
+    matches!(
+        pb::OrderStatus::try_from(o.status),
+        Ok(pb::OrderStatus::Rejected | pb::OrderStatus::Cancelled | pb::OrderStatus::Delivered)
+    )
+}
+
+/// Fan-out of order changes to WatchOrder streams in this process.
+#[derive(Clone)]
+pub struct OrderFeed {
+    tx: broadcast::Sender<pb::Order>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Default for OrderFeed {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(1024).0,
+            watchers: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl OrderFeed {
+    /// WatchOrder streams currently open; a stream whose client left is no longer counted.
+    pub fn active_watchers(&self) -> usize {
+        self.watchers.load(Ordering::SeqCst)
+    }
+
+    fn publish(&self, order: &pb::Order) {
+        let _ = self.tx.send(order.clone());
+    }
+}
+
+struct WatcherGuard(Arc<AtomicUsize>);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone)]
+pub struct OrderApi {
+    db: DatabaseConnection,
+    feed: OrderFeed,
+    drain: Drain,
+}
+
+impl OrderApi {
+    pub fn new(db: DatabaseConnection, feed: OrderFeed, drain: Drain) -> Self {
+        Self { db, feed, drain }
+    }
+
+    /// Moves an order along its status machine and tells watchers. This is how the placement
+    /// saga and fulfilment report progress; a move to the current status is a no-op.
+    pub async fn advance(
+        &self,
+        order_id: &str,
+        to: OrderStatus,
+        reason: &str,
+    ) -> Result<pb::Order, Status> {
+        let (view, changed) = store::transition(&self.db, order_id, to, reason, now()).await?;
+        let order = order_to_proto(&view);
+        if changed {
+            tracing::info!(
+                order_id,
+                status = to.as_str(),
+                reason,
+                "order status changed"
+            );
+            self.feed.publish(&order);
+        }
+        Ok(order)
+    }
+}
+
+fn require_order_id(id: &str) -> Result<(), Status> {
+    require_id("order_id", id)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+        let r = request.into_inner();
+        require_id("customer_id", &r.customer_id)?;
+        let lines = domain::parse_lines(&r.lines)?;
+        let address =
+            ordermesh::address::validate("shipping_address", r.shipping_address.as_ref())?;
+        let card_token = domain::parse_card_token(&r.card_token)?;
+        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        let customer_id = r.customer_id.clone();
+        let response = idempotency::execute(
+            &self.db,
+            "order.place",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let view = store::insert(
+                        txn,
+                        NewOrder {
+                            customer_id: &customer_id,
+                            lines: &lines,
+                            address: &address,
+                            card_token: &card_token,
+                        },
+                        now(),
+                    )
+                    .await?;
+                    Ok(pb::PlaceOrderResponse {
+                        order: Some(order_to_proto(&view)),
+                    })
+                }
+                .boxed()
+            },
+        )
+        .await?;
+        if let Some(o) = &response.order {
+            tracing::info!(order_id = %o.order_id, customer_id = %o.customer_id, "order placed");
+            self.feed.publish(o);
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let id = &request.get_ref().order_id;
+        require_order_id(id)?;
+        let view = store::get(&self.db, id).await?;
+        Ok(Response::new(pb::GetOrderResponse {
+            order: Some(order_to_proto(&view)),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let r = request.into_inner();
+        if !r.customer_id.is_empty() {
+            require_id("customer_id", &r.customer_id)?;
+        }
+        if r.statuses.len() > OrderStatus::ALL.len() {
+            return Err(invalid_argument(
+                "statuses",
+                format!("must name at most {} statuses", OrderStatus::ALL.len()),
+            ));
+        }
+        let mut statuses = Vec::with_capacity(r.statuses.len());
+        for (i, s) in r.statuses.iter().enumerate() {
+            let s = status_from_proto(&format!("statuses[{i}]"), *s)?;
+            if !statuses.contains(&s) {
+                statuses.push(s);
+            }
+        }
+        let mut names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        let filter = format!("customer={};statuses={}", r.customer_id, names.join(","));
+        let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
+        let customer = (!r.customer_id.is_empty()).then_some(r.customer_id.as_str());
+        let mut views = store::list(
+            &self.db,
+            customer,
+            &statuses,
+            page.offset,
+            page.fetch_limit(),
+        )
+        .await?;
+        let next_page_token = page.next_token(views.len(), &filter);
+        views.truncate(page.size as usize);
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: views.iter().map(order_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let r = request.into_inner();
+        require_order_id(&r.order_id)?;
+        let reason = r.reason.trim();
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(invalid_argument(
+                "reason",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        let reason = if reason.is_empty() {
+            "cancelled by the customer"
+        } else {
+            reason
+        };
+        let order = self
+            .advance(&r.order_id, OrderStatus::Cancelled, reason)
+            .await?;
+        Ok(Response::new(pb::CancelOrderResponse {
+            order: Some(order),
+        }))
+    }
+
+    type WatchOrderStream = BoxStream<pb::WatchOrderResponse>;
+
+    async fn watch_order(
+        &self,
+        request: Request<pb::WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let order_id = request.into_inner().order_id;
+        require_order_id(&order_id)?;
+        // Subscribe before reading, so no change between the read and the subscription is lost.
+        let mut updates = self.feed.tx.subscribe();
+        let current = order_to_proto(&store::get(&self.db, &order_id).await?);
+        let (tx, rx) = mpsc::channel(16);
+        self.feed.watchers.fetch_add(1, Ordering::SeqCst);
+        let guard = WatcherGuard(self.feed.watchers.clone());
+        let db = self.db.clone();
+        let drain = self.drain.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut last_version = 0;
+            let mut next = Some(current);
+            loop {
+                if let Some(order) = next.take() {
+                    // Versions only grow: anything not newer was sent already.
+                    if order.version > last_version {
+                        last_version = order.version;
+                        let done = is_final(&order);
+                        let msg = pb::WatchOrderResponse { order: Some(order) };
+                        if tx.send(Ok(msg)).await.is_err() || done {
+                            return;
+                        }
+                    }
+                }
+                next = tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = drain.draining() => return,
+                    n = updates.recv() => match n {
+                        Ok(o) if o.order_id == order_id => Some(o),
+                        Ok(_) => None,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Missed some changes: the order as it is now says enough.
+                            match store::get(&db, &order_id).await {
+                                Ok(v) => Some(order_to_proto(&v)),
+                                Err(e) => {
+                                    let _ = tx.send(Err(Status::from(e))).await;
+                                    return;
+                                }
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
