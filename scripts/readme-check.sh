@@ -24,8 +24,10 @@ mapfile -t lines < <(block | grep '^grpcurl ' | sed "s#var/#$data/#g")
 for e in "${exports[@]}"; do eval "$e"; done
 [[ ${#lines[@]} -ge 5 ]] || { echo "found only ${#lines[@]} grpcurl lines in README.md" >&2; exit 1; }
 failed=0
+all_out=""
 for line in "${lines[@]}"; do
   out=$(bash -c "$line" 2>&1) && rc=0 || rc=$?
+  all_out+="$out"$'\n'
   if [[ $rc -ne 0 && ! ( $line == *-max-time* && $out == *'{'* ) ]]; then
     echo "FAILED ($rc): $line"; echo "$out" | sed 's/^/    /'; failed=$((failed + 1))
   else
@@ -46,6 +48,17 @@ if [[ $bad == *"InvalidArgument"*"delta: must not be zero"* ]]; then
 else
   echo "FAILED: AdjustStock delta 0: $bad"; failed=$((failed + 1))
 fi
-lines+=(denied bad)
+# The outcomes the prose after the block promises.
+claims=('"ORDER_STATUS_PENDING"' '"amountMinor": "900"' '"PAYMENT_STATUS_AUTHORIZED"'
+  '"declineReason": "card_declined"' '"amountMinor": "2199"' '"estimatedDays": 7'
+  '"SHIPMENT_STATUS_PENDING"')
+for claim in "${claims[@]}"; do
+  if [[ $all_out == *"$claim"* ]]; then
+    echo "ok: output shows $claim"
+  else
+    echo "FAILED: no $claim in the output of the README lines"; failed=$((failed + 1))
+  fi
+done
+lines+=(denied bad "${claims[@]}")
 echo "readme: $(( ${#lines[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -8,8 +8,8 @@ mkdir -p "${DATA_DIR:-var}"
 # The dev mesh CA and one leaf per service, created on first use (make certs does the same).
 "${CARGO_TARGET_DIR:-target}"/debug/mesh-certs --dir "${DATA_DIR:-var}/certs" >/dev/null
 declare -A ports=([order]=50051 [payment]=50052 [inventory]=50053 [shipping]=50054)
-# The services that are built; SERVICES="..." chooses others.
-read -r -a services <<<"${SERVICES:-inventory}"
+# All four by default; SERVICES="..." starts a subset.
+read -r -a services <<<"${SERVICES:-order payment inventory shipping}"
 pids=()
 stop() {
   trap - INT TERM EXIT
