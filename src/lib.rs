@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod idempotency;
+pub mod ids;
 pub mod money;
 pub mod pagination;
 pub mod proto;

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
 use ordermesh::idempotency;
+use ordermesh::ids::{CustomerId, OrderId};
 use ordermesh::proto::common::v1::{Address, Money as PbMoney};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_server::OrderService;
 use ordermesh::shutdown::Drain;
-use ordermesh::status::{invalid_argument, not_found, require_id};
+use ordermesh::status::{invalid_argument, not_found};
 use ordermesh::time::{now, to_proto};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{broadcast, mpsc};
@@ -170,7 +171,7 @@ impl OrderApi {
     /// saga and fulfilment report progress; a move to the current status is a no-op.
     pub async fn advance(
         &self,
-        order_id: &str,
+        order_id: &OrderId,
         to: OrderStatus,
         reason: &str,
     ) -> Result<pb::Order, Status> {
@@ -178,7 +179,7 @@ impl OrderApi {
         let order = order_to_proto(&view);
         if changed {
             tracing::info!(
-                order_id,
+                order_id = %order_id,
                 status = to.as_str(),
                 reason,
                 "order status changed"
@@ -187,10 +188,6 @@ impl OrderApi {
         }
         Ok(order)
     }
-}
-
-fn require_order_id(id: &str) -> Result<(), Status> {
-    require_id("order_id", id)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -202,13 +199,12 @@ impl OrderService for OrderApi {
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let r = request.into_inner();
-        require_id("customer_id", &r.customer_id)?;
+        let customer_id = CustomerId::parse(&r.customer_id)?;
         let lines = domain::parse_lines(&r.lines)?;
         let address =
             ordermesh::address::validate("shipping_address", r.shipping_address.as_ref())?;
         let card_token = domain::parse_card_token(&r.card_token)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
-        let customer_id = r.customer_id.clone();
         let response = idempotency::execute(
             &self.db,
             "order.place",
@@ -246,9 +242,8 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let id = &request.get_ref().order_id;
-        require_order_id(id)?;
-        let view = store::get(&self.db, id).await?;
+        let id = OrderId::parse(&request.get_ref().order_id)?;
+        let view = store::get(&self.db, &id).await?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(order_to_proto(&view)),
         }))
@@ -259,9 +254,11 @@ impl OrderService for OrderApi {
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let r = request.into_inner();
-        if !r.customer_id.is_empty() {
-            require_id("customer_id", &r.customer_id)?;
-        }
+        let customer = if r.customer_id.is_empty() {
+            None
+        } else {
+            Some(CustomerId::parse(&r.customer_id)?)
+        };
         if r.statuses.len() > OrderStatus::ALL.len() {
             return Err(invalid_argument(
                 "statuses",
@@ -279,10 +276,9 @@ impl OrderService for OrderApi {
         names.sort_unstable();
         let filter = format!("customer={};statuses={}", r.customer_id, names.join(","));
         let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
-        let customer = (!r.customer_id.is_empty()).then_some(r.customer_id.as_str());
         let mut views = store::list(
             &self.db,
-            customer,
+            customer.as_ref(),
             &statuses,
             page.offset,
             page.fetch_limit(),
@@ -301,7 +297,7 @@ impl OrderService for OrderApi {
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let r = request.into_inner();
-        require_order_id(&r.order_id)?;
+        let order_id = OrderId::parse(&r.order_id)?;
         let reason = r.reason.trim();
         if reason.chars().count() > MAX_REASON_CHARS {
             return Err(invalid_argument(
@@ -315,7 +311,7 @@ impl OrderService for OrderApi {
             reason
         };
         let order = self
-            .advance(&r.order_id, OrderStatus::Cancelled, reason)
+            .advance(&order_id, OrderStatus::Cancelled, reason)
             .await?;
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(order),
@@ -328,8 +324,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        let order_id = request.into_inner().order_id;
-        require_order_id(&order_id)?;
+        let order_id = OrderId::parse(&request.into_inner().order_id)?;
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let mut updates = self.feed.tx.subscribe();
         let current = order_to_proto(&store::get(&self.db, &order_id).await?);
@@ -358,7 +353,7 @@ impl OrderService for OrderApi {
                     _ = tx.closed() => return,
                     _ = drain.draining() => return,
                     n = updates.recv() => match n {
-                        Ok(o) if o.order_id == order_id => Some(o),
+                        Ok(o) if o.order_id == order_id.as_str() => Some(o),
                         Ok(_) => None,
                         Err(broadcast::error::RecvError::Lagged(_)) => {
                             // Missed some changes: the order as it is now says enough.

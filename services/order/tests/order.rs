@@ -6,6 +6,7 @@ use futures::StreamExt;
 use order_service::domain::OrderStatus;
 use order_service::{App, OrderApi, OrderFeed, SERVICE};
 use ordermesh::config::ServiceConfig;
+use ordermesh::ids::OrderId;
 use ordermesh::proto::common::v1::{Address, Money};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_client::OrderServiceClient;
@@ -85,6 +86,10 @@ async fn place(c: &mut OrderServiceClient<Channel>, customer: &str, key: &str) -
         .into_inner()
         .order
         .expect("order")
+}
+
+fn oid(s: &str) -> OrderId {
+    OrderId::parse(s).expect("order id")
 }
 
 fn field_of(status: &tonic::Status) -> String {
@@ -353,11 +358,11 @@ async fn orders_are_listed_newest_first_with_filters_and_pages(backend: Backend)
         placed.push(place(&mut h.client, customer, &format!("k{i}")).await);
     }
     h.api
-        .advance(&placed[0].order_id, OrderStatus::Confirmed, "paid")
+        .advance(&oid(&placed[0].order_id), OrderStatus::Confirmed, "paid")
         .await
         .unwrap();
     h.api
-        .advance(&placed[2].order_id, OrderStatus::Rejected, "declined")
+        .advance(&oid(&placed[2].order_id), OrderStatus::Rejected, "declined")
         .await
         .unwrap();
 
@@ -447,7 +452,7 @@ async fn the_status_machine_holds_under_concurrent_writers(backend: Backend) {
         let id = o.order_id.clone();
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
-                api.advance(&id, OrderStatus::Confirmed, "paid").await
+                api.advance(&oid(&id), OrderStatus::Confirmed, "paid").await
             } else {
                 c.cancel_order(cancel(&id))
                     .await
@@ -500,12 +505,12 @@ async fn the_status_machine_holds_under_concurrent_writers(backend: Backend) {
     // A shipped order cannot be cancelled; cancelling a cancelled one is a no-op.
     let o2 = place(&mut h.client, "cust", "k2").await;
     h.api
-        .advance(&o2.order_id, OrderStatus::Confirmed, "")
+        .advance(&oid(&o2.order_id), OrderStatus::Confirmed, "")
         .await
         .unwrap();
     let shipped = h
         .api
-        .advance(&o2.order_id, OrderStatus::Shipped, "")
+        .advance(&oid(&o2.order_id), OrderStatus::Shipped, "")
         .await
         .unwrap();
     assert_eq!(shipped.version, 3);
@@ -518,7 +523,7 @@ async fn the_status_machine_holds_under_concurrent_writers(backend: Backend) {
     assert!(e.message().contains("SHIPPED"), "{}", e.message());
     let e = h
         .api
-        .advance(&o2.order_id, OrderStatus::Pending, "")
+        .advance(&oid(&o2.order_id), OrderStatus::Pending, "")
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -572,7 +577,7 @@ async fn watch_order_streams_changes_and_ends_at_a_final_status(backend: Backend
         OrderStatus::Shipped,
         OrderStatus::Delivered,
     ] {
-        h.api.advance(&o.order_id, to, "").await.unwrap();
+        h.api.advance(&oid(&o.order_id), to, "").await.unwrap();
     }
     let mut seen = Vec::new();
     while let Some(msg) = next(&mut stream).await {
@@ -614,7 +619,7 @@ async fn watch_order_streams_changes_and_ends_at_a_final_status(backend: Backend
     assert!(h.feed.active_watchers() >= 1);
     drop(leaving);
     h.api
-        .advance(&o2.order_id, OrderStatus::Confirmed, "")
+        .advance(&oid(&o2.order_id), OrderStatus::Confirmed, "")
         .await
         .unwrap();
     let feed = h.feed.clone();

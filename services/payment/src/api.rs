@@ -4,11 +4,12 @@
 
 use futures::FutureExt;
 use ordermesh::idempotency;
+use ordermesh::ids::{OrderId, PaymentId};
 use ordermesh::money::Money;
 use ordermesh::proto::common::v1::Money as PbMoney;
 use ordermesh::proto::payment::v1 as pb;
 use ordermesh::proto::payment::v1::payment_service_server::PaymentService;
-use ordermesh::status::{illegal_transition, invalid_argument, not_found, require_id};
+use ordermesh::status::{illegal_transition, invalid_argument, not_found};
 use ordermesh::time::{now, to_proto};
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
@@ -86,10 +87,6 @@ fn optional_amount(m: Option<&PbMoney>) -> Result<Option<Money>, Status> {
         .map_err(Status::from)
 }
 
-fn require_payment_id(id: &str) -> Result<(), Status> {
-    require_id("payment_id", id)
-}
-
 #[tonic::async_trait]
 impl PaymentService for PaymentApi {
     async fn authorize_payment(
@@ -97,11 +94,10 @@ impl PaymentService for PaymentApi {
         request: Request<pb::AuthorizePaymentRequest>,
     ) -> Result<Response<pb::AuthorizePaymentResponse>, Status> {
         let r = request.into_inner();
-        require_id("order_id", &r.order_id)?;
+        let order_id = OrderId::parse(&r.order_id)?;
         let amount = domain::positive_amount("amount", r.amount.as_ref())?;
         let token = CardToken::parse(&r.card_token)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
-        let order_id = r.order_id.clone();
         let response = idempotency::execute(
             &self.db,
             "payment.authorize",
@@ -148,10 +144,9 @@ impl PaymentService for PaymentApi {
         request: Request<pb::CapturePaymentRequest>,
     ) -> Result<Response<pb::CapturePaymentResponse>, Status> {
         let r = request.into_inner();
-        require_payment_id(&r.payment_id)?;
+        let id = PaymentId::parse(&r.payment_id)?;
         let amount = optional_amount(r.amount.as_ref())?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
-        let id = r.payment_id.clone();
         let response = idempotency::execute(
             &self.db,
             "payment.capture",
@@ -176,9 +171,8 @@ impl PaymentService for PaymentApi {
         request: Request<pb::VoidPaymentRequest>,
     ) -> Result<Response<pb::VoidPaymentResponse>, Status> {
         let r = request.into_inner();
-        require_payment_id(&r.payment_id)?;
+        let id = PaymentId::parse(&r.payment_id)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
-        let id = r.payment_id.clone();
         let response = idempotency::execute(
             &self.db,
             "payment.void",
@@ -203,14 +197,13 @@ impl PaymentService for PaymentApi {
         request: Request<pb::RefundPaymentRequest>,
     ) -> Result<Response<pb::RefundPaymentResponse>, Status> {
         let r = request.into_inner();
-        require_payment_id(&r.payment_id)?;
+        let id = PaymentId::parse(&r.payment_id)?;
         let amount = optional_amount(r.amount.as_ref())?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
         let reason = r.reason.trim().to_string();
         if reason.chars().count() > 200 {
             return Err(invalid_argument("reason", "must be at most 200 characters"));
         }
-        let id = r.payment_id.clone();
         let response = idempotency::execute(
             &self.db,
             "payment.refund",
@@ -234,9 +227,8 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetPaymentRequest>,
     ) -> Result<Response<pb::GetPaymentResponse>, Status> {
-        let id = &request.get_ref().payment_id;
-        require_payment_id(id)?;
-        let row = store::get(&self.db, id).await?;
+        let id = PaymentId::parse(&request.get_ref().payment_id)?;
+        let row = store::get(&self.db, &id).await?;
         Ok(Response::new(pb::GetPaymentResponse {
             payment: Some(payment_to_proto(&row)),
         }))
@@ -247,13 +239,15 @@ impl PaymentService for PaymentApi {
         request: Request<pb::ListPaymentsRequest>,
     ) -> Result<Response<pb::ListPaymentsResponse>, Status> {
         let r = request.into_inner();
-        if !r.order_id.is_empty() {
-            require_id("order_id", &r.order_id)?;
-        }
+        let order = if r.order_id.is_empty() {
+            None
+        } else {
+            Some(OrderId::parse(&r.order_id)?)
+        };
         let filter = format!("order={}", r.order_id);
         let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
-        let order = (!r.order_id.is_empty()).then_some(r.order_id.as_str());
-        let mut rows = store::list(&self.db, order, page.offset, page.fetch_limit()).await?;
+        let mut rows =
+            store::list(&self.db, order.as_ref(), page.offset, page.fetch_limit()).await?;
         let next_page_token = page.next_token(rows.len(), &filter);
         rows.truncate(page.size as usize);
         Ok(Response::new(pb::ListPaymentsResponse {

@@ -7,6 +7,7 @@ pub mod order;
 pub mod order_line;
 
 use chrono::{DateTime, Utc};
+use ordermesh::ids::{CustomerId, OrderId};
 use ordermesh::proto::common::v1::Address;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -47,7 +48,7 @@ impl OrderView {
 
 /// A validated order to store.
 pub struct NewOrder<'a> {
-    pub customer_id: &'a str,
+    pub customer_id: &'a CustomerId,
     pub lines: &'a Lines,
     pub address: &'a Address,
     pub card_token: &'a str,
@@ -58,10 +59,10 @@ pub async fn insert<C: ConnectionTrait>(
     o: NewOrder<'_>,
     now: DateTime<Utc>,
 ) -> Result<OrderView> {
-    let order_id = format!("ord_{}", uuid::Uuid::now_v7().simple());
+    let order_id = OrderId::generate().into_string();
     let row = order::ActiveModel {
         order_id: Set(order_id.clone()),
-        customer_id: Set(o.customer_id.to_string()),
+        customer_id: Set(o.customer_id.as_str().to_string()),
         status: Set(OrderStatus::Pending.as_str().to_string()),
         status_reason: Set(String::new()),
         currency: Set(o.lines.total.currency().code().to_string()),
@@ -105,15 +106,15 @@ async fn lines_of<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<order
         .await?)
 }
 
-pub async fn find<C: ConnectionTrait>(c: &C, order_id: &str) -> Result<Option<OrderView>> {
-    let Some(row) = order::Entity::find_by_id(order_id).one(c).await? else {
+pub async fn find<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<Option<OrderView>> {
+    let Some(row) = order::Entity::find_by_id(order_id.as_str()).one(c).await? else {
         return Ok(None);
     };
     let lines = lines_of(c, &[order_id.to_string()]).await?;
     Ok(Some(OrderView { row, lines }))
 }
 
-pub async fn get<C: ConnectionTrait>(c: &C, order_id: &str) -> Result<OrderView> {
+pub async fn get<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<OrderView> {
     find(c, order_id)
         .await?
         .ok_or_else(|| OrderError::NotFound(order_id.to_string()).into())
@@ -122,7 +123,7 @@ pub async fn get<C: ConnectionTrait>(c: &C, order_id: &str) -> Result<OrderView>
 /// Orders newest first, optionally of one customer and in some statuses.
 pub async fn list<C: ConnectionTrait>(
     c: &C,
-    customer_id: Option<&str>,
+    customer_id: Option<&CustomerId>,
     statuses: &[OrderStatus],
     offset: u64,
     limit: u64,
@@ -131,7 +132,7 @@ pub async fn list<C: ConnectionTrait>(
         .order_by_desc(order::Column::CreatedAt)
         .order_by_desc(order::Column::OrderId);
     if let Some(customer) = customer_id {
-        q = q.filter(order::Column::CustomerId.eq(customer));
+        q = q.filter(order::Column::CustomerId.eq(customer.as_str()));
     }
     if !statuses.is_empty() {
         q = q.filter(order::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
@@ -155,7 +156,7 @@ pub async fn list<C: ConnectionTrait>(
 /// re-reads and tries again, so the machine is checked against the order as it really is.
 pub async fn transition<C: ConnectionTrait>(
     c: &C,
-    order_id: &str,
+    order_id: &OrderId,
     to: OrderStatus,
     reason: &str,
     now: DateTime<Utc>,
@@ -170,7 +171,7 @@ pub async fn transition<C: ConnectionTrait>(
             .col_expr(order::Column::StatusReason, Expr::value(reason))
             .col_expr(order::Column::Version, Expr::value(view.row.version + 1))
             .col_expr(order::Column::UpdatedAt, Expr::value(now))
-            .filter(order::Column::OrderId.eq(order_id))
+            .filter(order::Column::OrderId.eq(order_id.as_str()))
             .filter(order::Column::Version.eq(view.row.version))
             .exec(c)
             .await?;

@@ -8,6 +8,7 @@ pub mod payment;
 pub mod refund;
 
 use chrono::{DateTime, Utc};
+use ordermesh::ids::{OrderId, PaymentId};
 use ordermesh::money::{Currency, Money};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -44,7 +45,7 @@ impl payment::Model {
 
 /// A new payment as the processor answered it.
 pub struct NewPayment<'a> {
-    pub order_id: &'a str,
+    pub order_id: &'a OrderId,
     pub amount: Money,
     pub decline: Option<DeclineReason>,
     pub card_last4: String,
@@ -60,8 +61,8 @@ pub async fn insert<C: ConnectionTrait>(
         Some(_) => PaymentStatus::Declined,
     };
     Ok(payment::ActiveModel {
-        payment_id: Set(format!("pay_{}", uuid::Uuid::now_v7().simple())),
-        order_id: Set(p.order_id.to_string()),
+        payment_id: Set(PaymentId::generate().into_string()),
+        order_id: Set(p.order_id.as_str().to_string()),
         status: Set(status.as_str().to_string()),
         currency: Set(p.amount.currency().code().to_string()),
         authorized_minor: Set(if p.decline.is_some() {
@@ -80,8 +81,8 @@ pub async fn insert<C: ConnectionTrait>(
     .await?)
 }
 
-pub async fn get<C: ConnectionTrait>(c: &C, payment_id: &str) -> Result<payment::Model> {
-    payment::Entity::find_by_id(payment_id)
+pub async fn get<C: ConnectionTrait>(c: &C, payment_id: &PaymentId) -> Result<payment::Model> {
+    payment::Entity::find_by_id(payment_id.as_str())
         .one(c)
         .await?
         .ok_or_else(|| PaymentError::NotFound(payment_id.to_string()).into())
@@ -89,7 +90,7 @@ pub async fn get<C: ConnectionTrait>(c: &C, payment_id: &str) -> Result<payment:
 
 pub async fn list<C: ConnectionTrait>(
     c: &C,
-    order_id: Option<&str>,
+    order_id: Option<&OrderId>,
     offset: u64,
     limit: u64,
 ) -> Result<Vec<payment::Model>> {
@@ -97,7 +98,7 @@ pub async fn list<C: ConnectionTrait>(
         .order_by_asc(payment::Column::CreatedAt)
         .order_by_asc(payment::Column::PaymentId);
     if let Some(order_id) = order_id {
-        q = q.filter(payment::Column::OrderId.eq(order_id));
+        q = q.filter(payment::Column::OrderId.eq(order_id.as_str()));
     }
     Ok(q.offset(offset).limit(limit).all(c).await?)
 }
@@ -126,7 +127,7 @@ fn within(row: &payment::Model, amount: Money, limit: i64, what: &'static str) -
 /// Captures `amount` (all of the authorization when `None`).
 pub async fn capture<C: ConnectionTrait>(
     c: &C,
-    payment_id: &str,
+    payment_id: &PaymentId,
     amount: Option<Money>,
     now: DateTime<Utc>,
 ) -> Result<payment::Model> {
@@ -147,7 +148,7 @@ pub async fn capture<C: ConnectionTrait>(
             Expr::value(amount.amount_minor()),
         )
         .col_expr(payment::Column::UpdatedAt, Expr::value(now))
-        .filter(payment::Column::PaymentId.eq(payment_id))
+        .filter(payment::Column::PaymentId.eq(payment_id.as_str()))
         .filter(payment::Column::Status.eq(PaymentStatus::Authorized.as_str()))
         .exec(c)
         .await?;
@@ -162,7 +163,7 @@ pub async fn capture<C: ConnectionTrait>(
 /// Voids an open authorization; voiding a voided payment returns it unchanged.
 pub async fn void<C: ConnectionTrait>(
     c: &C,
-    payment_id: &str,
+    payment_id: &PaymentId,
     now: DateTime<Utc>,
 ) -> Result<payment::Model> {
     let row = get(c, payment_id).await?;
@@ -172,7 +173,7 @@ pub async fn void<C: ConnectionTrait>(
     payment::Entity::update_many()
         .col_expr(payment::Column::Status, Expr::value(to.as_str()))
         .col_expr(payment::Column::UpdatedAt, Expr::value(now))
-        .filter(payment::Column::PaymentId.eq(payment_id))
+        .filter(payment::Column::PaymentId.eq(payment_id.as_str()))
         .filter(payment::Column::Status.eq(PaymentStatus::Authorized.as_str()))
         .exec(c)
         .await?;
@@ -185,7 +186,7 @@ pub async fn void<C: ConnectionTrait>(
 /// Refunds `amount` (everything still refundable when `None`) and records the refund.
 pub async fn refund<C: ConnectionTrait>(
     c: &C,
-    payment_id: &str,
+    payment_id: &PaymentId,
     amount: Option<Money>,
     reason: &str,
     now: DateTime<Utc>,
@@ -211,7 +212,7 @@ pub async fn refund<C: ConnectionTrait>(
         )
         .col_expr(payment::Column::Status, status)
         .col_expr(payment::Column::UpdatedAt, Expr::value(now))
-        .filter(payment::Column::PaymentId.eq(payment_id))
+        .filter(payment::Column::PaymentId.eq(payment_id.as_str()))
         .filter(payment::Column::Status.is_in([
             PaymentStatus::Captured.as_str(),
             PaymentStatus::PartiallyRefunded.as_str(),
@@ -239,7 +240,7 @@ pub async fn refund<C: ConnectionTrait>(
     }
     refund::ActiveModel {
         refund_id: Set(format!("rfd_{}", uuid::Uuid::now_v7().simple())),
-        payment_id: Set(payment_id.to_string()),
+        payment_id: Set(payment_id.as_str().to_string()),
         amount_minor: Set(x),
         reason: Set(reason.to_string()),
         created_at: Set(now),
