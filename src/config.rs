@@ -66,6 +66,9 @@ pub struct ServiceArgs {
     /// Authorization policy file (TOML); default: the shipped deploy/local/authz.toml.
     #[arg(long = "authz-policy", env = "AUTHZ_POLICY")]
     pub authz_policy: Option<PathBuf>,
+    /// Most calls served at once; more are refused with RESOURCE_EXHAUSTED (load shedding).
+    #[arg(long = "max-in-flight", env = "MAX_IN_FLIGHT", default_value = "1024")]
+    pub max_in_flight: String,
     /// Serve plaintext gRPC without client authentication. Development only.
     #[arg(long = "plaintext", env = "PLAINTEXT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub plaintext: bool,
@@ -99,6 +102,8 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub transport: Transport,
+    /// Most calls served at once before new ones are shed.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,6 +149,21 @@ impl ServiceConfig {
         };
         let shutdown_grace = parse_duration(&args.shutdown_grace)
             .map_err(|m| invalid("SHUTDOWN_GRACE", format!("'{}' {m}", args.shutdown_grace)))?;
+        let max_in_flight = args
+            .max_in_flight
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "MAX_IN_FLIGHT",
+                    format!(
+                        "'{}' is not a number of calls between 1 and 1000000",
+                        args.max_in_flight
+                    ),
+                )
+            })?;
         let transport = if args.plaintext {
             Transport::Plaintext
         } else {
@@ -213,6 +233,7 @@ impl ServiceConfig {
             log_format: args.log_format,
             shutdown_grace,
             transport,
+            max_in_flight,
         })
     }
 
@@ -225,6 +246,7 @@ impl ServiceConfig {
             log_format: LogFormat::Pretty,
             shutdown_grace: Duration::from_secs(2),
             transport: Transport::Plaintext,
+            max_in_flight: 1024,
         }
     }
 }

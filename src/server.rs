@@ -25,6 +25,7 @@ pub struct MeshServer {
     grace: Duration,
     drain: Drain,
     health_interval: Duration,
+    shed: crate::shed::LoadShedLayer,
 }
 
 impl MeshServer {
@@ -39,6 +40,7 @@ impl MeshServer {
             grace: config.shutdown_grace,
             drain: Drain::new(),
             health_interval: Duration::from_secs(1),
+            shed: crate::shed::LoadShedLayer::new(config.max_in_flight),
         }
     }
 
@@ -165,7 +167,9 @@ impl MeshServer {
                         tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
                     ),
             )
+            .layer(self.shed.clone())
             .layer(AuthorizeLayer::new(policy))
+            .layer(crate::deadline::ServerDeadlineLayer)
             .add_routes(routes);
         let mut watcher = None;
         let server: std::pin::Pin<

@@ -1,0 +1,135 @@
+//! Per-endpoint outlier ejection: an endpoint that fails `consecutive` calls in a row (transport
+//! errors or UNAVAILABLE) is taken out of the balancer for a while, longer each time it is
+//! ejected again. While ejected its `poll_ready` is pending, so the balancer's p2c picks among
+//! the other endpoints; it comes back on its own when the ejection ends.
+
+use std::future::Future as _;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::{Instant, Sleep};
+use tonic::body::Body;
+use tower::Service;
+
+/// When to eject an endpoint and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct EjectionPolicy {
+    /// Failures in a row that eject an endpoint.
+    pub consecutive: u32,
+    /// First ejection; each further ejection lasts one more `base` (up to `max`).
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for EjectionPolicy {
+    fn default() -> Self {
+        Self {
+            consecutive: 5,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    failures: u32,
+    ejections: u32,
+    until: Option<Instant>,
+}
+
+/// Wraps one endpoint's service.
+pub struct Eject<S> {
+    inner: S,
+    endpoint: String,
+    policy: EjectionPolicy,
+    state: Arc<Mutex<State>>,
+    sleep: Option<std::pin::Pin<Box<Sleep>>>,
+}
+
+impl<S> Eject<S> {
+    pub fn new(inner: S, endpoint: String, policy: EjectionPolicy) -> Self {
+        Self {
+            inner,
+            endpoint,
+            policy,
+            state: Arc::default(),
+            sleep: None,
+        }
+    }
+}
+
+/// Whether a response says the endpoint itself is failing (trailers-only UNAVAILABLE).
+fn unavailable(resp: &http::Response<Body>) -> bool {
+    resp.headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"14")
+}
+
+fn record(state: &Mutex<State>, policy: &EjectionPolicy, endpoint: &str, failed: bool) {
+    let Ok(mut s) = state.lock() else {
+        return;
+    };
+    if !failed {
+        s.failures = 0;
+        return;
+    }
+    s.failures += 1;
+    if s.failures >= policy.consecutive && s.until.is_none() {
+        s.ejections += 1;
+        let d = (policy.base * s.ejections).min(policy.max);
+        s.until = Some(Instant::now() + d);
+        s.failures = 0;
+        tracing::warn!(endpoint, ejected_for = ?d, "endpoint ejected after consecutive failures");
+    }
+}
+
+impl<S> Service<http::Request<Body>> for Eject<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let until = self.state.lock().ok().and_then(|s| s.until);
+        if let Some(until) = until {
+            if Instant::now() < until {
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                sleep.as_mut().reset(until);
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            if let Ok(mut s) = self.state.lock() {
+                s.until = None;
+            }
+            self.sleep = None;
+            tracing::info!(endpoint = %self.endpoint, "endpoint back from ejection");
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let fut = self.inner.call(req);
+        let state = self.state.clone();
+        let policy = self.policy;
+        let endpoint = self.endpoint.clone();
+        Box::pin(async move {
+            let result = fut.await;
+            let failed = match &result {
+                Ok(resp) => unavailable(resp),
+                Err(_) => true,
+            };
+            record(&state, &policy, &endpoint, failed);
+            result
+        })
+    }
+}

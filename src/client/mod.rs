@@ -1,0 +1,343 @@
+//! The one way to call another service. Every outbound call goes through here, so transport
+//! concerns live in one place:
+//!
+//! - **mTLS** with this process's mesh identity, verifying the upstream's service identity;
+//! - **discovery**: a fixed address, or DNS (SRV `_grpc._tcp.<name>` or A/AAAA) re-resolved on
+//!   the records' TTL (bounded), feeding the balancer `Change::Insert/Remove`; a failed
+//!   resolution keeps the last good set;
+//! - **balancing**: power-of-two-choices over peak-EWMA latency (default) or over pending
+//!   requests (least-requests), with per-endpoint outlier ejection (`eject`);
+//! - **deadlines**: the sooner of the upstream's default and what is left of the deadline of
+//!   the call being handled (`crate::deadline`).
+//!
+//! `Upstream::stack()` builds all of it as one cloneable tower service that generated tonic
+//! clients take: `PaymentServiceClient::new(upstream.stack()?)`.
+
+pub mod eject;
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tonic::transport::{Channel, Endpoint};
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::discover::Change;
+use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+
+use crate::deadline::ClientDeadlineLayer;
+use crate::dns::{Resolver, Target};
+use crate::tls::MeshIdentity;
+pub use eject::EjectionPolicy;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A channel through the whole client stack; generated tonic clients accept it.
+pub type MeshChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, CallError>;
+
+/// Why a call could not be made (no connection, no endpoint, a balancer failure). tonic turns
+/// it into a `Status` by looking through `source()`: a refused connection is UNAVAILABLE.
+#[derive(Debug)]
+pub struct CallError(BoxError);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// How the channel secures its connections.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// Plaintext HTTP/2: tests and explicit development setups only.
+    Plaintext,
+    /// mTLS presenting `identity`; the server must prove it is `service`.
+    Mesh {
+        identity: Arc<MeshIdentity>,
+        service: String,
+    },
+}
+
+/// Which endpoint of an upstream gets the next call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balancer {
+    /// Power of two random choices, the one with the lower peak-EWMA latency (default).
+    #[default]
+    PeakEwma,
+    /// Power of two random choices, the one with fewer calls in flight.
+    LeastRequests,
+}
+
+impl std::str::FromStr for Balancer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "peak-ewma" | "p2c" => Ok(Self::PeakEwma),
+            "least-requests" => Ok(Self::LeastRequests),
+            other => Err(format!(
+                "unknown balancer '{other}' (use peak-ewma or least-requests)"
+            )),
+        }
+    }
+}
+
+/// Where an upstream's endpoints come from.
+#[derive(Clone)]
+pub enum Endpoints {
+    /// One fixed URI, `http://host:port`.
+    Fixed(String),
+    /// Names resolved through DNS and followed as they change.
+    Dns {
+        resolver: Resolver,
+        target: Target,
+        /// Bounds on how often the name is re-resolved, whatever the records' TTL says.
+        min_refresh: Duration,
+        max_refresh: Duration,
+    },
+}
+
+/// Settings for one upstream service.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Name used in errors and logs, e.g. `payment`.
+    pub name: String,
+    pub endpoints: Endpoints,
+    pub connect_timeout: Duration,
+    /// Deadline for calls that carry none of their own.
+    pub default_timeout: Duration,
+    pub security: Security,
+    pub balancer: Balancer,
+    pub ejection: EjectionPolicy,
+}
+
+impl Upstream {
+    /// An upstream at one fixed `http://host:port` (the scheme names HTTP/2; TLS comes from
+    /// `security`).
+    pub fn new(uri: impl Into<String>) -> Self {
+        let uri = uri.into();
+        Self {
+            name: uri.clone(),
+            endpoints: Endpoints::Fixed(uri),
+            connect_timeout: Duration::from_secs(3),
+            default_timeout: Duration::from_secs(10),
+            security: Security::Plaintext,
+            balancer: Balancer::default(),
+            ejection: EjectionPolicy::default(),
+        }
+    }
+
+    /// An upstream found through DNS.
+    pub fn dns(name: &str, resolver: Resolver, target: Target) -> Self {
+        Self {
+            name: name.to_string(),
+            endpoints: Endpoints::Dns {
+                resolver,
+                target,
+                min_refresh: Duration::from_millis(500),
+                max_refresh: Duration::from_secs(60),
+            },
+            ..Self::new(String::new())
+        }
+    }
+
+    /// Calls go over mTLS with this process's identity to the named mesh service.
+    pub fn mesh(mut self, identity: Arc<MeshIdentity>, service: &str) -> Self {
+        self.security = Security::Mesh {
+            identity,
+            service: service.to_string(),
+        };
+        if matches!(self.endpoints, Endpoints::Fixed(_)) {
+            self.name = service.to_string();
+        }
+        self
+    }
+
+    pub fn balancer(mut self, balancer: Balancer) -> Self {
+        self.balancer = balancer;
+        self
+    }
+
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    pub fn ejection(mut self, policy: EjectionPolicy) -> Self {
+        self.ejection = policy;
+        self
+    }
+
+    fn endpoint(&self, uri: &str) -> Result<Endpoint, tonic::transport::Error> {
+        Ok(Endpoint::from_shared(uri.to_string())?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true))
+    }
+
+    fn lazy(&self, endpoint: Endpoint) -> Channel {
+        match &self.security {
+            Security::Plaintext => endpoint.connect_lazy(),
+            Security::Mesh { identity, service } => endpoint
+                .connect_with_connector_lazy(crate::tls::connector(identity.clone(), service)),
+        }
+    }
+
+    fn fixed_uri(&self) -> Result<&str, BoxError> {
+        match &self.endpoints {
+            Endpoints::Fixed(uri) => Ok(uri),
+            Endpoints::Dns { .. } => Err(format!(
+                "{} is discovered through DNS: use stack() for a balanced channel",
+                self.name
+            )
+            .into()),
+        }
+    }
+
+    /// A plain channel to a fixed upstream that connects on first use (no balancing, no
+    /// deadline layer).
+    pub fn channel(&self) -> Result<Channel, BoxError> {
+        let endpoint = self
+            .endpoint(self.fixed_uri()?)?
+            .timeout(self.default_timeout);
+        Ok(self.lazy(endpoint))
+    }
+
+    /// A plain channel to a fixed upstream whose first connection is made now, so a bad
+    /// address or identity fails here.
+    pub async fn connect(&self) -> Result<Channel, BoxError> {
+        let endpoint = self
+            .endpoint(self.fixed_uri()?)?
+            .timeout(self.default_timeout);
+        Ok(match &self.security {
+            Security::Plaintext => endpoint.connect().await?,
+            Security::Mesh { identity, service } => {
+                endpoint
+                    .connect_with_connector(crate::tls::connector(identity.clone(), service))
+                    .await?
+            }
+        })
+    }
+
+    /// The full client stack: discovery, balancing with outlier ejection, and deadlines.
+    /// Must be called inside a Tokio runtime (it spawns the balancer and the DNS watcher).
+    pub fn stack(&self) -> Result<MeshChannel, BoxError> {
+        let (tx, rx) = mpsc::channel::<Change<String, eject::Eject<Channel>>>(64);
+        match &self.endpoints {
+            Endpoints::Fixed(uri) => {
+                let svc =
+                    eject::Eject::new(self.lazy(self.endpoint(uri)?), uri.clone(), self.ejection);
+                tx.try_send(Change::Insert(uri.clone(), svc))
+                    .map_err(|e| e.to_string())?;
+                // Keep the sender: a closed discovery stream would end the balancer.
+                tokio::spawn(async move { tx.closed().await });
+            }
+            Endpoints::Dns {
+                resolver,
+                target,
+                min_refresh,
+                max_refresh,
+            } => {
+                let watcher = DnsWatcher {
+                    upstream: self.clone(),
+                    resolver: resolver.clone(),
+                    target: target.clone(),
+                    min_refresh: *min_refresh,
+                    max_refresh: *max_refresh,
+                };
+                tokio::spawn(watcher.run(tx));
+            }
+        }
+        let changes = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+        let deadline = ClientDeadlineLayer::new(&self.name, self.default_timeout);
+        let svc = match self.balancer {
+            Balancer::PeakEwma => {
+                let discover = PeakEwmaDiscover::new(
+                    changes,
+                    Duration::from_millis(20),
+                    Duration::from_secs(5),
+                    CompleteOnResponse::default(),
+                );
+                let balance = Buffer::new(Balance::new(discover), 1024);
+                BoxCloneSyncService::new(deadline.layer(balance).map_err(CallError))
+            }
+            Balancer::LeastRequests => {
+                let discover = PendingRequestsDiscover::new(changes, CompleteOnResponse::default());
+                let balance = Buffer::new(Balance::new(discover), 1024);
+                BoxCloneSyncService::new(deadline.layer(balance).map_err(CallError))
+            }
+        };
+        Ok(svc)
+    }
+}
+
+/// Follows an upstream's DNS name and tells the balancer what changed.
+struct DnsWatcher {
+    upstream: Upstream,
+    resolver: Resolver,
+    target: Target,
+    min_refresh: Duration,
+    max_refresh: Duration,
+}
+
+impl DnsWatcher {
+    async fn run(self, tx: mpsc::Sender<Change<String, eject::Eject<Channel>>>) {
+        let mut current: BTreeSet<SocketAddr> = BTreeSet::new();
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.resolver.resolve(&self.target).await {
+                Ok(resolved) => {
+                    failures = 0;
+                    for gone in current.difference(&resolved.endpoints) {
+                        tracing::info!(upstream = %self.upstream.name, endpoint = %gone, "endpoint removed");
+                        if tx.send(Change::Remove(gone.to_string())).await.is_err() {
+                            return;
+                        }
+                    }
+                    for new in resolved.endpoints.difference(&current) {
+                        let uri = format!("http://{new}");
+                        let channel = match self.upstream.endpoint(&uri) {
+                            Ok(e) => self.upstream.lazy(e),
+                            Err(e) => {
+                                tracing::warn!(endpoint = %new, error = %e, "bad endpoint");
+                                continue;
+                            }
+                        };
+                        tracing::info!(upstream = %self.upstream.name, endpoint = %new, "endpoint added");
+                        let svc =
+                            eject::Eject::new(channel, new.to_string(), self.upstream.ejection);
+                        if tx.send(Change::Insert(new.to_string(), svc)).await.is_err() {
+                            return;
+                        }
+                    }
+                    current = resolved.endpoints;
+                    resolved.ttl.clamp(self.min_refresh, self.max_refresh)
+                }
+                Err(e) => {
+                    // Keep the last good set; try again soon, backing off.
+                    failures += 1;
+                    tracing::warn!(upstream = %self.upstream.name, error = %e, kept = current.len(), "DNS resolution failed; keeping the last endpoints");
+                    (self.min_refresh * 2u32.saturating_pow(failures.min(6))).min(self.max_refresh)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}
