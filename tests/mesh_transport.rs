@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ordermesh::client::{Balancer, EjectionPolicy, MeshChannel, Upstream};
+use ordermesh::client::{
+    Balancer, BreakerPolicy, BreakerState, EjectionPolicy, MeshChannel, RetryPolicy, Upstream,
+};
 use ordermesh::dns::{Lookup, MeshZone, Resolver, Target};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -26,6 +28,8 @@ struct Probe {
     timeouts: Arc<Mutex<Vec<String>>>,
     /// When set, Check relays to this upstream (a two-hop call).
     next: Option<MeshChannel>,
+    /// While true, Check answers UNAVAILABLE.
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -41,6 +45,9 @@ impl Health for Probe {
             }
         }
         tokio::time::sleep(self.delay).await;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("probe is failing on purpose"));
+        }
         if let Some(next) = &self.next {
             return HealthClient::new(next.clone())
                 .check(HealthCheckRequest::default())
@@ -297,4 +304,142 @@ async fn a_callers_deadline_bounds_a_two_hop_call() {
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_millis(400));
+}
+
+fn failing() -> Probe {
+    let p = Probe::default();
+    p.failing.store(true, Ordering::SeqCst);
+    p
+}
+
+/// A check marked safe to retry, as saga participants' calls are (they carry a key).
+fn keyed(key: &str) -> Request<HealthCheckRequest> {
+    let mut r = Request::new(HealthCheckRequest::default());
+    r.metadata_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
+    let b = backend(failing()).await;
+    let policy = BreakerPolicy {
+        window: 10,
+        min_calls: 5,
+        failure_rate: 0.5,
+        slow_call: Duration::from_secs(5),
+        slow_rate: 2.0,
+        reset_timeout: Duration::from_millis(300),
+        probes: 2,
+    };
+    let (channel, handle) = Upstream::new(format!("http://{}", b.addr))
+        .retry(None)
+        .breaker(Some(policy))
+        .build()
+        .unwrap();
+    let breaker = handle.unwrap();
+    let mut c = HealthClient::new(channel);
+    for i in 0..5 {
+        assert_eq!(breaker.state(), BreakerState::Closed, "call {i}");
+        let e = c.check(HealthCheckRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+    }
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open,
+        "opens after 5 of 5 failed"
+    );
+    assert_eq!(b.hits(), 5);
+
+    // Open: fails fast without reaching the upstream, naming it.
+    let started = Instant::now();
+    for _ in 0..20 {
+        let e = c.check(HealthCheckRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(
+            e.message().contains("circuit breaker") && e.message().contains(&b.addr.to_string()),
+            "{}",
+            e.message()
+        );
+    }
+    assert!(started.elapsed() < Duration::from_millis(250));
+    assert_eq!(b.hits(), 5, "an open breaker sent calls upstream");
+    assert_eq!(breaker.fast_failures(), 20);
+
+    // After the reset timeout: half-open; a failed probe opens it again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(c.check(HealthCheckRequest::default()).await.is_err());
+    assert_eq!(b.hits(), 6, "one probe went through");
+    assert_eq!(breaker.state(), BreakerState::Open);
+
+    // The upstream recovers: two good probes close the breaker.
+    b.probe.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    check(&mut c).await.unwrap();
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    check(&mut c).await.unwrap();
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    for _ in 0..10 {
+        check(&mut c).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_storm_stays_within_the_budget() {
+    let b = backend(failing()).await;
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(2),
+        budget_ratio: 0.1,
+        budget_floor_per_sec: 1,
+        budget_window: Duration::from_secs(10),
+    };
+    let channel = Upstream::new(format!("http://{}", b.addr))
+        .retry(Some(policy))
+        .breaker(None)
+        .stack()
+        .unwrap();
+    let calls = 200;
+    let mut c = HealthClient::new(channel);
+    for i in 0..calls {
+        let e = c.check(keyed(&format!("k{i}"))).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+    }
+    let attempts = b.hits();
+    // Unbudgeted, 3 attempts each would be 600. The budget allows 10% of requests plus a floor
+    // of 1/s over the 10s window.
+    let allowed = calls + calls / 10 + 10;
+    println!("retry storm: {calls} failing calls made {attempts} attempts (budget allows {allowed}, unbudgeted 600)");
+    assert!(attempts > calls, "some retries were made");
+    assert!(
+        attempts <= allowed,
+        "{attempts} attempts exceed the budget of {allowed}"
+    );
+
+    // A call that is not safe to repeat is sent once.
+    let before = b.hits();
+    assert!(c.check(HealthCheckRequest::default()).await.is_err());
+    assert_eq!(b.hits(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_hide_a_transient_failure() {
+    let b = backend(failing()).await;
+    let channel = Upstream::new(format!("http://{}", b.addr))
+        .breaker(None)
+        .stack()
+        .unwrap();
+    let mut c = HealthClient::new(channel);
+    // Heal the upstream shortly after the first attempt fails.
+    let flag = b.probe.failing.clone();
+    let hits = b.probe.hits.clone();
+    tokio::spawn(async move {
+        while hits.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        flag.store(false, Ordering::SeqCst);
+    });
+    c.check(keyed("once")).await.expect("the retry succeeds");
+    assert!(b.hits() >= 2, "{} attempts", b.hits());
 }

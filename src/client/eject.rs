@@ -1,6 +1,7 @@
 //! Per-endpoint outlier ejection: an endpoint that fails `consecutive` calls in a row (transport
 //! errors or UNAVAILABLE) is taken out of the balancer for a while, longer each time it is
-//! ejected again. While ejected its `poll_ready` is pending, so the balancer's p2c picks among
+//! ejected again. At most half of an upstream's endpoints are ejected at once, and never the
+//! only one: when everything fails, that is the circuit breaker's business. While ejected its `poll_ready` is pending, so the balancer's p2c picks among
 //! the other endpoints; it comes back on its own when the ejection ends.
 
 use std::future::Future as _;
@@ -33,6 +34,32 @@ impl Default for EjectionPolicy {
     }
 }
 
+/// The endpoints of one upstream, counted so that ejection never empties the balancer.
+#[derive(Debug, Default)]
+pub struct EjectionGroup {
+    endpoints: std::sync::atomic::AtomicUsize,
+    ejected: std::sync::atomic::AtomicUsize,
+}
+
+impl EjectionGroup {
+    /// Takes one ejection slot if fewer than half of the endpoints are out.
+    fn try_eject(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let total = self.endpoints.load(SeqCst);
+        self.ejected
+            .fetch_update(SeqCst, SeqCst, |n| ((n + 1) * 2 <= total).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn restore(&self) {
+        let _ = self.ejected.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     failures: u32,
@@ -43,6 +70,7 @@ struct State {
 /// Wraps one endpoint's service.
 pub struct Eject<S> {
     inner: S,
+    group: Arc<EjectionGroup>,
     endpoint: String,
     policy: EjectionPolicy,
     state: Arc<Mutex<State>>,
@@ -50,9 +78,18 @@ pub struct Eject<S> {
 }
 
 impl<S> Eject<S> {
-    pub fn new(inner: S, endpoint: String, policy: EjectionPolicy) -> Self {
+    pub fn new(
+        inner: S,
+        group: Arc<EjectionGroup>,
+        endpoint: String,
+        policy: EjectionPolicy,
+    ) -> Self {
+        group
+            .endpoints
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Self {
             inner,
+            group,
             endpoint,
             policy,
             state: Arc::default(),
@@ -68,7 +105,24 @@ fn unavailable(resp: &http::Response<Body>) -> bool {
         .is_some_and(|v| v.as_bytes() == b"14")
 }
 
-fn record(state: &Mutex<State>, policy: &EjectionPolicy, endpoint: &str, failed: bool) {
+impl<S> Drop for Eject<S> {
+    fn drop(&mut self) {
+        if self.state.lock().is_ok_and(|s| s.until.is_some()) {
+            self.group.restore();
+        }
+        self.group
+            .endpoints
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn record(
+    state: &Mutex<State>,
+    group: &EjectionGroup,
+    policy: &EjectionPolicy,
+    endpoint: &str,
+    failed: bool,
+) {
     let Ok(mut s) = state.lock() else {
         return;
     };
@@ -77,7 +131,7 @@ fn record(state: &Mutex<State>, policy: &EjectionPolicy, endpoint: &str, failed:
         return;
     }
     s.failures += 1;
-    if s.failures >= policy.consecutive && s.until.is_none() {
+    if s.failures >= policy.consecutive && s.until.is_none() && group.try_eject() {
         s.ejections += 1;
         let d = (policy.base * s.ejections).min(policy.max);
         s.until = Some(Instant::now() + d);
@@ -111,6 +165,7 @@ where
             if let Ok(mut s) = self.state.lock() {
                 s.until = None;
             }
+            self.group.restore();
             self.sleep = None;
             tracing::info!(endpoint = %self.endpoint, "endpoint back from ejection");
         }
@@ -122,13 +177,14 @@ where
         let state = self.state.clone();
         let policy = self.policy;
         let endpoint = self.endpoint.clone();
+        let group = self.group.clone();
         Box::pin(async move {
             let result = fut.await;
             let failed = match &result {
                 Ok(resp) => unavailable(resp),
                 Err(_) => true,
             };
-            record(&state, &policy, &endpoint, failed);
+            record(&state, &group, &policy, &endpoint, failed);
             result
         })
     }

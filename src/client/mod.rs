@@ -7,13 +7,17 @@
 //!   resolution keeps the last good set;
 //! - **balancing**: power-of-two-choices over peak-EWMA latency (default) or over pending
 //!   requests (least-requests), with per-endpoint outlier ejection (`eject`);
+//! - **retries** of calls that are safe to repeat, within a retry budget (`retry`), and a
+//!   **circuit breaker** per upstream that fails fast while the upstream is failing (`breaker`);
 //! - **deadlines**: the sooner of the upstream's default and what is left of the deadline of
 //!   the call being handled (`crate::deadline`).
 //!
 //! `Upstream::stack()` builds all of it as one cloneable tower service that generated tonic
 //! clients take: `PaymentServiceClient::new(upstream.stack()?)`.
 
+pub mod breaker;
 pub mod eject;
+pub mod retry;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -31,12 +35,14 @@ use tower::buffer::Buffer;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
 use crate::deadline::ClientDeadlineLayer;
 use crate::dns::{Resolver, Target};
 use crate::tls::MeshIdentity;
+pub use breaker::{BreakerHandle, BreakerPolicy, BreakerState};
 pub use eject::EjectionPolicy;
+pub use retry::RetryPolicy;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -122,6 +128,10 @@ pub struct Upstream {
     pub security: Security,
     pub balancer: Balancer,
     pub ejection: EjectionPolicy,
+    /// `None` sends every call once.
+    pub retry: Option<RetryPolicy>,
+    /// `None` never opens.
+    pub breaker: Option<BreakerPolicy>,
 }
 
 impl Upstream {
@@ -137,6 +147,8 @@ impl Upstream {
             security: Security::Plaintext,
             balancer: Balancer::default(),
             ejection: EjectionPolicy::default(),
+            retry: Some(RetryPolicy::default()),
+            breaker: Some(BreakerPolicy::default()),
         }
     }
 
@@ -173,6 +185,16 @@ impl Upstream {
 
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = timeout;
+        self
+    }
+
+    pub fn retry(mut self, policy: Option<RetryPolicy>) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    pub fn breaker(mut self, policy: Option<BreakerPolicy>) -> Self {
+        self.breaker = policy;
         self
     }
 
@@ -233,14 +255,24 @@ impl Upstream {
         })
     }
 
-    /// The full client stack: discovery, balancing with outlier ejection, and deadlines.
-    /// Must be called inside a Tokio runtime (it spawns the balancer and the DNS watcher).
+    /// The full client stack: discovery, balancing with outlier ejection, retries within a
+    /// budget, a circuit breaker and deadlines. Must be called inside a Tokio runtime (it
+    /// spawns the balancer and the DNS watcher).
     pub fn stack(&self) -> Result<MeshChannel, BoxError> {
+        Ok(self.build()?.0)
+    }
+
+    /// Like `stack`, also returning a handle on the upstream's circuit breaker.
+    pub fn build(&self) -> Result<(MeshChannel, Option<BreakerHandle>), BoxError> {
         let (tx, rx) = mpsc::channel::<Change<String, eject::Eject<Channel>>>(64);
         match &self.endpoints {
             Endpoints::Fixed(uri) => {
-                let svc =
-                    eject::Eject::new(self.lazy(self.endpoint(uri)?), uri.clone(), self.ejection);
+                let svc = eject::Eject::new(
+                    self.lazy(self.endpoint(uri)?),
+                    Arc::default(),
+                    uri.clone(),
+                    self.ejection,
+                );
                 tx.try_send(Change::Insert(uri.clone(), svc))
                     .map_err(|e| e.to_string())?;
                 // Keep the sender: a closed discovery stream would end the balancer.
@@ -263,25 +295,36 @@ impl Upstream {
             }
         }
         let changes = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-        let deadline = ClientDeadlineLayer::new(&self.name, self.default_timeout);
-        let svc = match self.balancer {
+        type Balanced = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+        let balanced: Balanced = match self.balancer {
             Balancer::PeakEwma => {
                 let discover = PeakEwmaDiscover::new(
                     changes,
-                    Duration::from_millis(20),
+                    // A new endpoint starts as if it answered in 1ms, so it is tried soon
+                    // after it appears; its real latency takes over from there.
+                    Duration::from_millis(1),
                     Duration::from_secs(5),
                     CompleteOnResponse::default(),
                 );
-                let balance = Buffer::new(Balance::new(discover), 1024);
-                BoxCloneSyncService::new(deadline.layer(balance).map_err(CallError))
+                BoxCloneSyncService::new(Buffer::new(Balance::new(discover), 1024))
             }
             Balancer::LeastRequests => {
                 let discover = PendingRequestsDiscover::new(changes, CompleteOnResponse::default());
-                let balance = Buffer::new(Balance::new(discover), 1024);
-                BoxCloneSyncService::new(deadline.layer(balance).map_err(CallError))
+                BoxCloneSyncService::new(Buffer::new(Balance::new(discover), 1024))
             }
         };
-        Ok(svc)
+        let breaker = self
+            .breaker
+            .map(|p| breaker::CircuitBreakerLayer::new(&self.name, p));
+        let handle = breaker.as_ref().map(|b| b.handle());
+        let retry = self.retry.map(|p| retry::RetryLayer::new(&self.name, p));
+        let svc = tower::ServiceBuilder::new()
+            .layer(ClientDeadlineLayer::new(&self.name, self.default_timeout))
+            .option_layer(retry)
+            .option_layer(breaker)
+            .service(balanced)
+            .map_err(|e: BoxError| CallError(e));
+        Ok((BoxCloneSyncService::new(svc), handle))
     }
 }
 
@@ -296,6 +339,7 @@ struct DnsWatcher {
 
 impl DnsWatcher {
     async fn run(self, tx: mpsc::Sender<Change<String, eject::Eject<Channel>>>) {
+        let group = Arc::new(eject::EjectionGroup::default());
         let mut current: BTreeSet<SocketAddr> = BTreeSet::new();
         let mut failures = 0u32;
         loop {
@@ -318,8 +362,12 @@ impl DnsWatcher {
                             }
                         };
                         tracing::info!(upstream = %self.upstream.name, endpoint = %new, "endpoint added");
-                        let svc =
-                            eject::Eject::new(channel, new.to_string(), self.upstream.ejection);
+                        let svc = eject::Eject::new(
+                            channel,
+                            group.clone(),
+                            new.to_string(),
+                            self.upstream.ejection,
+                        );
                         if tx.send(Change::Insert(new.to_string(), svc)).await.is_err() {
                             return;
                         }

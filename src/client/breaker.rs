@@ -1,0 +1,283 @@
+//! A circuit breaker per upstream. Closed, it counts outcomes over a sliding window of recent
+//! calls; when the share of failures (or of slow calls) crosses its threshold it opens and
+//! every call fails fast with UNAVAILABLE naming the upstream. After the reset timeout it
+//! half-opens and lets a few probe calls through: all succeed and it closes, one fails and it
+//! opens again. Transitions are logged and the state can be read from a `BreakerHandle`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy, Debug)]
+pub struct BreakerPolicy {
+    /// How many recent calls the window holds.
+    pub window: usize,
+    /// Fewest calls in the window before the breaker may open.
+    pub min_calls: usize,
+    /// Share of failed calls in the window that opens the breaker (0-1).
+    pub failure_rate: f64,
+    /// A call slower than this counts as slow.
+    pub slow_call: Duration,
+    /// Share of slow calls in the window that opens the breaker (0-1; above 1 disables it).
+    pub slow_rate: f64,
+    /// How long the breaker stays open before it lets probes through.
+    pub reset_timeout: Duration,
+    /// Probe calls that must all succeed to close a half-open breaker.
+    pub probes: u32,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            window: 50,
+            min_calls: 10,
+            failure_rate: 0.5,
+            slow_call: Duration::from_secs(2),
+            slow_rate: 0.8,
+            reset_timeout: Duration::from_secs(5),
+            probes: 3,
+        }
+    }
+}
+
+/// Where a breaker is in its cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Clone, Copy)]
+struct Outcome {
+    failed: bool,
+    slow: bool,
+}
+
+enum Inner {
+    Closed { window: VecDeque<Outcome> },
+    Open { until: Instant },
+    HalfOpen { admitted: u32, succeeded: u32 },
+}
+
+struct Shared {
+    upstream: String,
+    policy: BreakerPolicy,
+    inner: Mutex<Inner>,
+    fast_failures: std::sync::atomic::AtomicU64,
+}
+
+/// Reads a breaker's state (for metrics, health pages and tests).
+#[derive(Clone)]
+pub struct BreakerHandle(Arc<Shared>);
+
+impl BreakerHandle {
+    pub fn state(&self) -> BreakerState {
+        match self.0.inner.lock().map(|g| match &*g {
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        }) {
+            Ok(s) => s,
+            Err(_) => BreakerState::Closed,
+        }
+    }
+
+    /// Calls refused without reaching the upstream since the breaker was built.
+    pub fn fast_failures(&self) -> u64 {
+        self.0
+            .fast_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+pub struct CircuitBreakerLayer {
+    shared: Arc<Shared>,
+}
+
+impl CircuitBreakerLayer {
+    pub fn new(upstream: &str, policy: BreakerPolicy) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                upstream: upstream.to_string(),
+                policy,
+                inner: Mutex::new(Inner::Closed {
+                    window: VecDeque::new(),
+                }),
+                fast_failures: Default::default(),
+            }),
+        }
+    }
+
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle(self.shared.clone())
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// Whether the call may go out, and whether it is a half-open probe.
+enum Admit {
+    Yes { probe: bool },
+    No { retry_in: Duration },
+}
+
+impl Shared {
+    fn admit(&self) -> Admit {
+        let Ok(mut g) = self.inner.lock() else {
+            return Admit::Yes { probe: false };
+        };
+        let now = Instant::now();
+        if let Inner::Open { until } = &*g {
+            if now < *until {
+                return Admit::No {
+                    retry_in: *until - now,
+                };
+            }
+            tracing::info!(upstream = %self.upstream, "circuit breaker half-open: probing");
+            *g = Inner::HalfOpen {
+                admitted: 0,
+                succeeded: 0,
+            };
+        }
+        match &mut *g {
+            Inner::Closed { .. } => Admit::Yes { probe: false },
+            Inner::HalfOpen { admitted, .. } if *admitted < self.policy.probes => {
+                *admitted += 1;
+                Admit::Yes { probe: true }
+            }
+            Inner::HalfOpen { .. } => Admit::No {
+                retry_in: Duration::ZERO,
+            },
+            Inner::Open { until } => Admit::No {
+                retry_in: until.saturating_duration_since(now),
+            },
+        }
+    }
+
+    fn record(&self, outcome: Outcome, probe: bool) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        let p = &self.policy;
+        let open = |why: String| {
+            tracing::warn!(upstream = %self.upstream, reason = %why, open_for = ?p.reset_timeout, "circuit breaker opened");
+            Inner::Open {
+                until: Instant::now() + p.reset_timeout,
+            }
+        };
+        match &mut *g {
+            Inner::Closed { window } if !probe => {
+                window.push_back(outcome);
+                while window.len() > p.window {
+                    window.pop_front();
+                }
+                if window.len() >= p.min_calls {
+                    let n = window.len() as f64;
+                    let failed = window.iter().filter(|o| o.failed).count() as f64 / n;
+                    let slow = window.iter().filter(|o| o.slow).count() as f64 / n;
+                    if failed >= p.failure_rate {
+                        *g = open(format!(
+                            "{:.0}% of the last {n} calls failed",
+                            failed * 100.0
+                        ));
+                    } else if slow >= p.slow_rate {
+                        *g = open(format!(
+                            "{:.0}% of the last {n} calls took over {:?}",
+                            slow * 100.0,
+                            p.slow_call
+                        ));
+                    }
+                }
+            }
+            Inner::HalfOpen { succeeded, .. } if probe => {
+                if outcome.failed {
+                    *g = open("a half-open probe failed".into());
+                } else {
+                    *succeeded += 1;
+                    if *succeeded >= p.probes {
+                        tracing::info!(upstream = %self.upstream, "circuit breaker closed after successful probes");
+                        *g = Inner::Closed {
+                            window: VecDeque::new(),
+                        };
+                    }
+                }
+            }
+            // An outcome from before the last transition says nothing about now.
+            _ => {}
+        }
+    }
+}
+
+/// Codes that say the upstream is failing, as opposed to the request being wrong.
+fn failed_status(resp: &http::Response<Body>) -> bool {
+    matches!(
+        resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+        Some(b"14" | b"4" | b"13" | b"2" | b"8")
+    )
+}
+
+impl<S> Service<http::Request<Body>> for CircuitBreaker<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let probe = match self.shared.admit() {
+            Admit::Yes { probe } => probe,
+            Admit::No { retry_in } => {
+                self.shared
+                    .fast_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let msg = format!(
+                    "circuit breaker for {} is open; failing fast (next probe in {retry_in:?})",
+                    self.shared.upstream
+                );
+                return Box::pin(async move { Ok(tonic::Status::unavailable(msg).into_http()) });
+            }
+        };
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let result = fut.await;
+            let failed = match &result {
+                Ok(resp) => failed_status(resp),
+                Err(_) => true,
+            };
+            let slow = started.elapsed() > shared.policy.slow_call;
+            shared.record(Outcome { failed, slow }, probe);
+            result
+        })
+    }
+}

@@ -1,0 +1,241 @@
+//! Retries for calls that are safe to repeat: those carrying an `idempotency-key` (or
+//! `x-ordermesh-idempotent: true`) and reads (`Get*`/`List*` methods). Only UNAVAILABLE,
+//! RESOURCE_EXHAUSTED (the server shed the call before running it) and connection failures are
+//! retried, with jittered exponential backoff, and every retry must be paid for from a budget
+//! (a share of recent requests plus a small floor per second), so retries cannot multiply an
+//! outage. A retry never outlives the caller's deadline.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
+use tonic::body::Body;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::{Layer, Service, ServiceExt};
+
+/// Largest request body kept for replay; bigger requests are sent once.
+const MAX_REPLAY_BYTES: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retries allowed as a share of requests over the last `budget_window`.
+    pub budget_ratio: f32,
+    /// Retries allowed per second whatever the traffic.
+    pub budget_floor_per_sec: u32,
+    pub budget_window: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(500),
+            budget_ratio: 0.2,
+            budget_floor_per_sec: 5,
+            budget_window: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RetryLayer {
+    policy: RetryPolicy,
+    budget: Arc<TpsBudget>,
+    upstream: Arc<str>,
+}
+
+impl RetryLayer {
+    pub fn new(upstream: &str, policy: RetryPolicy) -> Self {
+        Self {
+            budget: Arc::new(TpsBudget::new(
+                policy.budget_window,
+                policy.budget_floor_per_sec,
+                policy.budget_ratio,
+            )),
+            policy,
+            upstream: upstream.into(),
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    layer: RetryLayer,
+}
+
+/// Whether a call may be sent more than once.
+pub fn is_retry_safe(req: &http::Request<Body>) -> bool {
+    let h = req.headers();
+    if h.contains_key("idempotency-key")
+        || h.get("x-ordermesh-idempotent")
+            .is_some_and(|v| v.as_bytes() == b"true")
+    {
+        return true;
+    }
+    let method = req.uri().path().rsplit('/').next().unwrap_or("");
+    method.starts_with("Get") || method.starts_with("List")
+}
+
+fn retryable(result: &Result<http::Response<Body>, impl Sized>) -> bool {
+    match result {
+        Ok(resp) => matches!(
+            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(b"14" | b"8")
+        ),
+        Err(_) => true,
+    }
+}
+
+fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
+    let exp = policy
+        .base_backoff
+        .saturating_mul(1u32 << retry.min(16))
+        .min(policy.max_backoff);
+    // Full jitter between half and all of the exponential step.
+    let factor = rand::random_range(0.5..=1.0);
+    exp.mul_f64(factor)
+}
+
+fn rebuild(
+    method: &http::Method,
+    uri: &http::Uri,
+    version: http::Version,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> http::Request<Body> {
+    let mut req = http::Request::new(Body::new(Full::new(body.clone())));
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri.clone();
+    *req.version_mut() = version;
+    *req.headers_mut() = headers.clone();
+    req
+}
+
+impl<S> Service<http::Request<Body>> for Retry<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let budget = self.layer.budget.clone();
+        budget.deposit();
+        if !is_retry_safe(&req) {
+            return Box::pin(self.inner.call(req));
+        }
+        // The service that was made ready goes first; retries use clones made ready again.
+        let clone = self.inner.clone();
+        let mut first = std::mem::replace(&mut self.inner, clone);
+        let inner = self.inner.clone();
+        let policy = self.layer.policy;
+        let upstream = self.layer.upstream.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let deadline = crate::deadline::current();
+            let bytes = match Body::new(http_body_util::Limited::new(body, MAX_REPLAY_BYTES))
+                .collect()
+                .await
+            {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    return Ok(tonic::Status::invalid_argument(format!(
+                        "request body could not be read for {upstream}: {e}"
+                    ))
+                    .into_http())
+                }
+            };
+            let make = || {
+                rebuild(
+                    &parts.method,
+                    &parts.uri,
+                    parts.version,
+                    &parts.headers,
+                    &bytes,
+                )
+            };
+            let mut result = first.call(make()).await;
+            let mut attempt = 1;
+            while attempt < policy.max_attempts && retryable(&result) {
+                let wait = backoff(&policy, attempt - 1);
+                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    break;
+                }
+                if !budget.withdraw() {
+                    tracing::debug!(%upstream, "retry budget spent; not retrying");
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                tracing::debug!(%upstream, attempt, "retrying");
+                let mut svc = inner.clone();
+                result = match svc.ready().await {
+                    Ok(s) => s.call(make()).await,
+                    Err(e) => Err(e),
+                };
+            }
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str) -> http::Request<Body> {
+        http::Request::builder()
+            .uri(format!("http://x{path}"))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_safe_calls_are_retried() {
+        assert!(is_retry_safe(&req("/a.v1.S/GetPayment")));
+        assert!(is_retry_safe(&req("/a.v1.S/ListOrders")));
+        assert!(!is_retry_safe(&req("/a.v1.S/CapturePayment")));
+        let mut keyed = req("/a.v1.S/CapturePayment");
+        keyed
+            .headers_mut()
+            .insert("idempotency-key", "k1".parse().unwrap());
+        assert!(is_retry_safe(&keyed));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let p = RetryPolicy::default();
+        for retry in 0..10 {
+            let d = backoff(&p, retry);
+            let step = p.base_backoff.saturating_mul(1 << retry).min(p.max_backoff);
+            assert!(d >= step / 2 && d <= step, "{retry}: {d:?} vs {step:?}");
+        }
+    }
+}
