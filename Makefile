@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
+.PHONY: bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -50,3 +50,7 @@ nextest:
 ## The README's grpcurl lines, run as written against `make run`.
 readme-check:
 	scripts/readme-check.sh
+
+## One-hop benchmark: bare tonic mTLS channel vs the full mesh client stack (release build).
+bench:
+	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)

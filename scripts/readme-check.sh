@@ -9,7 +9,8 @@ data=$(mktemp -d)
 log=$data/run.log
 DATA_DIR=$data scripts/run.sh >"$log" 2>&1 &
 runner=$!
-cleanup() { kill -INT "$runner" 2>/dev/null || true; wait "$runner" 2>/dev/null || true; rm -rf "$data"; }
+# TERM, not INT: a background job of a non-interactive shell ignores SIGINT.
+cleanup() { kill -TERM "$runner" 2>/dev/null || true; wait "$runner" 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT
 for _ in $(seq 1 600); do
   grep -q "ordermesh is running" "$log" && break
@@ -59,6 +60,13 @@ for claim in "${claims[@]}"; do
     echo "FAILED: no $claim in the output of the README lines"; failed=$((failed + 1))
   fi
 done
-lines+=(denied bad "${claims[@]}")
+# make run serves the mesh zone: the README's dig-style lookup answers with the service's port.
+srv=$("${CARGO_TARGET_DIR:-target}"/debug/mesh-dns --nameserver 127.0.0.1:5354 --resolve payment.mesh.local. 2>&1 || true)
+if [[ $srv == "127.0.0.1:50052" ]]; then
+  echo "ok: _grpc._tcp.payment.mesh.local. resolves to 127.0.0.1:50052"
+else
+  echo "FAILED: mesh DNS lookup of payment answered: $srv"; failed=$((failed + 1))
+fi
+lines+=(denied bad "${claims[@]}" srv)
 echo "readme: $(( ${#lines[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]

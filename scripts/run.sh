@@ -20,6 +20,12 @@ stop() {
 }
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
+# The mesh's DNS zone: SRV _grpc._tcp.<service>.mesh.local. for every service, as in a cluster.
+dns_args=()
+for svc in order payment inventory shipping; do dns_args+=(--service "$svc=127.0.0.1:${ports[$svc]}"); done
+"${CARGO_TARGET_DIR:-target}"/debug/mesh-dns --listen "${MESH_DNS_LISTEN:-127.0.0.1:5354}" "${dns_args[@]}" \
+  > >(sed -u "s/^/[dns] /") 2>&1 &
+pids+=($!)
 for svc in "${services[@]}"; do
   LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=${DATA_DIR:-var} TLS_DIR=${DATA_DIR:-var}/certs \
     LOG_FORMAT=${LOG_FORMAT:-pretty} \
@@ -38,6 +44,7 @@ echo "ordermesh is running over mTLS (SQLite databases and certs/ in ${DATA_DIR:
 for svc in "${services[@]}"; do
   printf '  %-10s grpc://127.0.0.1:%s\n' "$svc" "${ports[$svc]}"
 done
+echo "  dns        udp+tcp://${MESH_DNS_LISTEN:-127.0.0.1:5354} (zone mesh.local., e.g. _grpc._tcp.payment.mesh.local. SRV)"
 echo "try: grpcurl -cacert ${DATA_DIR:-var}/certs/ca.pem -cert ${DATA_DIR:-var}/certs/operator.pem -key ${DATA_DIR:-var}/certs/operator-key.pem -servername inventory 127.0.0.1:50053 list"
 echo "(ctrl-c stops the mesh)"
 wait -n "${pids[@]}" || true

@@ -1,0 +1,155 @@
+//! One-hop benchmark of the mesh client stack (`make bench`): the same mTLS server is called
+//! with a bare tonic channel (mTLS connector only) and with the full stack (balancer, ejection,
+//! retry, circuit breaker, deadline), in alternating rounds, and the report gives requests/s
+//! and p50/p99 latency of each and the stack's cost as ratios.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ordermesh::client::Upstream;
+use ordermesh::tls::{ensure_dev_certs, tls_incoming, CertPaths, MeshIdentity};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[derive(Parser, Debug)]
+#[command(about = "Bare tonic channel vs the ordermesh client stack, one hop over mTLS")]
+struct Args {
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Calls per round and client kind.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Rounds; the kinds alternate so drift hits both alike.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile(&mut self, q: f64) -> Duration {
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies.get(i).copied().unwrap_or_default()
+    }
+}
+
+async fn run<T>(client: HealthClient<T>, concurrency: usize, requests: usize) -> Sample
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let per_task = requests / concurrency;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let mut c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                if c.check(HealthCheckRequest::default()).await.is_ok() {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    let mut sample = Sample::default();
+    for t in tasks {
+        sample.latencies.extend(t.await.unwrap_or_default());
+    }
+    sample.elapsed = started.elapsed();
+    sample
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile_dir()?;
+    ensure_dev_certs(&dir, "ordermesh.local", "default", &["inventory", "order"])?;
+    let server_id = MeshIdentity::load(CertPaths::in_dir(&dir, "inventory"))?;
+    let client_id = MeshIdentity::load(CertPaths::in_dir(&dir, "order"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tls_incoming(listener, server_id, Duration::from_secs(10))),
+    );
+
+    let upstream =
+        Upstream::new(format!("http://{addr}")).mesh(Arc::clone(&client_id), "inventory");
+    let bare = HealthClient::new(
+        upstream
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let stack = HealthClient::new(upstream.stack().map_err(|e| anyhow::anyhow!("{e}"))?);
+    // Warm both paths up (connections, EWMA).
+    run(bare.clone(), args.concurrency, 2_000).await;
+    run(stack.clone(), args.concurrency, 2_000).await;
+
+    let mut bare_all = Sample::default();
+    let mut stack_all = Sample::default();
+    for round in 0..args.rounds {
+        let b = run(bare.clone(), args.concurrency, args.requests).await;
+        let s = run(stack.clone(), args.concurrency, args.requests).await;
+        println!(
+            "round {}: bare {:.0} req/s, stack {:.0} req/s",
+            round + 1,
+            b.rps(),
+            s.rps()
+        );
+        bare_all.latencies.extend(b.latencies);
+        bare_all.elapsed += b.elapsed;
+        stack_all.latencies.extend(s.latencies);
+        stack_all.elapsed += s.elapsed;
+    }
+    let (b_rps, s_rps) = (bare_all.rps(), stack_all.rps());
+    let (b50, b99) = (bare_all.quantile(0.5), bare_all.quantile(0.99));
+    let (s50, s99) = (stack_all.quantile(0.5), stack_all.quantile(0.99));
+    println!(
+        "\none hop over mTLS, {} callers, {} rounds of {} calls each",
+        args.concurrency, args.rounds, args.requests
+    );
+    println!("{:<12}{:>12}{:>12}{:>12}", "client", "req/s", "p50", "p99");
+    println!(
+        "{:<12}{:>12.0}{:>12.2?}{:>12.2?}",
+        "bare tonic", b_rps, b50, b99
+    );
+    println!(
+        "{:<12}{:>12.0}{:>12.2?}{:>12.2?}",
+        "mesh stack", s_rps, s50, s99
+    );
+    println!(
+        "stack/bare: throughput {:.3}, p50 {:.3}, p99 {:.3}",
+        s_rps / b_rps,
+        s50.as_secs_f64() / b50.as_secs_f64(),
+        s99.as_secs_f64() / b99.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("mesh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
