@@ -443,3 +443,42 @@ async fn retries_hide_a_transient_failure() {
     c.check(keyed("once")).await.expect("the retry succeeds");
     assert!(b.hits() >= 2, "{} attempts", b.hits());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_takes_turns() {
+    let backends = [
+        backend(delayed(0)).await,
+        backend(delayed(0)).await,
+        backend(delayed(0)).await,
+    ];
+    let zone = MeshZone::new("mesh.test.", 30).unwrap();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    zone.set_endpoints("shipping", &addrs).await.unwrap();
+    let dns = zone.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let upstream = Upstream::dns(
+        "shipping",
+        Resolver::new(Some(dns.local_addr())).unwrap(),
+        Target {
+            name: zone.fqdn("shipping"),
+            lookup: Lookup::Srv,
+        },
+    )
+    .balancer("round-robin".parse().unwrap());
+    let mut c = HealthClient::new(upstream.stack().unwrap());
+    // Wait until all three endpoints have answered once, then count a clean set of turns.
+    let started = Instant::now();
+    while !backends.iter().all(|b| b.hits() > 0) && started.elapsed() < Duration::from_secs(5) {
+        check(&mut c).await.unwrap();
+    }
+    let before: Vec<usize> = backends.iter().map(|b| b.hits()).collect();
+    for _ in 0..30 {
+        check(&mut c).await.unwrap();
+    }
+    let turns: Vec<usize> = backends
+        .iter()
+        .zip(&before)
+        .map(|(b, n)| b.hits() - n)
+        .collect();
+    assert_eq!(turns, [10, 10, 10], "calls per endpoint");
+    dns.shutdown().await;
+}

@@ -6,7 +6,7 @@
 //!   the records' TTL (bounded), feeding the balancer `Change::Insert/Remove`; a failed
 //!   resolution keeps the last good set;
 //! - **balancing**: power-of-two-choices over peak-EWMA latency (default) or over pending
-//!   requests (least-requests), with per-endpoint outlier ejection (`eject`);
+//!   requests (least-requests), or round robin, with per-endpoint outlier ejection (`eject`);
 //! - **retries** of calls that are safe to repeat, within a retry budget (`retry`), and a
 //!   **circuit breaker** per upstream that fails fast while the upstream is failing (`breaker`);
 //! - **deadlines**: the sooner of the upstream's default and what is left of the deadline of
@@ -18,6 +18,7 @@
 pub mod breaker;
 pub mod eject;
 pub mod retry;
+pub mod round_robin;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -86,6 +87,8 @@ pub enum Balancer {
     PeakEwma,
     /// Power of two random choices, the one with fewer calls in flight.
     LeastRequests,
+    /// Each ready endpoint in turn.
+    RoundRobin,
 }
 
 impl std::str::FromStr for Balancer {
@@ -94,8 +97,9 @@ impl std::str::FromStr for Balancer {
         match s {
             "peak-ewma" | "p2c" => Ok(Self::PeakEwma),
             "least-requests" => Ok(Self::LeastRequests),
+            "round-robin" => Ok(Self::RoundRobin),
             other => Err(format!(
-                "unknown balancer '{other}' (use peak-ewma or least-requests)"
+                "unknown balancer '{other}' (use peak-ewma, least-requests or round-robin)"
             )),
         }
     }
@@ -311,6 +315,9 @@ impl Upstream {
             Balancer::LeastRequests => {
                 let discover = PendingRequestsDiscover::new(changes, CompleteOnResponse::default());
                 BoxCloneSyncService::new(Buffer::new(Balance::new(discover), 1024))
+            }
+            Balancer::RoundRobin => {
+                BoxCloneSyncService::new(Buffer::new(round_robin::RoundRobin::new(changes), 1024))
             }
         };
         let breaker = self
