@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod eject;
 pub mod retry;
 pub mod round_robin;
+pub mod shared;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -32,7 +33,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::balance::p2c::Balance;
-use tower::buffer::Buffer;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
 use tower::util::BoxCloneSyncService;
@@ -310,14 +310,14 @@ impl Upstream {
                     Duration::from_secs(5),
                     CompleteOnResponse::default(),
                 );
-                BoxCloneSyncService::new(Buffer::new(Balance::new(discover), 1024))
+                BoxCloneSyncService::new(shared::Shared::new(Balance::new(discover)))
             }
             Balancer::LeastRequests => {
                 let discover = PendingRequestsDiscover::new(changes, CompleteOnResponse::default());
-                BoxCloneSyncService::new(Buffer::new(Balance::new(discover), 1024))
+                BoxCloneSyncService::new(shared::Shared::new(Balance::new(discover)))
             }
             Balancer::RoundRobin => {
-                BoxCloneSyncService::new(Buffer::new(round_robin::RoundRobin::new(changes), 1024))
+                BoxCloneSyncService::new(shared::Shared::new(round_robin::RoundRobin::new(changes)))
             }
         };
         let breaker = self
