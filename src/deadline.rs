@@ -117,6 +117,11 @@ where
     }
 }
 
+/// The deadline of an outgoing call, as a request extension for the layers below the
+/// deadline layer (the balancer's wait for an endpoint, retries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallDeadline(pub Instant);
+
 /// Client side: every outgoing call gets a deadline, the sooner of the upstream's default and
 /// what is left of the deadline of the call being handled; it is sent as `grpc-timeout` and
 /// enforced here, answering DEADLINE_EXCEEDED naming the upstream.
@@ -191,20 +196,18 @@ where
         }
         req.headers_mut()
             .insert("grpc-timeout", encode_grpc_timeout(budget));
+        req.extensions_mut().insert(CallDeadline(deadline));
+        // No timer here: the transport under the balancer enforces grpc-timeout once the call
+        // is sent, and waiting for an endpoint is bounded by `CallDeadline` (client::shared).
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let expired = || {
-                tonic::Status::deadline_exceeded(format!(
-                    "{upstream} did not answer within {budget:?}"
-                ))
-                .into_http()
-            };
-            match tokio::time::timeout_at(deadline, fut).await {
-                // The transport below enforces the same grpc-timeout and may give up first
-                // with its own error: past the deadline, that is a deadline, not a failure.
-                Ok(Err(_)) if Instant::now() >= deadline => Ok(expired()),
-                Ok(r) => r,
-                Err(_) => Ok(expired()),
+            match fut.await {
+                // Whoever gave up below, past the deadline it is a deadline, not a failure.
+                Err(_) if Instant::now() >= deadline => Ok(tonic::Status::deadline_exceeded(
+                    format!("{upstream} did not answer within {budget:?}"),
+                )
+                .into_http()),
+                r => r,
             }
         })
     }

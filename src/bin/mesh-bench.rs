@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ordermesh::client::Upstream;
+use ordermesh::dns::{Lookup, MeshZone, Resolver, Target};
 use ordermesh::tls::{ensure_dev_certs, tls_incoming, CertPaths, MeshIdentity};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -24,6 +25,16 @@ struct Args {
     /// Rounds; the kinds alternate so drift hits both alike.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Balancer of the stack: peak-ewma, least-requests or round-robin.
+    #[arg(long, default_value = "peak-ewma")]
+    balancer: ordermesh::client::Balancer,
+    /// Find the server through a DNS zone served in-process (discovery + balancer), instead of
+    /// a fixed address.
+    #[arg(long)]
+    via_dns: bool,
+    /// Leave retries and the circuit breaker out of the stack (to see what they cost).
+    #[arg(long)]
+    no_resilience: bool,
 }
 
 #[derive(Default)]
@@ -101,7 +112,29 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let stack = HealthClient::new(upstream.stack().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let zone = MeshZone::new("mesh.bench.", 30)?;
+    zone.set_endpoints("inventory", &[addr]).await?;
+    let dns = zone.serve("127.0.0.1:0".parse()?).await?;
+    let base = if args.via_dns {
+        Upstream::dns(
+            "inventory",
+            Resolver::new(Some(dns.local_addr()))?,
+            Target {
+                name: zone.fqdn("inventory"),
+                lookup: Lookup::Srv,
+            },
+        )
+        .mesh(Arc::clone(&client_id), "inventory")
+    } else {
+        upstream.clone()
+    };
+    let stacked = if args.no_resilience {
+        base.retry(None).breaker(None)
+    } else {
+        base
+    }
+    .balancer(args.balancer);
+    let stack = HealthClient::new(stacked.stack().map_err(|e| anyhow::anyhow!("{e}"))?);
     // Warm both paths up (connections, EWMA).
     run(bare.clone(), args.concurrency, 2_000).await;
     run(stack.clone(), args.concurrency, 2_000).await;
@@ -126,8 +159,20 @@ async fn main() -> anyhow::Result<()> {
     let (b50, b99) = (bare_all.quantile(0.5), bare_all.quantile(0.99));
     let (s50, s99) = (stack_all.quantile(0.5), stack_all.quantile(0.99));
     println!(
-        "\none hop over mTLS, {} callers, {} rounds of {} calls each",
-        args.concurrency, args.rounds, args.requests
+        "\none hop over mTLS, {} callers, {} rounds of {} calls each, stack: {}{}",
+        args.concurrency,
+        args.rounds,
+        args.requests,
+        if args.via_dns {
+            format!("DNS discovery + {:?} balancer", args.balancer)
+        } else {
+            "fixed address".to_string()
+        },
+        if args.no_resilience {
+            ", no retry/breaker"
+        } else {
+            ""
+        }
     );
     println!("{:<12}{:>12}{:>12}{:>12}", "client", "req/s", "p50", "p99");
     println!(

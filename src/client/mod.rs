@@ -268,19 +268,15 @@ impl Upstream {
 
     /// Like `stack`, also returning a handle on the upstream's circuit breaker.
     pub fn build(&self) -> Result<(MeshChannel, Option<BreakerHandle>), BoxError> {
+        type Balanced = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
         let (tx, rx) = mpsc::channel::<Change<String, eject::Eject<Channel>>>(64);
         match &self.endpoints {
             Endpoints::Fixed(uri) => {
-                let svc = eject::Eject::new(
-                    self.lazy(self.endpoint(uri)?),
-                    Arc::default(),
-                    uri.clone(),
-                    self.ejection,
-                );
-                tx.try_send(Change::Insert(uri.clone(), svc))
-                    .map_err(|e| e.to_string())?;
-                // Keep the sender: a closed discovery stream would end the balancer.
-                tokio::spawn(async move { tx.closed().await });
+                // One fixed address: nothing to balance or eject; the channel reconnects.
+                let channel = self.lazy(self.endpoint(uri)?);
+                let direct: Balanced =
+                    BoxCloneSyncService::new(channel.map_err(|e| Box::new(e) as BoxError));
+                return Ok(self.resilient(direct));
             }
             Endpoints::Dns {
                 resolver,
@@ -299,7 +295,6 @@ impl Upstream {
             }
         }
         let changes = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-        type Balanced = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
         let balanced: Balanced = match self.balancer {
             Balancer::PeakEwma => {
                 let discover = PeakEwmaDiscover::new(
@@ -320,6 +315,14 @@ impl Upstream {
                 BoxCloneSyncService::new(shared::Shared::new(round_robin::RoundRobin::new(changes)))
             }
         };
+        Ok(self.resilient(balanced))
+    }
+
+    /// Deadline, retries and the circuit breaker around the balanced (or direct) service.
+    fn resilient(
+        &self,
+        balanced: BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>,
+    ) -> (MeshChannel, Option<BreakerHandle>) {
         let breaker = self
             .breaker
             .map(|p| breaker::CircuitBreakerLayer::new(&self.name, p));
@@ -331,7 +334,7 @@ impl Upstream {
             .option_layer(breaker)
             .service(balanced)
             .map_err(|e: BoxError| CallError(e));
-        Ok((BoxCloneSyncService::new(svc), handle))
+        (BoxCloneSyncService::new(svc), handle)
     }
 }
 

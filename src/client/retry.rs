@@ -172,14 +172,31 @@ where
                     .into_http())
                 }
             };
+            let call_deadline = parts
+                .extensions
+                .get::<crate::deadline::CallDeadline>()
+                .map(|d| d.0);
+            let deadline = match (deadline, call_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // Each attempt is told what is left of the deadline, and carries it on.
             let make = || {
-                rebuild(
+                let mut req = rebuild(
                     &parts.method,
                     &parts.uri,
                     parts.version,
                     &parts.headers,
                     &bytes,
-                )
+                );
+                if let Some(d) = deadline {
+                    let left = d.saturating_duration_since(Instant::now());
+                    req.headers_mut()
+                        .insert("grpc-timeout", crate::deadline::encode_grpc_timeout(left));
+                    req.extensions_mut()
+                        .insert(crate::deadline::CallDeadline(d));
+                }
+                req
             };
             let mut result = first.call(make()).await;
             let mut attempt = 1;

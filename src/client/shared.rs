@@ -32,12 +32,12 @@ impl<S> Shared<S> {
     }
 }
 
-impl<S, Req> Service<Req> for Shared<S>
+impl<S, B> Service<http::Request<B>> for Shared<S>
 where
-    S: Service<Req> + Send + 'static,
+    S: Service<http::Request<B>> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    Req: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -48,15 +48,41 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // Fast path: the lock is free and the balancer has a ready endpoint now.
+        if let Ok(mut svc) = self.inner.try_lock() {
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            match svc.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => {
+                    let fut = svc.call(req);
+                    return Box::pin(async move { fut.await.map_err(Into::into) });
+                }
+                Poll::Ready(Err(e)) => {
+                    let e = e.into();
+                    return Box::pin(async move { Err(e) });
+                }
+                // Wait below, with a waker that will be woken.
+                Poll::Pending => {}
+            }
+        }
         let inner = self.inner.clone();
+        let deadline = req
+            .extensions()
+            .get::<crate::deadline::CallDeadline>()
+            .map(|d| d.0);
         Box::pin(async move {
-            let fut = {
+            let wait = async {
                 let mut svc = inner.lock().await;
                 futures::future::poll_fn(|cx| svc.poll_ready(cx))
                     .await
                     .map_err(Into::into)?;
-                svc.call(req)
+                Ok::<_, BoxError>(svc.call(req))
+            };
+            let fut = match deadline {
+                Some(d) => tokio::time::timeout_at(d, wait)
+                    .await
+                    .map_err(|_| BoxError::from("no endpoint was ready before the deadline"))??,
+                None => wait.await?,
             };
             fut.await.map_err(Into::into)
         })
