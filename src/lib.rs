@@ -18,6 +18,7 @@ pub mod ids;
 pub mod money;
 pub mod pagination;
 pub mod proto;
+pub mod saga;
 pub mod server;
 pub mod shed;
 pub mod shutdown;
