@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderError, OrderStatus};
+use crate::saga::{OrderSaga, PlaceOrderData};
 use crate::store::{self, NewOrder, OrderView, StoreError};
 
 /// Longest status reason a caller may give, in characters.
@@ -110,6 +111,7 @@ pub fn order_to_proto(v: &OrderView) -> pb::Order {
         create_time: Some(to_proto(v.row.created_at)),
         update_time: Some(to_proto(v.row.updated_at)),
         version: v.row.version,
+        saga_steps: vec![],
     }
 }
 
@@ -160,11 +162,46 @@ pub struct OrderApi {
     db: DatabaseConnection,
     feed: OrderFeed,
     drain: Drain,
+    /// Runs the placement saga of each new order; without it orders stay PENDING.
+    saga: Option<Arc<OrderSaga>>,
 }
 
 impl OrderApi {
     pub fn new(db: DatabaseConnection, feed: OrderFeed, drain: Drain) -> Self {
-        Self { db, feed, drain }
+        Self {
+            db,
+            feed,
+            drain,
+            saga: None,
+        }
+    }
+
+    /// The same API, placing orders through `saga`.
+    pub fn with_saga(mut self, saga: Arc<OrderSaga>) -> Self {
+        self.saga = Some(saga);
+        self
+    }
+
+    /// The order with its saga's steps.
+    async fn order_with_steps(&self, view: &OrderView) -> Result<pb::Order, Status> {
+        let mut order = order_to_proto(view);
+        let steps = ordermesh::saga::Saga::<PlaceOrderData>::steps(
+            &self.db,
+            &OrderSaga::saga_id(&view.row.order_id),
+        )
+        .await
+        .map_err(ordermesh::status::db_error)?;
+        order.saga_steps = steps
+            .into_iter()
+            .map(|s| pb::SagaStep {
+                name: s.name,
+                status: s.status,
+                attempts: s.attempts,
+                error: s.error,
+                update_time: Some(to_proto(s.updated_at)),
+            })
+            .collect();
+        Ok(order)
     }
 
     /// Moves an order along its status machine and tells watchers. This is how the placement
@@ -205,6 +242,7 @@ impl OrderService for OrderApi {
             ordermesh::address::validate("shipping_address", r.shipping_address.as_ref())?;
         let card_token = domain::parse_card_token(&r.card_token)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        let saga = self.saga.clone();
         let response = idempotency::execute(
             &self.db,
             "order.place",
@@ -223,6 +261,17 @@ impl OrderService for OrderApi {
                         now(),
                     )
                     .await?;
+                    // The saga is recorded with the order: one exists exactly when the other does.
+                    if let Some(saga) = &saga {
+                        saga.def
+                            .start_in(
+                                txn,
+                                &OrderSaga::saga_id(&view.row.order_id),
+                                &PlaceOrderData::from_view(&view),
+                            )
+                            .await
+                            .map_err(ordermesh::status::db_error)?;
+                    }
                     Ok(pb::PlaceOrderResponse {
                         order: Some(order_to_proto(&view)),
                     })
@@ -234,6 +283,9 @@ impl OrderService for OrderApi {
         if let Some(o) = &response.order {
             tracing::info!(order_id = %o.order_id, customer_id = %o.customer_id, "order placed");
             self.feed.publish(o);
+            if let Some(saga) = &self.saga {
+                saga.spawn(&o.order_id);
+            }
         }
         Ok(Response::new(response))
     }
@@ -245,7 +297,7 @@ impl OrderService for OrderApi {
         let id = OrderId::parse(&request.get_ref().order_id)?;
         let view = store::get(&self.db, &id).await?;
         Ok(Response::new(pb::GetOrderResponse {
-            order: Some(order_to_proto(&view)),
+            order: Some(self.order_with_steps(&view).await?),
         }))
     }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod domain;
+pub mod saga;
 pub mod store;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 pub use api::{OrderApi, OrderFeed};
+pub use saga::{OrderSaga, Participants};
 
 pub const SERVICE: &str = "order";
 pub const DEFAULT_PORT: u16 = 50051;
@@ -27,6 +29,7 @@ pub struct App {
     pub db: DatabaseConnection,
     pub api: OrderApi,
     pub feed: OrderFeed,
+    pub saga: Option<std::sync::Arc<OrderSaga>>,
     drain: Drain,
 }
 
@@ -42,8 +45,18 @@ impl App {
             db,
             api,
             feed,
+            saga: None,
             drain,
         })
+    }
+
+    /// Places orders through the saga, calling these participants. Without this, orders are
+    /// recorded and stay PENDING.
+    pub fn with_participants(mut self, parts: Participants) -> Self {
+        let saga = OrderSaga::new(parts, self.api.clone(), self.db.clone());
+        self.api = self.api.with_saga(saga.clone());
+        self.saga = Some(saga);
+        self
     }
 
     pub async fn serve(
@@ -51,6 +64,12 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        if let Some(saga) = &self.saga {
+            let resumed = saga.resume_all().await?;
+            if resumed > 0 {
+                tracing::info!(resumed, "resuming unfinished order sagas");
+            }
+        }
         let routes = Routes::new(OrderServiceServer::new(self.api.clone()));
         MeshServer::new(&self.config, routes, &[GRPC_SERVICE])
             .database(self.db.clone())
@@ -58,4 +77,79 @@ impl App {
             .serve(listener, shutdown)
             .await
     }
+}
+
+/// The saga's participants as the environment names them:
+/// - `MESH_DNS=<host:port>` (and optionally `MESH_ZONE`, default `mesh.local.`): each
+///   participant is found through SRV `_grpc._tcp.<service>.<zone>`, as `make run` serves;
+/// - or `INVENTORY_URL`, `PAYMENT_URL` and `SHIPPING_URL` (`http://host:port`) all three.
+///
+/// Calls go over mTLS with this service's identity unless the service runs in plaintext.
+/// `None` when neither is set: orders are then recorded and stay PENDING.
+pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Participants>> {
+    use ordermesh::client::Upstream;
+    use ordermesh::config::Transport;
+    use ordermesh::dns::{Lookup, Resolver, Target};
+
+    let identity = match &config.transport {
+        Transport::Plaintext => None,
+        Transport::MutualTls(tls) => {
+            let id = ordermesh::tls::MeshIdentity::load(tls.paths.clone())
+                .map_err(|e| anyhow::anyhow!("mesh certificate: {e}"))?;
+            // Rotated certificates are picked up for outgoing calls too.
+            drop(id.watch(tls.reload_every));
+            Some(id)
+        }
+    };
+    let secure = |u: Upstream, service: &str| match &identity {
+        Some(id) => u.mesh(id.clone(), service),
+        None => u,
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let upstreams: Vec<Upstream> = if let Some(ns) = env("MESH_DNS") {
+        let ns: std::net::SocketAddr = ns
+            .parse()
+            .map_err(|_| anyhow::anyhow!("MESH_DNS: '{ns}' is not an address:port"))?;
+        let zone = env("MESH_ZONE").unwrap_or_else(|| "mesh.local.".into());
+        let resolver = Resolver::new(Some(ns))?;
+        ["inventory", "payment", "shipping"]
+            .iter()
+            .map(|svc| {
+                let target = Target {
+                    name: format!("{svc}.{}", zone.trim_start_matches('.')),
+                    lookup: Lookup::Srv,
+                };
+                secure(Upstream::dns(svc, resolver.clone(), target), svc)
+            })
+            .collect()
+    } else {
+        let urls: Vec<Option<String>> = ["INVENTORY_URL", "PAYMENT_URL", "SHIPPING_URL"]
+            .iter()
+            .map(|k| env(k))
+            .collect();
+        if urls.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for ((var, svc), url) in [
+            ("INVENTORY_URL", "inventory"),
+            ("PAYMENT_URL", "payment"),
+            ("SHIPPING_URL", "shipping"),
+        ]
+        .iter()
+        .zip(urls)
+        {
+            let url = url.ok_or_else(|| {
+                anyhow::anyhow!("{var}: not set (set all of INVENTORY_URL, PAYMENT_URL and SHIPPING_URL, or MESH_DNS)")
+            })?;
+            out.push(secure(Upstream::new(url), svc));
+        }
+        out
+    };
+    let stack = |u: &Upstream| u.stack().map_err(|e| anyhow::anyhow!("{}: {e}", u.name));
+    Ok(Some(Participants {
+        inventory: stack(&upstreams[0])?,
+        payment: stack(&upstreams[1])?,
+        shipping: stack(&upstreams[2])?,
+    }))
 }

@@ -4,7 +4,13 @@ use ordermesh::config::ServiceConfig;
 async fn main() -> anyhow::Result<()> {
     let config = ServiceConfig::load(order_service::SERVICE, order_service::DEFAULT_PORT)?;
     ordermesh::telemetry::init(config.log_format);
-    let app = order_service::App::build(&config).await?;
+    let mut app = order_service::App::build(&config).await?;
+    match order_service::participants_from_env(&config)? {
+        Some(parts) => app = app.with_participants(parts),
+        None => tracing::warn!(
+            "no saga participants configured (MESH_DNS, or INVENTORY_URL/PAYMENT_URL/SHIPPING_URL): orders stay PENDING"
+        ),
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     app.serve(listener, ordermesh::shutdown::signal()).await
 }

@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(ordermesh::idempotency::Migration),
             Box::new(M0001Init),
+            Box::new(ordermesh::saga::Migration),
         ]
     }
 }

@@ -1,0 +1,391 @@
+//! The placement saga across the four real services (each with its own database), on SQLite
+//! and on PostgreSQL.
+
+use std::time::Duration;
+
+use order_service::{App, Participants};
+use ordermesh::client::Upstream;
+use ordermesh::config::ServiceConfig;
+use ordermesh::proto::common::v1::{Address, Money};
+use ordermesh::proto::inventory::v1 as inv;
+use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use ordermesh::proto::order::v1 as pb;
+use ordermesh::proto::order::v1::order_service_client::OrderServiceClient;
+use ordermesh::proto::payment::v1 as pay;
+use ordermesh::proto::payment::v1::payment_service_client::PaymentServiceClient;
+use ordermesh::proto::shipping::v1 as ship;
+use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
+use ordermesh::testing::{eventually, spawn, Backend, Spawned, TestDatabase};
+use tonic::transport::Channel;
+
+struct Mesh {
+    order: OrderServiceClient<Channel>,
+    inventory: InventoryServiceClient<Channel>,
+    payment: PaymentServiceClient<Channel>,
+    shipping: ShippingServiceClient<Channel>,
+    _servers: Vec<Spawned>,
+    _dbs: Vec<TestDatabase>,
+}
+
+async fn mesh(backend: Backend) -> Mesh {
+    let mut dbs = Vec::new();
+    let mut servers = Vec::new();
+    let db = || async { TestDatabase::new(backend).await };
+
+    let d = db().await;
+    let app = inventory_service::App::build(&ServiceConfig::for_test("inventory", &d.url))
+        .await
+        .unwrap();
+    servers.push(spawn(|l, s| app.serve(l, s)).await);
+    dbs.push(d);
+    let d = db().await;
+    let app = payment_service::App::build(&ServiceConfig::for_test("payment", &d.url))
+        .await
+        .unwrap();
+    servers.push(spawn(|l, s| app.serve(l, s)).await);
+    dbs.push(d);
+    let d = db().await;
+    let app = shipping_service::App::build(&ServiceConfig::for_test("shipping", &d.url))
+        .await
+        .unwrap();
+    servers.push(spawn(|l, s| app.serve(l, s)).await);
+    dbs.push(d);
+
+    let stack = |s: &Spawned| Upstream::new(s.uri()).stack().unwrap();
+    let parts = Participants {
+        inventory: stack(&servers[0]),
+        payment: stack(&servers[1]),
+        shipping: stack(&servers[2]),
+    };
+    let d = db().await;
+    let app = App::build(&ServiceConfig::for_test("order", &d.url))
+        .await
+        .unwrap()
+        .with_participants(parts);
+    servers.push(spawn(|l, s| app.serve(l, s)).await);
+    dbs.push(d);
+
+    Mesh {
+        order: OrderServiceClient::connect(servers[3].uri()).await.unwrap(),
+        inventory: InventoryServiceClient::connect(servers[0].uri())
+            .await
+            .unwrap(),
+        payment: PaymentServiceClient::connect(servers[1].uri())
+            .await
+            .unwrap(),
+        shipping: ShippingServiceClient::connect(servers[2].uri())
+            .await
+            .unwrap(),
+        _servers: servers,
+        _dbs: dbs,
+    }
+}
+
+fn eur(minor: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "EUR".into(),
+        amount_minor: minor,
+    })
+}
+
+async fn stock(m: &mut Mesh, sku: &str, units: i64) {
+    m.inventory
+        .create_item(inv::CreateItemRequest {
+            sku: sku.into(),
+            name: sku.into(),
+            price: eur(450),
+            initial_stock: units,
+            low_stock_threshold: 0,
+        })
+        .await
+        .unwrap();
+}
+
+async fn item(m: &mut Mesh, sku: &str) -> inv::Item {
+    m.inventory
+        .get_item(inv::GetItemRequest { sku: sku.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap()
+}
+
+fn order_req(key: &str, sku: &str, quantity: i32, card: &str) -> pb::PlaceOrderRequest {
+    pb::PlaceOrderRequest {
+        customer_id: "cust-1".into(),
+        lines: vec![pb::PlaceOrderLine {
+            sku: sku.into(),
+            quantity,
+            unit_price: eur(450),
+        }],
+        shipping_address: Some(Address {
+            recipient: "Ada Lovelace".into(),
+            street: "1 Main St".into(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country_code: "DE".into(),
+        }),
+        card_token: card.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+/// Places an order and waits for its saga to end; returns the final order.
+async fn place(m: &mut Mesh, req: pb::PlaceOrderRequest) -> pb::Order {
+    let placed = m
+        .order
+        .place_order(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    settle(m, &placed.order_id).await
+}
+
+async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
+    let client = m.order.clone();
+    let id = order_id.to_string();
+    let final_status = |o: &pb::Order| {
+        matches!(
+            pb::OrderStatus::try_from(o.status),
+            Ok(pb::OrderStatus::Confirmed | pb::OrderStatus::Rejected | pb::OrderStatus::Cancelled)
+        ) && o
+            .saga_steps
+            .iter()
+            .all(|s| !matches!(s.status.as_str(), "STARTED" | "COMPENSATING"))
+    };
+    let done = eventually(Duration::from_secs(20), || {
+        let mut c = client.clone();
+        let id = id.clone();
+        async move {
+            c.get_order(pb::GetOrderRequest { order_id: id })
+                .await
+                .map(|r| final_status(&r.into_inner().order.unwrap()))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let order = m
+        .order
+        .get_order(pb::GetOrderRequest {
+            order_id: order_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert!(done, "saga did not finish: {order:?}");
+    order
+}
+
+fn status(o: &pb::Order) -> pb::OrderStatus {
+    pb::OrderStatus::try_from(o.status).unwrap()
+}
+
+fn steps(o: &pb::Order) -> Vec<(String, String)> {
+    o.saga_steps
+        .iter()
+        .map(|s| (s.name.clone(), s.status.clone()))
+        .collect()
+}
+
+async fn payments(m: &mut Mesh, order_id: &str) -> Vec<pay::Payment> {
+    m.payment
+        .list_payments(pay::ListPaymentsRequest {
+            order_id: order_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payments
+}
+
+async fn shipments(m: &mut Mesh, order_id: &str) -> Vec<ship::Shipment> {
+    m.shipping
+        .list_shipments(ship::ListShipmentsRequest {
+            order_id: order_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .shipments
+}
+
+async fn a_placed_order_is_reserved_paid_shipped_and_confirmed(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "TEA-1", 5).await;
+    let o = place(&mut m, order_req("k1", "TEA-1", 2, "tok_visa")).await;
+    assert_eq!(status(&o), pb::OrderStatus::Confirmed, "{o:?}");
+    let names: Vec<String> = o.saga_steps.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "reserve_stock",
+            "authorize_payment",
+            "create_shipment",
+            "capture_payment",
+            "commit_stock",
+            "confirm_order"
+        ]
+    );
+    assert!(
+        o.saga_steps.iter().all(|s| s.status == "SUCCEEDED"),
+        "{o:?}"
+    );
+    let tea = item(&mut m, "TEA-1").await;
+    assert_eq!(
+        (tea.on_hand, tea.reserved),
+        (3, 0),
+        "two units left the warehouse"
+    );
+    let p = payments(&mut m, &o.order_id).await;
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].status, pay::PaymentStatus::Captured as i32);
+    assert_eq!(p[0].captured_amount, eur(900));
+    let s = shipments(&mut m, &o.order_id).await;
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].status, ship::ShipmentStatus::Pending as i32);
+}
+
+async fn a_declined_card_rejects_the_order_and_releases_the_stock(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "TEA-1", 5).await;
+    let o = place(&mut m, order_req("k1", "TEA-1", 2, "tok_decline")).await;
+    assert_eq!(status(&o), pb::OrderStatus::Rejected);
+    assert!(
+        o.status_reason.contains("card_declined"),
+        "{}",
+        o.status_reason
+    );
+    assert_eq!(
+        steps(&o),
+        [
+            ("reserve_stock".to_string(), "COMPENSATED".to_string()),
+            ("authorize_payment".to_string(), "COMPENSATED".to_string()),
+        ]
+    );
+    let tea = item(&mut m, "TEA-1").await;
+    assert_eq!((tea.on_hand, tea.reserved), (5, 0), "the stock came back");
+    let p = payments(&mut m, &o.order_id).await;
+    assert_eq!(p[0].status, pay::PaymentStatus::Declined as i32);
+    assert!(shipments(&mut m, &o.order_id).await.is_empty());
+}
+
+async fn out_of_stock_rejects_before_any_payment(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "TEA-1", 1).await;
+    let o = place(&mut m, order_req("k1", "TEA-1", 2, "tok_visa")).await;
+    assert_eq!(status(&o), pb::OrderStatus::Rejected);
+    assert!(
+        o.status_reason.starts_with("reserve_stock"),
+        "{}",
+        o.status_reason
+    );
+    assert!(payments(&mut m, &o.order_id).await.is_empty());
+    let tea = item(&mut m, "TEA-1").await;
+    assert_eq!((tea.on_hand, tea.reserved), (1, 0));
+}
+
+async fn two_orders_for_the_last_unit_never_both_succeed(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "LAST-1", 1).await;
+    let a = m
+        .order
+        .place_order(order_req("a", "LAST-1", 1, "tok_visa"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let b = m
+        .order
+        .place_order(order_req("b", "LAST-1", 1, "tok_visa"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let a = settle(&mut m, &a.order_id).await;
+    let b = settle(&mut m, &b.order_id).await;
+    let mut outcomes = [status(&a), status(&b)];
+    outcomes.sort_by_key(|s| *s as i32);
+    assert_eq!(
+        outcomes,
+        [pb::OrderStatus::Confirmed, pb::OrderStatus::Rejected],
+        "{a:?} {b:?}"
+    );
+    let last = item(&mut m, "LAST-1").await;
+    assert_eq!((last.on_hand, last.reserved), (0, 0));
+    // The loser paid nothing.
+    let loser = if status(&a) == pb::OrderStatus::Rejected {
+        &a
+    } else {
+        &b
+    };
+    assert!(payments(&mut m, &loser.order_id).await.is_empty());
+}
+
+async fn a_failing_shipment_voids_the_payment_and_releases_the_stock(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "TEA-1", 5).await;
+    // The shipping service refuses a second live shipment for an order: create one first
+    // under another key, so the saga's create_shipment is rejected.
+    let placed = m
+        .order
+        .place_order(pb::PlaceOrderRequest {
+            card_token: "tok_visa".into(),
+            ..order_req("k1", "TEA-1", 1, "tok_visa")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    // Race the saga: whichever shipment is first, the order ends consistent.
+    let _ = m
+        .shipping
+        .create_shipment(ship::CreateShipmentRequest {
+            order_id: placed.order_id.clone(),
+            address: order_req("x", "TEA-1", 1, "tok_visa").shipping_address,
+            items: vec![ordermesh::proto::common::v1::SkuQuantity {
+                sku: "TEA-1".into(),
+                quantity: 1,
+            }],
+            currency_code: "EUR".into(),
+            idempotency_key: "someone-else".into(),
+        })
+        .await;
+    let o = settle(&mut m, &placed.order_id).await;
+    let tea = item(&mut m, "TEA-1").await;
+    let p = payments(&mut m, &o.order_id).await;
+    match status(&o) {
+        pb::OrderStatus::Rejected => {
+            assert!(
+                o.status_reason.starts_with("create_shipment"),
+                "{}",
+                o.status_reason
+            );
+            assert_eq!((tea.on_hand, tea.reserved), (5, 0));
+            assert_eq!(p[0].status, pay::PaymentStatus::Voided as i32);
+        }
+        pb::OrderStatus::Confirmed => {
+            // The saga's shipment won the race; the other request was refused.
+            assert_eq!((tea.on_hand, tea.reserved), (4, 0));
+            assert_eq!(p[0].status, pay::PaymentStatus::Captured as i32);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+ordermesh::backend_tests!(
+    a_placed_order_is_reserved_paid_shipped_and_confirmed,
+    a_declined_card_rejects_the_order_and_releases_the_stock,
+    out_of_stock_rejects_before_any_payment,
+    two_orders_for_the_last_unit_never_both_succeed,
+    a_failing_shipment_voids_the_payment_and_releases_the_stock,
+);
