@@ -60,6 +60,18 @@ for claim in "${claims[@]}"; do
     echo "FAILED: no $claim in the output of the README lines"; failed=$((failed + 1))
   fi
 done
+# The saga confirms the README's order within a few seconds.
+confirmed=""
+for _ in $(seq 1 50); do
+  confirmed=$(grpcurl $AS_OPERATOR -servername order -d '{"customerId":"cust-1","statuses":["ORDER_STATUS_CONFIRMED"]}' 127.0.0.1:50051 ordermesh.order.v1.OrderService/ListOrders 2>&1 || true)
+  [[ $confirmed == *'"ORDER_STATUS_CONFIRMED"'* ]] && break
+  sleep 0.2
+done
+if [[ $confirmed == *'"ORDER_STATUS_CONFIRMED"'* ]]; then
+  echo "ok: the saga confirmed the README's order"
+else
+  echo "FAILED: the README's order was not confirmed: $confirmed"; failed=$((failed + 1))
+fi
 # make run serves the mesh zone: the README's dig-style lookup answers with the service's port.
 srv=$("${CARGO_TARGET_DIR:-target}"/debug/mesh-dns --nameserver 127.0.0.1:5354 --resolve payment.mesh.local. 2>&1 || true)
 if [[ $srv == "127.0.0.1:50052" ]]; then
@@ -67,6 +79,6 @@ if [[ $srv == "127.0.0.1:50052" ]]; then
 else
   echo "FAILED: mesh DNS lookup of payment answered: $srv"; failed=$((failed + 1))
 fi
-lines+=(denied bad "${claims[@]}" srv)
+lines+=(denied bad "${claims[@]}" srv confirmed)
 echo "readme: $(( ${#lines[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -27,7 +27,9 @@ for svc in order payment inventory shipping; do dns_args+=(--service "$svc=127.0
   > >(sed -u "s/^/[dns] /") 2>&1 &
 pids+=($!)
 for svc in "${services[@]}"; do
+  # MESH_DNS: the order service finds its saga participants through the mesh zone.
   LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=${DATA_DIR:-var} TLS_DIR=${DATA_DIR:-var}/certs \
+    MESH_DNS=${MESH_DNS_LISTEN:-127.0.0.1:5354} \
     LOG_FORMAT=${LOG_FORMAT:-pretty} \
     "${CARGO_TARGET_DIR:-target}"/debug/"$svc" > >(sed -u "s/^/[$svc] /") 2>&1 &
   pids+=($!)

@@ -337,7 +337,10 @@ where
                 let attempts = row.attempts + i32::from(count_attempt);
                 let mut a: step_row::ActiveModel = row.into();
                 a.status = Set(status.into());
-                a.error = Set(error.into());
+                // A compensated step keeps the error that made the saga turn back.
+                if !error.is_empty() || matches!(status, "STARTED" | "SUCCEEDED") {
+                    a.error = Set(error.into());
+                }
                 a.attempts = Set(attempts);
                 a.updated_at = Set(now);
                 a.update(db).await?;

@@ -362,6 +362,19 @@ impl OrderService for OrderApi {
         } else {
             reason
         };
+        if self.saga.is_some() {
+            // A placed order was paid and its stock committed; undoing that is a refund and
+            // return flow, not a cancellation. A PENDING order's saga compensates by itself.
+            let current = store::get(&self.db, &order_id).await?;
+            if current.status() == OrderStatus::Confirmed {
+                return Err(ordermesh::status::illegal_transition(
+                    "order",
+                    order_id.as_str(),
+                    "CONFIRMED",
+                    "cancel (it is paid and its stock committed)",
+                ));
+            }
+        }
         let order = self
             .advance(&order_id, OrderStatus::Cancelled, reason)
             .await?;

@@ -250,6 +250,33 @@ async fn a_placed_order_is_reserved_paid_shipped_and_confirmed(backend: Backend)
     let s = shipments(&mut m, &o.order_id).await;
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].status, ship::ShipmentStatus::Pending as i32);
+
+    // A confirmed order is paid and its stock committed: it cannot simply be cancelled.
+    let e = m
+        .order
+        .cancel_order(pb::CancelOrderRequest {
+            order_id: o.order_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    // Placing the same order again (same key) returns it and runs nothing twice.
+    let again = m
+        .order
+        .place_order(order_req("k1", "TEA-1", 2, "tok_visa"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(again.order_id, o.order_id);
+    let o2 = settle(&mut m, &o.order_id).await;
+    assert_eq!(status(&o2), pb::OrderStatus::Confirmed);
+    assert_eq!(payments(&mut m, &o.order_id).await.len(), 1);
+    let tea = item(&mut m, "TEA-1").await;
+    assert_eq!((tea.on_hand, tea.reserved), (3, 0));
 }
 
 async fn a_declined_card_rejects_the_order_and_releases_the_stock(backend: Backend) {
@@ -382,7 +409,54 @@ async fn a_failing_shipment_voids_the_payment_and_releases_the_stock(backend: Ba
     }
 }
 
+async fn cancelling_while_the_saga_runs_compensates_and_stays_cancelled(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "TEA-1", 5).await;
+    // The processor is down: the saga keeps retrying the authorization for a few seconds.
+    let placed = m
+        .order
+        .place_order(order_req("k1", "TEA-1", 2, "tok_processor_down"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let cancelled = m
+        .order
+        .cancel_order(pb::CancelOrderRequest {
+            order_id: placed.order_id.clone(),
+            reason: "changed my mind".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(status(&cancelled), pb::OrderStatus::Cancelled);
+    let o = settle(&mut m, &placed.order_id).await;
+    assert_eq!(status(&o), pb::OrderStatus::Cancelled, "{o:?}");
+    assert_eq!(o.status_reason, "changed my mind");
+    let failed: Vec<&pb::SagaStep> = o
+        .saga_steps
+        .iter()
+        .filter(|s| s.error.contains("cancelled"))
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "the saga stopped because of the cancel: {o:?}"
+    );
+    let tea = item(&mut m, "TEA-1").await;
+    assert_eq!(
+        (tea.on_hand, tea.reserved),
+        (5, 0),
+        "reserved stock released"
+    );
+    assert!(payments(&mut m, &o.order_id).await.is_empty());
+    assert!(shipments(&mut m, &o.order_id).await.is_empty());
+}
+
 ordermesh::backend_tests!(
+    cancelling_while_the_saga_runs_compensates_and_stays_cancelled,
     a_placed_order_is_reserved_paid_shipped_and_confirmed,
     a_declined_card_rejects_the_order_and_releases_the_stock,
     out_of_stock_rejects_before_any_payment,
