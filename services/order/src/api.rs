@@ -15,7 +15,7 @@ use ordermesh::proto::order::v1::order_service_server::OrderService;
 use ordermesh::shutdown::Drain;
 use ordermesh::status::{invalid_argument, not_found};
 use ordermesh::time::{now, to_proto};
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -176,6 +176,13 @@ impl OrderApi {
         }
     }
 
+    /// Tells WatchOrder streams about an order changed elsewhere (an event handler).
+    pub async fn announce(&self, order_id: &OrderId) {
+        if let Ok(view) = store::get(&self.db, order_id).await {
+            self.feed.publish(&order_to_proto(&view));
+        }
+    }
+
     /// The same API, placing orders through `saga`.
     pub fn with_saga(mut self, saga: Arc<OrderSaga>) -> Self {
         self.saga = Some(saga);
@@ -212,7 +219,9 @@ impl OrderApi {
         to: OrderStatus,
         reason: &str,
     ) -> Result<pb::Order, Status> {
-        let (view, changed) = store::transition(&self.db, order_id, to, reason, now()).await?;
+        let txn = self.db.begin().await.map_err(ordermesh::status::db_error)?;
+        let (view, changed) = move_order(&txn, order_id, to, reason).await?;
+        txn.commit().await.map_err(ordermesh::status::db_error)?;
         let order = order_to_proto(&view);
         if changed {
             tracing::info!(
@@ -225,6 +234,43 @@ impl OrderApi {
         }
         Ok(order)
     }
+}
+
+/// Moves an order along its status machine inside `c` and records the event other services
+/// hear about in the same transaction.
+pub(crate) async fn move_order<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    order_id: &OrderId,
+    to: OrderStatus,
+    reason: &str,
+) -> Result<(OrderView, bool), StoreError> {
+    use ordermesh::proto::events::v1 as events;
+    use ordermesh::proto::events::v1::event_envelope::Payload;
+    let (view, changed) = store::transition(c, order_id, to, reason, now()).await?;
+    if changed {
+        let id = order_id.to_string();
+        let payload = match to {
+            OrderStatus::Confirmed => Some(Payload::OrderConfirmed(events::OrderConfirmed {
+                order_id: id.clone(),
+            })),
+            OrderStatus::Rejected => Some(Payload::OrderRejected(events::OrderRejected {
+                order_id: id.clone(),
+                reason: reason.to_string(),
+            })),
+            OrderStatus::Cancelled => Some(Payload::OrderCancelled(events::OrderCancelled {
+                order_id: id.clone(),
+                reason: reason.to_string(),
+            })),
+            OrderStatus::Delivered => Some(Payload::OrderDelivered(events::OrderDelivered {
+                order_id: id.clone(),
+            })),
+            OrderStatus::Pending | OrderStatus::Shipped => None,
+        };
+        if let Some(p) = payload {
+            ordermesh::outbox::record(c, "order", "order", &id, p).await?;
+        }
+    }
+    Ok((view, changed))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

@@ -3,12 +3,14 @@
 
 pub mod api;
 pub mod domain;
+pub mod events;
 pub mod saga;
 pub mod store;
 
 use std::future::Future;
 
 use ordermesh::config::ServiceConfig;
+use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::order::v1::order_service_server::OrderServiceServer;
 use ordermesh::server::MeshServer;
 use ordermesh::shutdown::Drain;
@@ -22,6 +24,7 @@ pub use saga::{OrderSaga, Participants};
 pub const SERVICE: &str = "order";
 pub const DEFAULT_PORT: u16 = 50051;
 pub const GRPC_SERVICE: &str = "ordermesh.order.v1.OrderService";
+pub const EVENT_LOG_SERVICE: &str = "ordermesh.events.v1.EventLogService";
 
 /// A built order service: connected, migrated, ready to serve.
 pub struct App {
@@ -30,6 +33,9 @@ pub struct App {
     pub api: OrderApi,
     pub feed: OrderFeed,
     pub saga: Option<std::sync::Arc<OrderSaga>>,
+    /// Order events, published from the outbox and served as `EventLogService`.
+    pub outbox: ordermesh::outbox::Outbox,
+    participants: Option<Participants>,
     drain: Drain,
 }
 
@@ -42,10 +48,12 @@ impl App {
         let api = OrderApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
+            outbox: ordermesh::outbox::Outbox::new(db.clone()),
             db,
             api,
             feed,
             saga: None,
+            participants: None,
             drain,
         })
     }
@@ -53,6 +61,7 @@ impl App {
     /// Places orders through the saga, calling these participants. Without this, orders are
     /// recorded and stay PENDING.
     pub fn with_participants(mut self, parts: Participants) -> Self {
+        self.participants = Some(parts.clone());
         let saga = OrderSaga::new(parts, self.api.clone(), self.db.clone());
         self.api = self.api.with_saga(saga.clone());
         self.saga = Some(saga);
@@ -70,12 +79,40 @@ impl App {
                 tracing::info!(resumed, "resuming unfinished order sagas");
             }
         }
-        let routes = Routes::new(OrderServiceServer::new(self.api.clone()));
-        MeshServer::new(&self.config, routes, &[GRPC_SERVICE])
+        let mut tasks = vec![tokio::spawn(
+            self.outbox.clone().run_relay(self.drain.clone()),
+        )];
+        if let Some(parts) = &self.participants {
+            let sub = ordermesh::consumer::Subscription {
+                consumer: SERVICE.to_string(),
+                producer: "shipping".to_string(),
+                types: events::SHIPPING_EVENTS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                channel: parts.shipping.clone(),
+            };
+            let handler = std::sync::Arc::new(events::ShippingEvents {
+                api: self.api.clone(),
+            });
+            tasks.push(tokio::spawn(ordermesh::consumer::run(
+                self.db.clone(),
+                sub,
+                handler,
+                self.drain.clone(),
+            )));
+        }
+        let log = EventLogServiceServer::new(self.outbox.log_service(self.drain.clone()));
+        let routes = Routes::new(OrderServiceServer::new(self.api.clone())).add_service(log);
+        let result = MeshServer::new(&self.config, routes, &[GRPC_SERVICE, EVENT_LOG_SERVICE])
             .database(self.db.clone())
             .drain(self.drain.clone())
             .serve(listener, shutdown)
-            .await
+            .await;
+        for t in tasks {
+            t.abort();
+        }
+        result
     }
 }
 

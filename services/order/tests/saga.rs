@@ -455,7 +455,66 @@ async fn cancelling_while_the_saga_runs_compensates_and_stays_cancelled(backend:
     assert!(shipments(&mut m, &o.order_id).await.is_empty());
 }
 
+async fn shipping_events_move_the_order_to_delivered(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "TEA-1", 5).await;
+    let o = place(&mut m, order_req("k1", "TEA-1", 1, "tok_visa")).await;
+    assert_eq!(status(&o), pb::OrderStatus::Confirmed);
+    let shipment = shipments(&mut m, &o.order_id).await.remove(0);
+    let mut watch = m
+        .order
+        .watch_order(pb::WatchOrderRequest {
+            order_id: o.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use futures::StreamExt;
+    let first = watch.next().await.unwrap().unwrap().order.unwrap();
+    assert_eq!(status(&first), pb::OrderStatus::Confirmed);
+    for to in [
+        ship::ShipmentStatus::LabelCreated,
+        ship::ShipmentStatus::PickedUp,
+        ship::ShipmentStatus::InTransit,
+        ship::ShipmentStatus::OutForDelivery,
+        ship::ShipmentStatus::Delivered,
+    ] {
+        m.shipping
+            .record_tracking_event(ship::RecordTrackingEventRequest {
+                shipment_id: shipment.shipment_id.clone(),
+                status: to as i32,
+                location: "Berlin".into(),
+                note: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    // The order service hears shipping's events and moves the order; WatchOrder shows it.
+    let mut seen = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), watch.next()).await
+    {
+        seen.push(status(&msg.order.unwrap()));
+    }
+    assert_eq!(
+        seen,
+        [pb::OrderStatus::Shipped, pb::OrderStatus::Delivered],
+        "the stream ends at DELIVERED"
+    );
+    let o = m
+        .order
+        .get_order(pb::GetOrderRequest {
+            order_id: o.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(status(&o), pb::OrderStatus::Delivered);
+}
+
 ordermesh::backend_tests!(
+    shipping_events_move_the_order_to_delivered,
     cancelling_while_the_saga_runs_compensates_and_stays_cancelled,
     a_placed_order_is_reserved_paid_shipped_and_confirmed,
     a_declined_card_rejects_the_order_and_releases_the_stock,

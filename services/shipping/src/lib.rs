@@ -7,6 +7,7 @@ pub mod store;
 use std::future::Future;
 
 use ordermesh::config::ServiceConfig;
+use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::shipping::v1::shipping_service_server::ShippingServiceServer;
 use ordermesh::server::MeshServer;
 use ordermesh::shutdown::Drain;
@@ -19,6 +20,7 @@ pub use api::{ShippingApi, TrackingFeed};
 pub const SERVICE: &str = "shipping";
 pub const DEFAULT_PORT: u16 = 50054;
 pub const GRPC_SERVICE: &str = "ordermesh.shipping.v1.ShippingService";
+pub const EVENT_LOG_SERVICE: &str = "ordermesh.events.v1.EventLogService";
 
 /// A built shipping service: connected, migrated, ready to serve.
 pub struct App {
@@ -26,6 +28,8 @@ pub struct App {
     pub db: DatabaseConnection,
     pub api: ShippingApi,
     pub feed: TrackingFeed,
+    /// Shipment events, published from the outbox and served as `EventLogService`.
+    pub outbox: ordermesh::outbox::Outbox,
     drain: Drain,
 }
 
@@ -38,6 +42,7 @@ impl App {
         let api = ShippingApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
+            outbox: ordermesh::outbox::Outbox::new(db.clone()),
             db,
             api,
             feed,
@@ -50,11 +55,15 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let routes = Routes::new(ShippingServiceServer::new(self.api.clone()));
-        MeshServer::new(&self.config, routes, &[GRPC_SERVICE])
+        let relay = tokio::spawn(self.outbox.clone().run_relay(self.drain.clone()));
+        let log = EventLogServiceServer::new(self.outbox.log_service(self.drain.clone()));
+        let routes = Routes::new(ShippingServiceServer::new(self.api.clone())).add_service(log);
+        let result = MeshServer::new(&self.config, routes, &[GRPC_SERVICE, EVENT_LOG_SERVICE])
             .database(self.db.clone())
             .drain(self.drain.clone())
             .serve(listener, shutdown)
-            .await
+            .await;
+        relay.abort();
+        result
     }
 }

@@ -11,6 +11,8 @@ impl MigratorTrait for Migrator {
             Box::new(ordermesh::idempotency::Migration),
             Box::new(M0001Init),
             Box::new(ordermesh::saga::Migration),
+            Box::new(ordermesh::outbox::Migration),
+            Box::new(ordermesh::consumer::Migration),
         ]
     }
 }

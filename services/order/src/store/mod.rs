@@ -8,7 +8,9 @@ pub mod order_line;
 
 use chrono::{DateTime, Utc};
 use ordermesh::ids::{CustomerId, OrderId};
-use ordermesh::proto::common::v1::Address;
+use ordermesh::proto::common::v1::{Address, SkuQuantity};
+use ordermesh::proto::events::v1 as events;
+use ordermesh::proto::events::v1::event_envelope::Payload;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -94,6 +96,27 @@ pub async fn insert<C: ConnectionTrait>(
             .await?,
         );
     }
+    ordermesh::outbox::record(
+        c,
+        "order",
+        "order",
+        &order_id,
+        Payload::OrderPlaced(events::OrderPlaced {
+            order_id: order_id.clone(),
+            customer_id: o.customer_id.as_str().to_string(),
+            total: Some(o.lines.total.to_proto()),
+            lines: o
+                .lines
+                .lines
+                .iter()
+                .map(|l| SkuQuantity {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                })
+                .collect(),
+        }),
+    )
+    .await?;
     Ok(OrderView { row, lines })
 }
 

@@ -23,6 +23,15 @@ use crate::domain::{
 
 pub use migration::Migrator;
 
+use ordermesh::proto::events::v1 as events;
+use ordermesh::proto::events::v1::event_envelope::Payload;
+
+/// Records a shipment event in the outbox, in the caller's transaction.
+async fn publish<C: ConnectionTrait>(c: &C, shipment_id: &str, payload: Payload) -> Result<()> {
+    ordermesh::outbox::record(c, "shipping", "shipment", shipment_id, payload).await?;
+    Ok(())
+}
+
 /// Note of the event every shipment starts with.
 pub const CREATED_NOTE: &str = "shipment created";
 
@@ -107,6 +116,15 @@ pub async fn create_shipment<C: ConnectionTrait>(
         );
     }
     append_event(c, &id, ShipmentStatus::Pending, "", CREATED_NOTE, now).await?;
+    publish(
+        c,
+        &id,
+        Payload::ShipmentCreated(events::ShipmentCreated {
+            shipment_id: id.clone(),
+            order_id: new.order_id.clone(),
+        }),
+    )
+    .await?;
     Ok(ShipmentView { row, items })
 }
 
@@ -256,6 +274,28 @@ pub async fn advance<C: ConnectionTrait>(
         .into());
     }
     let event = append_event(c, id, to, location, note, now).await?;
+    let order_id = before.row.order_id.clone();
+    publish(
+        c,
+        id,
+        Payload::ShipmentStatusChanged(events::ShipmentStatusChanged {
+            shipment_id: id.to_string(),
+            order_id: order_id.clone(),
+            status: to.as_str().to_string(),
+        }),
+    )
+    .await?;
+    if to == ShipmentStatus::Delivered {
+        publish(
+            c,
+            id,
+            Payload::ShipmentDelivered(events::ShipmentDelivered {
+                shipment_id: id.to_string(),
+                order_id,
+            }),
+        )
+        .await?;
+    }
     Ok((require_shipment(c, id).await?, event))
 }
 
@@ -300,5 +340,14 @@ pub async fn cancel<C: ConnectionTrait>(
         };
     }
     let event = append_event(c, id, ShipmentStatus::Cancelled, "", note, now).await?;
+    publish(
+        c,
+        id,
+        Payload::ShipmentCancelled(events::ShipmentCancelled {
+            shipment_id: id.to_string(),
+            order_id: before.row.order_id.clone(),
+        }),
+    )
+    .await?;
     Ok((require_shipment(c, id).await?, Some(event)))
 }

@@ -1,0 +1,70 @@
+//! The choreographed half of fulfilment: the order service listens to shipping's events and
+//! moves orders along without anyone orchestrating it. A picked-up shipment makes its order
+//! SHIPPED; a delivered one makes it DELIVERED. Events about orders that cannot move that way
+//! (cancelled, unknown here) are acknowledged and ignored.
+
+use ordermesh::consumer::Handler;
+use ordermesh::ids::OrderId;
+use ordermesh::proto::events::v1 as pb;
+use ordermesh::proto::events::v1::event_envelope::Payload;
+use sea_orm::DatabaseTransaction;
+
+use crate::api::{move_order, OrderApi};
+use crate::domain::{OrderError, OrderStatus};
+use crate::store::StoreError;
+
+/// The event types the order service takes from shipping.
+pub const SHIPPING_EVENTS: [&str; 2] = ["ShipmentStatusChanged", "ShipmentDelivered"];
+
+pub struct ShippingEvents {
+    pub api: OrderApi,
+}
+
+fn order_of(event: &pb::EventEnvelope) -> Option<(String, Vec<OrderStatus>)> {
+    match &event.payload {
+        Some(Payload::ShipmentStatusChanged(e)) if e.status == "PICKED_UP" => {
+            Some((e.order_id.clone(), vec![OrderStatus::Shipped]))
+        }
+        Some(Payload::ShipmentDelivered(e)) => Some((
+            e.order_id.clone(),
+            vec![OrderStatus::Shipped, OrderStatus::Delivered],
+        )),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for ShippingEvents {
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        event: &pb::EventEnvelope,
+    ) -> Result<(), String> {
+        let Some((order_id, steps)) = order_of(event) else {
+            return Ok(());
+        };
+        let Ok(id) = OrderId::parse(&order_id) else {
+            return Ok(());
+        };
+        for to in steps {
+            match move_order(txn, &id, to, "").await {
+                Ok(_) => {}
+                Err(StoreError::Domain(OrderError::IllegalTransition { from, .. })) => {
+                    tracing::info!(%order_id, from, to = to.as_str(), event_id = %event.event_id, "shipment event does not move this order; ignored");
+                    return Ok(());
+                }
+                Err(StoreError::Domain(OrderError::NotFound(_))) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn committed(&self, event: &pb::EventEnvelope) {
+        if let Some((order_id, _)) = order_of(event) {
+            if let Ok(id) = OrderId::parse(&order_id) {
+                self.api.announce(&id).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Idempotent event consumers over a producer's `EventLogService` stream.
+//!
+//! A consumer remembers, in its own database, the last sequence it processed from each
+//! producer (`event_checkpoints`) and the ids of the events it applied (`event_inbox`); the
+//! handler's effect, the inbox row and the checkpoint are written in one transaction, so an
+//! event is applied exactly once even when the stream drops, the process restarts or the
+//! producer sends it again. A handler that keeps failing on an event (a poison message) is
+//! given `MAX_ATTEMPTS` tries, then the event is recorded in the inbox as dead-lettered with
+//! its error and the consumer moves on.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, Set,
+    TransactionTrait,
+};
+
+use crate::client::MeshChannel;
+use crate::proto::events::v1 as pb;
+use crate::shutdown::Drain;
+
+/// Tries a handler gets on one event before it is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+pub mod inbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "event_inbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub producer: String,
+        pub sequence: i64,
+        pub event_type: String,
+        /// Empty when applied; the last error when dead-lettered.
+        pub dead_letter_error: String,
+        pub processed_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod checkpoint {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "event_checkpoints")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub producer: String,
+        pub last_sequence: i64,
+        pub updated_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use migration::Migration;
+
+mod migration {
+    use sea_orm_migration::prelude::*;
+
+    /// Creates `event_inbox` and `event_checkpoints`; every consuming service lists it.
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0000_consumer"
+        }
+    }
+
+    fn text(name: &str, len: u32) -> ColumnDef {
+        ColumnDef::new(Alias::new(name))
+            .string_len(len)
+            .not_null()
+            .to_owned()
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.create_table(
+                Table::create()
+                    .table(Alias::new("event_inbox"))
+                    .if_not_exists()
+                    .col(text("consumer", 64))
+                    .col(text("event_id", 64))
+                    .col(text("producer", 64))
+                    .col(
+                        ColumnDef::new(Alias::new("sequence"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(text("event_type", 64))
+                    .col(
+                        ColumnDef::new(Alias::new("dead_letter_error"))
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("processed_at"))
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("consumer"))
+                            .col(Alias::new("event_id")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+            m.create_table(
+                Table::create()
+                    .table(Alias::new("event_checkpoints"))
+                    .if_not_exists()
+                    .col(text("consumer", 64))
+                    .col(text("producer", 64))
+                    .col(
+                        ColumnDef::new(Alias::new("last_sequence"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("updated_at"))
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("consumer"))
+                            .col(Alias::new("producer")),
+                    )
+                    .to_owned(),
+            )
+            .await
+        }
+
+        async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.drop_table(Table::drop().table(Alias::new("event_inbox")).to_owned())
+                .await?;
+            m.drop_table(
+                Table::drop()
+                    .table(Alias::new("event_checkpoints"))
+                    .to_owned(),
+            )
+            .await
+        }
+    }
+}
+
+/// What a consumer does with an event.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync {
+    /// Applies the event inside `txn`; an error rolls it back and the event is tried again.
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        event: &pb::EventEnvelope,
+    ) -> Result<(), String>;
+
+    /// Runs after the transaction that applied `event` committed (notifications).
+    async fn committed(&self, _event: &pb::EventEnvelope) {}
+}
+
+/// One consumer of one producer's log.
+pub struct Subscription {
+    /// Consumer name, e.g. `order`.
+    pub consumer: String,
+    /// Producer name, e.g. `shipping`.
+    pub producer: String,
+    /// Event types to receive; empty for all.
+    pub types: Vec<String>,
+    pub channel: MeshChannel,
+}
+
+/// The last sequence `consumer` processed from `producer` (0 before the first).
+pub async fn checkpoint_of<C: ConnectionTrait>(
+    c: &C,
+    consumer: &str,
+    producer: &str,
+) -> Result<i64, sea_orm::DbErr> {
+    Ok(
+        checkpoint::Entity::find_by_id((consumer.to_string(), producer.to_string()))
+            .one(c)
+            .await?
+            .map(|r| r.last_sequence)
+            .unwrap_or(0),
+    )
+}
+
+async fn save(
+    txn: &DatabaseTransaction,
+    sub: &Subscription,
+    event: &pb::EventEnvelope,
+    error: &str,
+) -> Result<(), sea_orm::DbErr> {
+    let now = crate::time::now();
+    let kind = event
+        .payload
+        .as_ref()
+        .map(crate::outbox::event_type)
+        .unwrap_or("");
+    inbox::ActiveModel {
+        consumer: Set(sub.consumer.clone()),
+        event_id: Set(event.event_id.clone()),
+        producer: Set(sub.producer.clone()),
+        sequence: Set(event.sequence as i64),
+        event_type: Set(kind.to_string()),
+        dead_letter_error: Set(error.to_string()),
+        processed_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    let key = (sub.consumer.clone(), sub.producer.clone());
+    match checkpoint::Entity::find_by_id(key).one(txn).await? {
+        Some(row) => {
+            let mut a: checkpoint::ActiveModel = row.into();
+            a.last_sequence = Set(event.sequence as i64);
+            a.updated_at = Set(now);
+            a.update(txn).await?;
+        }
+        None => {
+            checkpoint::ActiveModel {
+                consumer: Set(sub.consumer.clone()),
+                producer: Set(sub.producer.clone()),
+                last_sequence: Set(event.sequence as i64),
+                updated_at: Set(now),
+            }
+            .insert(txn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one event exactly once. Returns whether the handler ran (false for a repeat).
+async fn apply(
+    db: &DatabaseConnection,
+    sub: &Subscription,
+    handler: &dyn Handler,
+    event: &pb::EventEnvelope,
+) -> Result<bool, String> {
+    let seen = inbox::Entity::find_by_id((sub.consumer.clone(), event.event_id.clone()))
+        .one(db)
+        .await
+        .map_err(|e| e.to_string())?;
+    if seen.is_some() {
+        return Ok(false);
+    }
+    let mut last_error = String::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        let txn = db.begin().await.map_err(|e| e.to_string())?;
+        match handler.handle(&txn, event).await {
+            Ok(()) => {
+                save(&txn, sub, event, "")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                txn.commit().await.map_err(|e| e.to_string())?;
+                handler.committed(event).await;
+                return Ok(true);
+            }
+            Err(e) => {
+                drop(txn);
+                tracing::warn!(consumer = %sub.consumer, event_id = %event.event_id, attempt, error = %e, "event handler failed");
+                last_error = e;
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+        }
+    }
+    // A poison message: park it in the inbox with its error and move on.
+    tracing::error!(consumer = %sub.consumer, event_id = %event.event_id, error = %last_error, "event dead-lettered");
+    let txn = db.begin().await.map_err(|e| e.to_string())?;
+    save(&txn, sub, event, &last_error)
+        .await
+        .map_err(|e| e.to_string())?;
+    txn.commit().await.map_err(|e| e.to_string())?;
+    Ok(false)
+}
+
+/// Consumes `sub` until `drain` starts: subscribes after the checkpoint, applies each event,
+/// and reconnects with back-off when the stream ends or fails.
+pub async fn run(
+    db: DatabaseConnection,
+    sub: Subscription,
+    handler: std::sync::Arc<dyn Handler>,
+    drain: Drain,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let from = checkpoint_of(&db, &sub.consumer, &sub.producer)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut client =
+                pb::event_log_service_client::EventLogServiceClient::new(sub.channel.clone());
+            let mut stream = client
+                .subscribe(pb::SubscribeRequest {
+                    from_sequence: (from + 1) as u64,
+                    types: sub.types.clone(),
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            while let Some(msg) = stream.next().await {
+                let event = msg.map_err(|e| e.to_string())?.event.unwrap_or_default();
+                apply(&db, &sub, handler.as_ref(), &event).await?;
+            }
+            Ok::<(), String>(())
+        };
+        tokio::select! {
+            r = attempt => {
+                if let Err(e) = r {
+                    tracing::info!(consumer = %sub.consumer, producer = %sub.producer, error = %e, "event stream interrupted; resuming");
+                } else {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+            _ = drain.draining() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = drain.draining() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
