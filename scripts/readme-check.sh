@@ -50,7 +50,7 @@ else
   echo "FAILED: AdjustStock delta 0: $bad"; failed=$((failed + 1))
 fi
 # The outcomes the prose after the block promises.
-claims=('"ORDER_STATUS_PENDING"' '"amountMinor": "900"' '"PAYMENT_STATUS_AUTHORIZED"'
+claims=('"ORDER_STATUS_PENDING"' '"orderPlaced"' '"amountMinor": "900"' '"PAYMENT_STATUS_AUTHORIZED"'
   '"declineReason": "card_declined"' '"amountMinor": "2199"' '"estimatedDays": 7'
   '"SHIPMENT_STATUS_PENDING"')
 for claim in "${claims[@]}"; do
