@@ -270,6 +270,26 @@ pub enum SagaError {
     NotFound(String),
 }
 
+/// Environment variable naming a crash point for crash tests, `<step>:<when>` with `when` one
+/// of `before`, `after` (the call succeeded, its outcome not yet recorded), `undo-before` and
+/// `undo-after`. Unset in normal runs.
+pub const CRASH_AT_ENV: &str = "ORDERMESH_CRASH_AT";
+
+/// Kills this process with SIGKILL when `ORDERMESH_CRASH_AT` names this point, the way a
+/// power cut or the OOM killer would: no destructors, no flushing, no goodbye.
+fn crash_point(step: &str, when: &str) {
+    let Ok(at) = std::env::var(CRASH_AT_ENV) else {
+        return;
+    };
+    if at.split_once(':') == Some((step, when)) {
+        tracing::warn!(step, when, "crash point reached: SIGKILL");
+        // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
 fn backoff(policy: &StepRetry, attempt: u32) -> Duration {
     let exp = policy
         .backoff
@@ -546,6 +566,14 @@ where
                 "STARTED"
             };
             Self::mark_step(db, saga_id, idx as i32, step.name(), status, "", true).await?;
+            crash_point(
+                step.name(),
+                if compensating {
+                    "undo-before"
+                } else {
+                    "before"
+                },
+            );
             let fut = async {
                 if compensating {
                     step.compensate(data, key).await
@@ -560,6 +588,12 @@ where
                     step.timeout()
                 ))),
             };
+            if result.is_ok() {
+                crash_point(
+                    step.name(),
+                    if compensating { "undo-after" } else { "after" },
+                );
+            }
             match result {
                 Err(StepError::Transient(msg)) if compensating || attempt + 1 < policy.attempts => {
                     tracing::info!(saga_id, step = step.name(), attempt, error = %msg, "saga step will be retried");

@@ -564,14 +564,28 @@ impl OrderSaga {
     }
 
     /// Resumes every unfinished saga (at start-up).
+    /// Also picks up PENDING orders whose saga finished but whose outcome was not yet written
+    /// to the order (a crash between the two).
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize, ordermesh::saga::SagaError> {
-        let ids = self.def.unfinished(&self.ctx.db).await?;
-        for saga_id in &ids {
-            if let Some(order_id) = saga_id.strip_prefix("saga-") {
-                tracing::info!(%order_id, "resuming saga");
-                self.spawn(order_id);
+        let mut orders: Vec<String> = self
+            .def
+            .unfinished(&self.ctx.db)
+            .await?
+            .iter()
+            .filter_map(|s| s.strip_prefix("saga-").map(str::to_string))
+            .collect();
+        for id in store::pending_order_ids(&self.ctx.db)
+            .await
+            .map_err(|e| ordermesh::saga::SagaError::Db(sea_orm::DbErr::Custom(e.to_string())))?
+        {
+            if !orders.contains(&id) {
+                orders.push(id);
             }
         }
-        Ok(ids.len())
+        for order_id in &orders {
+            tracing::info!(%order_id, "resuming saga");
+            self.spawn(order_id);
+        }
+        Ok(orders.len())
     }
 }

@@ -143,6 +143,18 @@ pub async fn get<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<OrderV
         .ok_or_else(|| OrderError::NotFound(order_id.to_string()).into())
 }
 
+/// Ids of orders still PENDING, oldest first (start-up resumes their sagas).
+pub async fn pending_order_ids<C: ConnectionTrait>(c: &C) -> Result<Vec<String>> {
+    Ok(order::Entity::find()
+        .filter(order::Column::Status.eq(OrderStatus::Pending.as_str()))
+        .order_by_asc(order::Column::CreatedAt)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|o| o.order_id)
+        .collect())
+}
+
 /// Orders newest first, optionally of one customer and in some statuses.
 pub async fn list<C: ConnectionTrait>(
     c: &C,

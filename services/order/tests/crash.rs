@@ -1,0 +1,300 @@
+//! The crash matrix: the order service (the real binary) is killed with SIGKILL at every step
+//! boundary of the placement saga, restarted, and once the order is final the invariants hold:
+//! a confirmed order has exactly one capture of its total, one live shipment and its stock
+//! shipped; a rejected one has its stock back and no money taken; stock is conserved.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ordermesh::config::ServiceConfig;
+use ordermesh::proto::common::v1::{Address, Money};
+use ordermesh::proto::inventory::v1 as inv;
+use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use ordermesh::proto::order::v1 as pb;
+use ordermesh::proto::order::v1::order_service_client::OrderServiceClient;
+use ordermesh::proto::payment::v1 as pay;
+use ordermesh::proto::payment::v1::payment_service_client::PaymentServiceClient;
+use ordermesh::proto::shipping::v1 as ship;
+use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
+use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
+
+const BIN: &str = env!("CARGO_BIN_EXE_order");
+
+struct Participants {
+    servers: Vec<Spawned>,
+    _dbs: Vec<TestDatabase>,
+}
+
+async fn participants() -> Participants {
+    let mut servers = Vec::new();
+    let mut dbs = Vec::new();
+    let d = TestDatabase::new(Backend::Sqlite).await;
+    let app = inventory_service::App::build(&ServiceConfig::for_test("inventory", &d.url))
+        .await
+        .unwrap();
+    servers.push(spawn(|l, s| app.serve(l, s)).await);
+    dbs.push(d);
+    let d = TestDatabase::new(Backend::Sqlite).await;
+    let app = payment_service::App::build(&ServiceConfig::for_test("payment", &d.url))
+        .await
+        .unwrap();
+    servers.push(spawn(|l, s| app.serve(l, s)).await);
+    dbs.push(d);
+    let d = TestDatabase::new(Backend::Sqlite).await;
+    let app = shipping_service::App::build(&ServiceConfig::for_test("shipping", &d.url))
+        .await
+        .unwrap();
+    servers.push(spawn(|l, s| app.serve(l, s)).await);
+    dbs.push(d);
+    Participants { servers, _dbs: dbs }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_order(p: &Participants, db_url: &str, port: u16, crash_at: Option<&str>) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.env("PLAINTEXT", "true")
+        .env("LOG_FORMAT", "json")
+        .env("DATABASE_URL", db_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("INVENTORY_URL", p.servers[0].uri())
+        .env("PAYMENT_URL", p.servers[1].uri())
+        .env("SHIPPING_URL", p.servers[2].uri())
+        .env_remove(ordermesh::saga::CRASH_AT_ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(at) = crash_at {
+        cmd.env(ordermesh::saga::CRASH_AT_ENV, at);
+    }
+    cmd.spawn().expect("start the order binary")
+}
+
+async fn connect(port: u16) -> OrderServiceClient<tonic::transport::Channel> {
+    let started = Instant::now();
+    loop {
+        if let Ok(c) = OrderServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return c;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "order did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn eur(minor: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "EUR".into(),
+        amount_minor: minor,
+    })
+}
+
+fn place_req(customer: &str, sku: &str, card: &str) -> pb::PlaceOrderRequest {
+    pb::PlaceOrderRequest {
+        customer_id: customer.into(),
+        lines: vec![pb::PlaceOrderLine {
+            sku: sku.into(),
+            quantity: 2,
+            unit_price: eur(450),
+        }],
+        shipping_address: Some(Address {
+            recipient: "Ada".into(),
+            street: "1 Main St".into(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country_code: "DE".into(),
+        }),
+        card_token: card.into(),
+        idempotency_key: format!("{customer}/place"),
+    }
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if started.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The final order of `customer`, once its saga has ended.
+async fn final_order(port: u16, customer: &str) -> pb::Order {
+    let mut c = connect(port).await;
+    let started = Instant::now();
+    loop {
+        let orders = c
+            .list_orders(pb::ListOrdersRequest {
+                customer_id: customer.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().orders)
+            .unwrap_or_default();
+        if let Some(o) = orders.first() {
+            let full = c
+                .get_order(pb::GetOrderRequest {
+                    order_id: o.order_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap();
+            let terminal = matches!(
+                pb::OrderStatus::try_from(full.status),
+                Ok(pb::OrderStatus::Confirmed | pb::OrderStatus::Rejected)
+            );
+            let steps_done = full
+                .saga_steps
+                .iter()
+                .all(|s| !matches!(s.status.as_str(), "STARTED" | "COMPENSATING"));
+            if terminal && steps_done {
+                return full;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "order of {customer} did not finish: {orders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_saga_survives_sigkill_at_every_step_boundary() {
+    let p = participants().await;
+    let mut inventory = InventoryServiceClient::connect(p.servers[0].uri())
+        .await
+        .unwrap();
+    let mut payment = PaymentServiceClient::connect(p.servers[1].uri())
+        .await
+        .unwrap();
+    let mut shipping = ShippingServiceClient::connect(p.servers[2].uri())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("order.db").display()
+    );
+    let port = free_port();
+
+    let steps = [
+        "reserve_stock",
+        "authorize_payment",
+        "create_shipment",
+        "capture_payment",
+        "commit_stock",
+        "confirm_order",
+    ];
+    let mut points: Vec<(String, &str)> = Vec::new();
+    for s in steps {
+        for when in ["before", "after"] {
+            points.push((format!("{s}:{when}"), "tok_visa"));
+        }
+    }
+    // The way back: a declined card compensates the reservation.
+    for when in ["undo-before", "undo-after"] {
+        points.push((format!("reserve_stock:{when}"), "tok_decline"));
+        points.push((format!("authorize_payment:{when}"), "tok_decline"));
+    }
+
+    for (i, (point, card)) in points.iter().enumerate() {
+        let sku = format!("CRASH-{i}");
+        let customer = format!("crash-{i}");
+        inventory
+            .create_item(inv::CreateItemRequest {
+                sku: sku.clone(),
+                name: sku.clone(),
+                price: eur(450),
+                initial_stock: 10,
+                low_stock_threshold: 0,
+            })
+            .await
+            .unwrap();
+
+        let mut child = start_order(&p, &db_url, port, Some(point));
+        let mut c = connect(port).await;
+        // The reply may be lost if the crash comes first; the order is committed either way.
+        let _ = c.place_order(place_req(&customer, &sku, card)).await;
+        let status = wait_exit(&mut child, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{point}: the crash point was never reached"));
+        assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
+
+        let mut child = start_order(&p, &db_url, port, None);
+        let order = final_order(port, &customer).await;
+        let item = inventory
+            .get_item(inv::GetItemRequest { sku: sku.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap();
+        let payments = payment
+            .list_payments(pay::ListPaymentsRequest {
+                order_id: order.order_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .payments;
+        let live_shipments = shipping
+            .list_shipments(ship::ListShipmentsRequest {
+                order_id: order.order_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .shipments
+            .into_iter()
+            .filter(|s| s.status != ship::ShipmentStatus::Cancelled as i32)
+            .count();
+        let captured: Vec<&pay::Payment> = payments
+            .iter()
+            .filter(|p| p.status == pay::PaymentStatus::Captured as i32)
+            .collect();
+        assert_eq!(item.reserved, 0, "{point}: nothing left reserved");
+        match pb::OrderStatus::try_from(order.status).unwrap() {
+            pb::OrderStatus::Confirmed => {
+                assert_eq!(*card, "tok_visa", "{point}");
+                assert_eq!(
+                    captured.len(),
+                    1,
+                    "{point}: exactly one capture: {payments:?}"
+                );
+                assert_eq!(captured[0].captured_amount, eur(900), "{point}");
+                assert_eq!(payments.len(), 1, "{point}: one payment: {payments:?}");
+                assert_eq!(live_shipments, 1, "{point}");
+                assert_eq!(item.on_hand, 8, "{point}: two units shipped");
+            }
+            pb::OrderStatus::Rejected => {
+                assert_eq!(*card, "tok_decline", "{point}: {order:?}");
+                assert!(captured.is_empty(), "{point}: no money taken");
+                assert!(payments
+                    .iter()
+                    .all(|p| p.status != pay::PaymentStatus::Authorized as i32));
+                assert_eq!(live_shipments, 0, "{point}");
+                assert_eq!(item.on_hand, 10, "{point}: stock conserved");
+            }
+            other => panic!("{point}: unexpected {other:?}"),
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
