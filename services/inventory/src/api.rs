@@ -247,7 +247,9 @@ impl InventoryService for InventoryApi {
         if r.delta == 0 {
             return Err(invalid_argument("delta", "must not be zero"));
         }
-        let row = store::adjust_stock(&self.db, &sku, r.delta, now()).await?;
+        let txn = self.db.begin().await.map_err(ordermesh::status::db_error)?;
+        let row = store::adjust_stock(&txn, &sku, r.delta, now()).await?;
+        txn.commit().await.map_err(ordermesh::status::db_error)?;
         tracing::info!(sku = %sku, delta = r.delta, reason = %r.reason, "stock adjusted");
         self.feed.publish(std::slice::from_ref(&row));
         Ok(Response::new(pb::AdjustStockResponse {
@@ -354,7 +356,10 @@ impl InventoryService for InventoryApi {
                 if msg.delta == 0 {
                     return Err(invalid_argument("delta", "must not be zero"));
                 }
-                Ok(store::adjust_stock(&self.db, &sku, msg.delta, now()).await?)
+                let txn = self.db.begin().await.map_err(ordermesh::status::db_error)?;
+                let row = store::adjust_stock(&txn, &sku, msg.delta, now()).await?;
+                txn.commit().await.map_err(ordermesh::status::db_error)?;
+                Ok(row)
             }
             .await;
             match outcome {
@@ -406,7 +411,10 @@ impl InventoryService for InventoryApi {
                     if msg.counted > domain::MAX_STOCK {
                         return Err(invalid_argument("counted", "is too large"));
                     }
-                    Ok(store::set_on_hand(&api.db, &sku, msg.counted, now()).await?)
+                    let txn = api.db.begin().await.map_err(ordermesh::status::db_error)?;
+                    let out = store::set_on_hand(&txn, &sku, msg.counted, now()).await?;
+                    txn.commit().await.map_err(ordermesh::status::db_error)?;
+                    Ok(out)
                 }
                 .await;
                 let reply = match result {

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use ordermesh::config::ServiceConfig;
+use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use ordermesh::server::MeshServer;
 use ordermesh::shutdown::Drain;
@@ -20,11 +21,14 @@ pub use api::{InventoryApi, StockFeed};
 pub const SERVICE: &str = "inventory";
 pub const DEFAULT_PORT: u16 = 50053;
 pub const GRPC_SERVICE: &str = "ordermesh.inventory.v1.InventoryService";
+pub const EVENT_LOG_SERVICE: &str = "ordermesh.events.v1.EventLogService";
 
 /// A built inventory service: connected, migrated, ready to serve.
 pub struct App {
     pub config: ServiceConfig,
     pub db: DatabaseConnection,
+    /// This service's events, published from the outbox and served as `EventLogService`.
+    pub outbox: ordermesh::outbox::Outbox,
     pub api: InventoryApi,
     pub feed: StockFeed,
     drain: Drain,
@@ -41,6 +45,7 @@ impl App {
         let api = InventoryApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
+            outbox: ordermesh::outbox::Outbox::new(db.clone()),
             db,
             api,
             feed,
@@ -70,13 +75,16 @@ impl App {
                 }
             })
         };
-        let routes = Routes::new(InventoryServiceServer::new(self.api.clone()));
-        let result = MeshServer::new(&self.config, routes, &[GRPC_SERVICE])
+        let relay = tokio::spawn(self.outbox.clone().run_relay(self.drain.clone()));
+        let log = EventLogServiceServer::new(self.outbox.log_service(self.drain.clone()));
+        let routes = Routes::new(InventoryServiceServer::new(self.api.clone())).add_service(log);
+        let result = MeshServer::new(&self.config, routes, &[GRPC_SERVICE, EVENT_LOG_SERVICE])
             .database(self.db.clone())
             .drain(self.drain.clone())
             .serve(listener, shutdown)
             .await;
         sweeper.abort();
+        relay.abort();
         result
     }
 }

@@ -8,6 +8,7 @@ pub mod store;
 use std::future::Future;
 
 use ordermesh::config::ServiceConfig;
+use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::payment::v1::payment_service_server::PaymentServiceServer;
 use ordermesh::server::MeshServer;
 use sea_orm::DatabaseConnection;
@@ -19,11 +20,14 @@ pub use api::PaymentApi;
 pub const SERVICE: &str = "payment";
 pub const DEFAULT_PORT: u16 = 50052;
 pub const GRPC_SERVICE: &str = "ordermesh.payment.v1.PaymentService";
+pub const EVENT_LOG_SERVICE: &str = "ordermesh.events.v1.EventLogService";
 
 /// A built payment service: connected, migrated, ready to serve.
 pub struct App {
     pub config: ServiceConfig,
     pub db: DatabaseConnection,
+    /// This service's events, published from the outbox and served as `EventLogService`.
+    pub outbox: ordermesh::outbox::Outbox,
     pub api: PaymentApi,
 }
 
@@ -34,6 +38,7 @@ impl App {
         let api = PaymentApi::new(db.clone());
         Ok(Self {
             config: config.clone(),
+            outbox: ordermesh::outbox::Outbox::new(db.clone()),
             db,
             api,
         })
@@ -44,10 +49,16 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let routes = Routes::new(PaymentServiceServer::new(self.api.clone()));
-        MeshServer::new(&self.config, routes, &[GRPC_SERVICE])
+        let drain = ordermesh::shutdown::Drain::new();
+        let relay = tokio::spawn(self.outbox.clone().run_relay(drain.clone()));
+        let log = EventLogServiceServer::new(self.outbox.log_service(drain.clone()));
+        let routes = Routes::new(PaymentServiceServer::new(self.api.clone())).add_service(log);
+        let result = MeshServer::new(&self.config, routes, &[GRPC_SERVICE, EVENT_LOG_SERVICE])
             .database(self.db.clone())
+            .drain(drain)
             .serve(listener, shutdown)
-            .await
+            .await;
+        relay.abort();
+        result
     }
 }

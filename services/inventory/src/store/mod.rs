@@ -20,6 +20,58 @@ use crate::domain::{
 
 pub use migration::Migrator;
 
+use ordermesh::proto::common::v1::SkuQuantity;
+use ordermesh::proto::events::v1 as events;
+use ordermesh::proto::events::v1::event_envelope::Payload;
+
+/// Records an inventory event in the outbox, in the caller's transaction.
+async fn publish<C: ConnectionTrait>(
+    c: &C,
+    aggregate_type: &str,
+    id: &str,
+    payload: Payload,
+) -> Result<()> {
+    ordermesh::outbox::record(c, "inventory", aggregate_type, id, payload).await?;
+    Ok(())
+}
+
+/// Records `LowStock` for each item whose available stock is at or under its threshold.
+async fn check_low_stock<C: ConnectionTrait>(c: &C, rows: &[item::Model]) -> Result<()> {
+    for row in rows {
+        let available = row.on_hand - row.reserved;
+        if available <= row.low_stock_threshold {
+            publish(
+                c,
+                "item",
+                &row.sku,
+                Payload::LowStock(events::LowStock {
+                    sku: row.sku.clone(),
+                    available,
+                    threshold: row.low_stock_threshold,
+                }),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn stock_adjusted<C: ConnectionTrait>(c: &C, row: &item::Model, delta: i64) -> Result<()> {
+    publish(
+        c,
+        "item",
+        &row.sku,
+        Payload::StockAdjusted(events::StockAdjusted {
+            sku: row.sku.clone(),
+            delta,
+            on_hand: row.on_hand,
+            reason: String::new(),
+        }),
+    )
+    .await?;
+    check_low_stock(c, std::slice::from_ref(row)).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -141,7 +193,9 @@ pub async fn adjust_stock<C: ConnectionTrait>(
             InventoryError::invalid("delta", "conflicts with a concurrent change; retry").into(),
         );
     }
-    get_item(c, sku).await
+    let row = get_item(c, sku).await?;
+    stock_adjusted(c, &row, delta).await?;
+    Ok(row)
 }
 
 /// Sets on-hand to a counted quantity unless it is below what is reserved.
@@ -173,7 +227,11 @@ pub async fn set_on_hand<C: ConnectionTrait>(
         }
         .into());
     }
-    Ok((delta, get_item(c, sku).await?))
+    let row = get_item(c, sku).await?;
+    if delta != 0 {
+        stock_adjusted(c, &row, delta).await?;
+    }
+    Ok((delta, row))
 }
 
 pub async fn get_reservation<C: ConnectionTrait>(
@@ -258,6 +316,24 @@ pub async fn reserve<C: ConnectionTrait>(
             .await?,
         );
     }
+    publish(
+        c,
+        "reservation",
+        order_id,
+        Payload::StockReserved(events::StockReserved {
+            order_id: order_id.to_string(),
+            lines: out
+                .iter()
+                .map(|l| SkuQuantity {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity as i32,
+                })
+                .collect(),
+        }),
+    )
+    .await?;
+    let skus: Vec<String> = out.iter().map(|l| l.sku.clone()).collect();
+    check_low_stock(c, &find_items(c, &skus).await?).await?;
     Ok(ReservationView { row, lines: out })
 }
 
@@ -309,6 +385,18 @@ async fn set_status<C: ConnectionTrait>(
     Ok(())
 }
 
+async fn released<C: ConnectionTrait>(c: &C, order_id: &str) -> Result<()> {
+    publish(
+        c,
+        "reservation",
+        order_id,
+        Payload::StockReleased(events::StockReleased {
+            order_id: order_id.to_string(),
+        }),
+    )
+    .await
+}
+
 /// Releases an order's reservation. With no reservation yet, records a released tombstone so
 /// that a late reserve for the order is refused.
 pub async fn release<C: ConnectionTrait>(
@@ -331,6 +419,7 @@ pub async fn release<C: ConnectionTrait>(
     if let Transition::To(to) = view.status().release()? {
         apply_effect(c, &view, StockEffect::Return, now).await?;
         set_status(c, &mut view, to, now).await?;
+        released(c, order_id).await?;
     }
     Ok(view)
 }
@@ -346,6 +435,15 @@ pub async fn commit<C: ConnectionTrait>(
     if let Transition::To(to) = view.status().commit()? {
         apply_effect(c, &view, StockEffect::Ship, now).await?;
         set_status(c, &mut view, to, now).await?;
+        publish(
+            c,
+            "reservation",
+            order_id,
+            Payload::StockCommitted(events::StockCommitted {
+                order_id: order_id.to_string(),
+            }),
+        )
+        .await?;
     }
     Ok(view)
 }
@@ -379,6 +477,7 @@ pub async fn expire<C: ConnectionTrait>(
     if let Transition::To(to) = view.status().expire()? {
         apply_effect(c, &view, StockEffect::Return, now).await?;
         set_status(c, &mut view, to, now).await?;
+        released(c, order_id).await?;
     }
     Ok(Some(view))
 }

@@ -9,6 +9,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(ordermesh::idempotency::Migration),
+            Box::new(ordermesh::outbox::Migration),
             Box::new(M0001Init),
         ]
     }

@@ -20,6 +20,15 @@ use crate::domain::{status_after_refund, DeclineReason, PaymentError, PaymentSta
 
 pub use migration::Migrator;
 
+use ordermesh::proto::events::v1 as events;
+use ordermesh::proto::events::v1::event_envelope::Payload;
+
+/// Records a payment event in the outbox, in the caller's transaction.
+async fn publish<C: ConnectionTrait>(c: &C, row: &payment::Model, payload: Payload) -> Result<()> {
+    ordermesh::outbox::record(c, "payment", "payment", &row.payment_id, payload).await?;
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -60,7 +69,7 @@ pub async fn insert<C: ConnectionTrait>(
         None => PaymentStatus::Authorized,
         Some(_) => PaymentStatus::Declined,
     };
-    Ok(payment::ActiveModel {
+    let row = payment::ActiveModel {
         payment_id: Set(PaymentId::generate().into_string()),
         order_id: Set(p.order_id.as_str().to_string()),
         status: Set(status.as_str().to_string()),
@@ -78,7 +87,21 @@ pub async fn insert<C: ConnectionTrait>(
         updated_at: Set(now),
     }
     .insert(c)
-    .await?)
+    .await?;
+    let payload = match p.decline {
+        None => Payload::PaymentAuthorized(events::PaymentAuthorized {
+            payment_id: row.payment_id.clone(),
+            order_id: row.order_id.clone(),
+            amount: Some(p.amount.to_proto()),
+        }),
+        Some(reason) => Payload::PaymentDeclined(events::PaymentDeclined {
+            payment_id: row.payment_id.clone(),
+            order_id: row.order_id.clone(),
+            reason: reason.as_str().to_string(),
+        }),
+    };
+    publish(c, &row, payload).await?;
+    Ok(row)
 }
 
 pub async fn get<C: ConnectionTrait>(c: &C, payment_id: &PaymentId) -> Result<payment::Model> {
@@ -157,6 +180,16 @@ pub async fn capture<C: ConnectionTrait>(
         // A concurrent change won: report the state it left.
         after.status().check_capture()?;
     }
+    publish(
+        c,
+        &after,
+        Payload::PaymentCaptured(events::PaymentCaptured {
+            payment_id: after.payment_id.clone(),
+            order_id: after.order_id.clone(),
+            amount: Some(amount.to_proto()),
+        }),
+    )
+    .await?;
     Ok(after)
 }
 
@@ -170,7 +203,7 @@ pub async fn void<C: ConnectionTrait>(
     let Some(to) = row.status().void()? else {
         return Ok(row);
     };
-    payment::Entity::update_many()
+    let res = payment::Entity::update_many()
         .col_expr(payment::Column::Status, Expr::value(to.as_str()))
         .col_expr(payment::Column::UpdatedAt, Expr::value(now))
         .filter(payment::Column::PaymentId.eq(payment_id.as_str()))
@@ -180,6 +213,17 @@ pub async fn void<C: ConnectionTrait>(
     let after = get(c, payment_id).await?;
     // Voided by us or by a concurrent void is fine; captured meanwhile is not.
     after.status().void()?;
+    if res.rows_affected == 1 {
+        publish(
+            c,
+            &after,
+            Payload::PaymentVoided(events::PaymentVoided {
+                payment_id: after.payment_id.clone(),
+                order_id: after.order_id.clone(),
+            }),
+        )
+        .await?;
+    }
     Ok(after)
 }
 
@@ -248,6 +292,16 @@ pub async fn refund<C: ConnectionTrait>(
     .insert(c)
     .await?;
     let after = get(c, payment_id).await?;
+    publish(
+        c,
+        &after,
+        Payload::PaymentRefunded(events::PaymentRefunded {
+            payment_id: after.payment_id.clone(),
+            order_id: after.order_id.clone(),
+            amount: Some(amount.to_proto()),
+        }),
+    )
+    .await?;
     debug_assert_eq!(
         after.status(),
         status_after_refund(after.captured_minor, after.refunded_minor)
