@@ -181,6 +181,35 @@ async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
     order
 }
 
+/// The first `want` events of a service's log (of the given types).
+async fn read_log(
+    uri: &str,
+    types: &[&str],
+    want: usize,
+) -> Vec<ordermesh::proto::events::v1::EventEnvelope> {
+    use futures::StreamExt;
+    use ordermesh::proto::events::v1 as ev;
+    let mut client = ev::event_log_service_client::EventLogServiceClient::connect(uri.to_string())
+        .await
+        .unwrap();
+    let mut stream = client
+        .subscribe(ev::SubscribeRequest {
+            from_sequence: 1,
+            types: types.iter().map(|s| s.to_string()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while out.len() < want {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(msg))) => out.push(msg.event.unwrap()),
+            other => panic!("log of {uri} ended after {} events: {other:?}", out.len()),
+        }
+    }
+    out
+}
+
 fn status(o: &pb::Order) -> pb::OrderStatus {
     pb::OrderStatus::try_from(o.status).unwrap()
 }
@@ -250,6 +279,31 @@ async fn a_placed_order_is_reserved_paid_shipped_and_confirmed(backend: Backend)
     let s = shipments(&mut m, &o.order_id).await;
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].status, ship::ShipmentStatus::Pending as i32);
+
+    // Each participant published what it did, in order, in its own event log.
+    let kinds = |events: &[ordermesh::proto::events::v1::EventEnvelope]| -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| {
+                e.payload
+                    .as_ref()
+                    .map(ordermesh::outbox::event_type)
+                    .unwrap_or("")
+            })
+            .collect()
+    };
+    let inv_log = read_log(
+        &m._servers[0].uri(),
+        &["StockReserved", "StockCommitted"],
+        2,
+    )
+    .await;
+    assert_eq!(kinds(&inv_log), ["StockReserved", "StockCommitted"]);
+    assert!(inv_log.iter().all(|e| e.aggregate_id == o.order_id));
+    let pay_log = read_log(&m._servers[1].uri(), &[], 2).await;
+    assert_eq!(kinds(&pay_log), ["PaymentAuthorized", "PaymentCaptured"]);
+    let order_log = read_log(&m._servers[3].uri(), &[], 2).await;
+    assert_eq!(kinds(&order_log), ["OrderPlaced", "OrderConfirmed"]);
 
     // A confirmed order is paid and its stock committed: it cannot simply be cancelled.
     let e = m
