@@ -51,6 +51,9 @@ nextest:
 readme-check:
 	scripts/readme-check.sh
 
-## One-hop benchmark: bare tonic mTLS channel vs the full mesh client stack (release build).
+## Benchmarks (release build): one hop, bare tonic mTLS channel vs the mesh client stack; then
+## placed orders per second end to end next to the raw commit rate, on SQLite and PostgreSQL.
 bench:
 	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)
+	cargo run --release --quiet -p ordermesh-order --example saga-bench
+	cargo run --release --quiet -p ordermesh-order --example saga-bench -- --postgres
