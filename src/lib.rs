@@ -25,6 +25,7 @@ pub mod server;
 pub mod shed;
 pub mod shutdown;
 pub mod status;
+pub mod streams;
 pub mod telemetry;
 pub mod time;
 pub mod tls;

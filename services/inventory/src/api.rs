@@ -3,8 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
@@ -59,14 +57,14 @@ impl From<StoreError> for Status {
 #[derive(Clone)]
 pub struct StockFeed {
     tx: broadcast::Sender<pb::StockLevel>,
-    watchers: Arc<AtomicUsize>,
+    watchers: ordermesh::streams::OpenStreams,
 }
 
 impl Default for StockFeed {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(1024).0,
-            watchers: Arc::new(AtomicUsize::new(0)),
+            watchers: Default::default(),
         }
     }
 }
@@ -74,21 +72,13 @@ impl Default for StockFeed {
 impl StockFeed {
     /// WatchStock streams currently open; a stream whose client left is no longer counted.
     pub fn active_watchers(&self) -> usize {
-        self.watchers.load(Ordering::SeqCst)
+        self.watchers.count()
     }
 
     fn publish(&self, items: &[item::Model]) {
         for i in items {
             let _ = self.tx.send(stock_level(i));
         }
-    }
-}
-
-struct WatcherGuard(Arc<AtomicUsize>);
-
-impl Drop for WatcherGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -286,8 +276,7 @@ impl InventoryService for InventoryApi {
             return Err(not_found("item", missing));
         }
         let (tx, rx) = mpsc::channel(64);
-        self.feed.watchers.fetch_add(1, Ordering::SeqCst);
-        let guard = WatcherGuard(self.feed.watchers.clone());
+        let guard = self.feed.watchers.enter();
         let db = self.db.clone();
         let drain = self.drain.clone();
         tokio::spawn(async move {

@@ -3,7 +3,6 @@
 //! one place.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
@@ -126,14 +125,14 @@ fn is_final(o: &pb::Order) -> bool {
 #[derive(Clone)]
 pub struct OrderFeed {
     tx: broadcast::Sender<pb::Order>,
-    watchers: Arc<AtomicUsize>,
+    watchers: ordermesh::streams::OpenStreams,
 }
 
 impl Default for OrderFeed {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(1024).0,
-            watchers: Arc::new(AtomicUsize::new(0)),
+            watchers: Default::default(),
         }
     }
 }
@@ -141,19 +140,11 @@ impl Default for OrderFeed {
 impl OrderFeed {
     /// WatchOrder streams currently open; a stream whose client left is no longer counted.
     pub fn active_watchers(&self) -> usize {
-        self.watchers.load(Ordering::SeqCst)
+        self.watchers.count()
     }
 
     fn publish(&self, order: &pb::Order) {
         let _ = self.tx.send(order.clone());
-    }
-}
-
-struct WatcherGuard(Arc<AtomicUsize>);
-
-impl Drop for WatcherGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -440,8 +431,7 @@ impl OrderService for OrderApi {
         let mut updates = self.feed.tx.subscribe();
         let current = order_to_proto(&store::get(&self.db, &order_id).await?);
         let (tx, rx) = mpsc::channel(16);
-        self.feed.watchers.fetch_add(1, Ordering::SeqCst);
-        let guard = WatcherGuard(self.feed.watchers.clone());
+        let guard = self.feed.watchers.enter();
         let db = self.db.clone();
         let drain = self.drain.clone();
         tokio::spawn(async move {

@@ -3,8 +3,6 @@
 //! place.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
 use ordermesh::idempotency;
@@ -54,14 +52,14 @@ impl From<StoreError> for Status {
 #[derive(Clone)]
 pub struct TrackingFeed {
     tx: broadcast::Sender<tracking_event::Model>,
-    trackers: Arc<AtomicUsize>,
+    trackers: ordermesh::streams::OpenStreams,
 }
 
 impl Default for TrackingFeed {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(1024).0,
-            trackers: Arc::new(AtomicUsize::new(0)),
+            trackers: Default::default(),
         }
     }
 }
@@ -69,19 +67,11 @@ impl Default for TrackingFeed {
 impl TrackingFeed {
     /// TrackShipment streams currently open; a stream whose client left is no longer counted.
     pub fn active_trackers(&self) -> usize {
-        self.trackers.load(Ordering::SeqCst)
+        self.trackers.count()
     }
 
     fn publish(&self, event: tracking_event::Model) {
         let _ = self.tx.send(event);
-    }
-}
-
-struct TrackerGuard(Arc<AtomicUsize>);
-
-impl Drop for TrackerGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -401,8 +391,7 @@ impl ShippingService for ShippingApi {
         }
         let history = store::events_after(&self.db, &id, 0).await?;
         let (tx, rx) = mpsc::channel(64);
-        self.feed.trackers.fetch_add(1, Ordering::SeqCst);
-        let guard = TrackerGuard(self.feed.trackers.clone());
+        let guard = self.feed.trackers.enter();
         let db = self.db.clone();
         let drain = self.drain.clone();
         tokio::spawn(async move {
