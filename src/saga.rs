@@ -198,7 +198,7 @@ pub struct StepRetry {
 impl Default for StepRetry {
     fn default() -> Self {
         Self {
-            attempts: 5,
+            attempts: 8,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             retry_codes: vec![

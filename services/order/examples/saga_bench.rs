@@ -190,6 +190,18 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .and_then(|r| r.try_get::<i64>("", "n").ok())
         .unwrap_or(0);
+    // Why any order did not go through (there should be none).
+    let reasons = counted
+        .query_all(sea_orm::Statement::from_string(
+            counted.get_database_backend(),
+            "SELECT status_reason, COUNT(*) AS n FROM order_orders WHERE status <> 'CONFIRMED' GROUP BY status_reason",
+        ))
+        .await?;
+    for r in reasons {
+        let reason: String = r.try_get("", "status_reason").unwrap_or_default();
+        let n: i64 = r.try_get("", "n").unwrap_or(0);
+        println!("  not confirmed ({n}): {reason}");
+    }
     let orders_per_sec = total as f64 / elapsed.as_secs_f64();
     let commits_per_sec = raw_commit_rate(backend, 2_000, args.concurrency).await;
     let name = if args.postgres {

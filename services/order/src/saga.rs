@@ -131,6 +131,16 @@ fn policy() -> StepRetry {
     StepRetry::default()
 }
 
+/// After the payment is captured the saga only goes forward: a participant that is down or
+/// overloaded is waited for, not given up on (turning back now would mean a refund).
+fn past_the_pivot() -> StepRetry {
+    StepRetry {
+        attempts: u32::MAX,
+        max_backoff: Duration::from_secs(5),
+        ..StepRetry::default()
+    }
+}
+
 fn classify(s: &Status) -> StepError {
     StepError::from_status(s, &policy())
 }
@@ -448,6 +458,10 @@ impl Step<PlaceOrderData> for CommitStock {
         "commit_stock"
     }
 
+    fn retry(&self) -> StepRetry {
+        past_the_pivot()
+    }
+
     async fn action(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
         self.0.still_wanted(&d.order_id).await?;
         InventoryServiceClient::new(self.0.parts.inventory.clone())
@@ -483,6 +497,10 @@ impl Step<PlaceOrderData> for ConfirmOrder {
 
     fn timeout(&self) -> Duration {
         Duration::from_secs(5)
+    }
+
+    fn retry(&self) -> StepRetry {
+        past_the_pivot()
     }
 }
 
