@@ -4,9 +4,10 @@
 //! producer (`event_checkpoints`) and the ids of the events it applied (`event_inbox`); the
 //! handler's effect, the inbox row and the checkpoint are written in one transaction, so an
 //! event is applied exactly once even when the stream drops, the process restarts or the
-//! producer sends it again. A handler that keeps failing on an event (a poison message) is
-//! given `MAX_ATTEMPTS` tries, then the event is recorded in the inbox as dead-lettered with
-//! its error and the consumer moves on.
+//! producer sends it again. A handler that cannot apply an event yet says `Retry` and the event
+//! comes again later; one that finds an event it can never apply (a poison message) says
+//! `Poison`, and after `MAX_ATTEMPTS` tries the event is recorded in the inbox as dead-lettered
+//! with its error and the consumer moves on.
 
 use std::time::Duration;
 
@@ -161,15 +162,25 @@ mod migration {
     }
 }
 
+/// Why a handler did not apply an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandlerError {
+    /// Not now (a database hiccup, the aggregate not ready yet): the event is delivered again
+    /// later, for as long as it takes.
+    Retry(String),
+    /// This event cannot be applied: after `MAX_ATTEMPTS` it is dead-lettered.
+    Poison(String),
+}
+
 /// What a consumer does with an event.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
-    /// Applies the event inside `txn`; an error rolls it back and the event is tried again.
+    /// Applies the event inside `txn`; an error rolls it back.
     async fn handle(
         &self,
         txn: &DatabaseTransaction,
         event: &pb::EventEnvelope,
-    ) -> Result<(), String>;
+    ) -> Result<(), HandlerError>;
 
     /// Runs after the transaction that applied `event` committed (notifications).
     async fn committed(&self, _event: &pb::EventEnvelope) {}
@@ -272,7 +283,12 @@ async fn apply(
                 handler.committed(event).await;
                 return Ok(true);
             }
-            Err(e) => {
+            Err(HandlerError::Retry(e)) => {
+                drop(txn);
+                // Not dead-lettered: the stream is resumed from the checkpoint after a pause.
+                return Err(format!("event {} not applied yet: {e}", event.event_id));
+            }
+            Err(HandlerError::Poison(e)) => {
                 drop(txn);
                 tracing::warn!(consumer = %sub.consumer, event_id = %event.event_id, attempt, error = %e, "event handler failed");
                 last_error = e;

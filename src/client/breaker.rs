@@ -230,6 +230,29 @@ impl Shared {
     }
 }
 
+/// A call on its way. A caller that gives up (its deadline, a dropped future) never sees the
+/// outcome; a half-open probe abandoned like that counts as failed, or its slot would stay
+/// taken and the breaker half-open for good.
+struct Pending {
+    shared: Arc<Shared>,
+    probe: bool,
+    done: std::cell::Cell<bool>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done.get() && self.probe {
+            self.shared.record(
+                Outcome {
+                    failed: true,
+                    slow: true,
+                },
+                true,
+            );
+        }
+    }
+}
+
 /// Codes that say the upstream is failing, as opposed to the request being wrong.
 fn failed_status(resp: &http::Response<Body>) -> bool {
     matches!(
@@ -268,16 +291,83 @@ where
         };
         let started = Instant::now();
         let fut = self.inner.call(req);
-        let shared = self.shared.clone();
+        let pending = Pending {
+            shared: self.shared.clone(),
+            probe,
+            done: std::cell::Cell::new(false),
+        };
         Box::pin(async move {
             let result = fut.await;
             let failed = match &result {
                 Ok(resp) => failed_status(resp),
                 Err(_) => true,
             };
-            let slow = started.elapsed() > shared.policy.slow_call;
-            shared.record(Outcome { failed, slow }, probe);
+            let slow = started.elapsed() > pending.shared.policy.slow_call;
+            pending.shared.record(Outcome { failed, slow }, probe);
+            pending.done.set(true);
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn req(mode: &str) -> http::Request<Body> {
+        http::Request::builder()
+            .uri("http://x/a.B/C")
+            .header("mode", mode)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_probe_does_not_leave_the_breaker_half_open() {
+        let layer = CircuitBreakerLayer::new(
+            "up",
+            BreakerPolicy {
+                window: 1,
+                min_calls: 1,
+                failure_rate: 0.5,
+                slow_call: Duration::from_secs(5),
+                slow_rate: 2.0,
+                reset_timeout: Duration::from_millis(50),
+                probes: 1,
+            },
+        );
+        let handle = layer.handle();
+        let svc = layer.layer(tower::service_fn(|r: http::Request<Body>| async move {
+            match r.headers().get("mode").map(|v| v.as_bytes()) {
+                Some(b"hang") => std::future::pending::<()>().await,
+                Some(b"fail") => {
+                    return Ok::<_, std::convert::Infallible>(
+                        tonic::Status::unavailable("down").into_http(),
+                    )
+                }
+                _ => {}
+            }
+            Ok(http::Response::new(Body::empty()))
+        }));
+        svc.clone().oneshot(req("fail")).await.unwrap();
+        assert_eq!(handle.state(), BreakerState::Open);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The probe's caller gives up before it answers.
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(20), svc.clone().oneshot(req("hang"))).await;
+        assert!(abandoned.is_err());
+        assert_eq!(
+            handle.state(),
+            BreakerState::Open,
+            "counted as a failed probe"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let ok = svc.clone().oneshot(req("ok")).await.unwrap();
+        assert!(
+            ok.headers().get("grpc-status").is_none(),
+            "a new probe went through"
+        );
+        assert_eq!(handle.state(), BreakerState::Closed);
     }
 }

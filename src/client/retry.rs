@@ -3,7 +3,8 @@
 //! RESOURCE_EXHAUSTED (the server shed the call before running it) and connection failures are
 //! retried, with jittered exponential backoff, and every retry must be paid for from a budget
 //! (a share of recent requests plus a small floor per second), so retries cannot multiply an
-//! outage. A retry never outlives the caller's deadline.
+//! outage. A retry never outlives the caller's deadline. A retry-safe request is read into memory
+//! first (up to 4 MiB, gRPC's default message limit) so it can be sent again.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,8 +18,9 @@ use tonic::body::Body;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
-/// Largest request body kept for replay; bigger requests are sent once.
-const MAX_REPLAY_BYTES: usize = 1 << 20;
+/// Largest request body kept for replay: gRPC's default message limit, so a request that
+/// could be sent at all fits; a bigger one is refused here as the server would refuse it.
+const MAX_REPLAY_BYTES: usize = 4 << 20;
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {

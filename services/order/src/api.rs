@@ -167,6 +167,50 @@ impl OrderApi {
         }
     }
 
+    /// Cancels an order placed through the saga. Until its payment is captured, a PENDING order
+    /// can be cancelled and its saga compensates; from then on the saga only goes forward, so
+    /// the cancel is refused. The saga instance row is locked while deciding, and the saga
+    /// updates that row when it moves to the next step, so the two cannot cross.
+    async fn cancel_placed(&self, order_id: &OrderId, reason: &str) -> Result<pb::Order, Status> {
+        use sea_orm::{EntityTrait, QuerySelect};
+        let db_error = ordermesh::status::db_error;
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let instance =
+            ordermesh::saga::instance::Entity::find_by_id(OrderSaga::saga_id(order_id.as_str()))
+                .lock_exclusive()
+                .one(&txn)
+                .await
+                .map_err(db_error)?;
+        if let Some(i) = &instance {
+            let past_capture = i.state == "COMPLETED"
+                || (i.state == "RUNNING" && i.step as usize > crate::saga::CAPTURE_STEP);
+            if past_capture {
+                let current = store::get(&txn, order_id).await?;
+                return Err(ordermesh::status::illegal_transition(
+                    "order",
+                    order_id.as_str(),
+                    current.status().as_str(),
+                    "cancel (its payment is captured; it can only go forward)",
+                ));
+            }
+        }
+        let (view, changed) = move_order_from(
+            &txn,
+            order_id,
+            OrderStatus::Cancelled,
+            reason,
+            Some(&[OrderStatus::Pending]),
+        )
+        .await?;
+        txn.commit().await.map_err(db_error)?;
+        let order = order_to_proto(&view);
+        if changed {
+            tracing::info!(order_id = %order_id, reason, "order cancelled");
+            self.feed.publish(&order);
+        }
+        Ok(order)
+    }
+
     /// Tells WatchOrder streams about an order changed elsewhere (an event handler).
     pub async fn announce(&self, order_id: &OrderId) {
         if let Ok(view) = store::get(&self.db, order_id).await {
@@ -235,9 +279,20 @@ pub(crate) async fn move_order<C: sea_orm::ConnectionTrait>(
     to: OrderStatus,
     reason: &str,
 ) -> Result<(OrderView, bool), StoreError> {
+    move_order_from(c, order_id, to, reason, None).await
+}
+
+/// `move_order`, only from the given statuses.
+pub(crate) async fn move_order_from<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    order_id: &OrderId,
+    to: OrderStatus,
+    reason: &str,
+    only_from: Option<&[OrderStatus]>,
+) -> Result<(OrderView, bool), StoreError> {
     use ordermesh::proto::events::v1 as events;
     use ordermesh::proto::events::v1::event_envelope::Payload;
-    let (view, changed) = store::transition(c, order_id, to, reason, now()).await?;
+    let (view, changed) = store::transition_from(c, order_id, to, reason, now(), only_from).await?;
     if changed {
         let id = order_id.to_string();
         let payload = match to {
@@ -399,22 +454,13 @@ impl OrderService for OrderApi {
         } else {
             reason
         };
-        if self.saga.is_some() {
-            // A placed order was paid and its stock committed; undoing that is a refund and
-            // return flow, not a cancellation. A PENDING order's saga compensates by itself.
-            let current = store::get(&self.db, &order_id).await?;
-            if current.status() == OrderStatus::Confirmed {
-                return Err(ordermesh::status::illegal_transition(
-                    "order",
-                    order_id.as_str(),
-                    "CONFIRMED",
-                    "cancel (it is paid and its stock committed)",
-                ));
+        let order = match &self.saga {
+            None => {
+                self.advance(&order_id, OrderStatus::Cancelled, reason)
+                    .await?
             }
-        }
-        let order = self
-            .advance(&order_id, OrderStatus::Cancelled, reason)
-            .await?;
+            Some(_) => self.cancel_placed(&order_id, reason).await?,
+        };
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(order),
         }))

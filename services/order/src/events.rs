@@ -3,7 +3,7 @@
 //! SHIPPED; a delivered one makes it DELIVERED. Events about orders that cannot move that way
 //! (cancelled, unknown here) are acknowledged and ignored.
 
-use ordermesh::consumer::Handler;
+use ordermesh::consumer::{Handler, HandlerError};
 use ordermesh::ids::OrderId;
 use ordermesh::proto::events::v1 as pb;
 use ordermesh::proto::events::v1::event_envelope::Payload;
@@ -39,7 +39,7 @@ impl Handler for ShippingEvents {
         &self,
         txn: &DatabaseTransaction,
         event: &pb::EventEnvelope,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         let Some((order_id, steps)) = order_of(event) else {
             return Ok(());
         };
@@ -49,12 +49,20 @@ impl Handler for ShippingEvents {
         for to in steps {
             match move_order(txn, &id, to, "").await {
                 Ok(_) => {}
+                // Picked up while the saga is still confirming the order: not yet.
+                Err(StoreError::Domain(OrderError::IllegalTransition {
+                    from: "PENDING", ..
+                })) => {
+                    return Err(HandlerError::Retry(format!(
+                        "order {order_id} is not confirmed yet"
+                    )));
+                }
                 Err(StoreError::Domain(OrderError::IllegalTransition { from, .. })) => {
                     tracing::info!(%order_id, from, to = to.as_str(), event_id = %event.event_id, "shipment event does not move this order; ignored");
                     return Ok(());
                 }
                 Err(StoreError::Domain(OrderError::NotFound(_))) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(HandlerError::Retry(e.to_string())),
             }
         }
         Ok(())

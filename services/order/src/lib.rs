@@ -82,6 +82,22 @@ impl App {
         let mut tasks = vec![tokio::spawn(
             self.outbox.clone().run_relay(self.drain.clone()),
         )];
+        if let Some(saga) = &self.saga {
+            // A saga stopped by a database error is picked up again without a restart.
+            let saga = saga.clone();
+            let drain = self.drain.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                        _ = drain.draining() => return,
+                    }
+                    if let Err(e) = saga.resume_all().await {
+                        tracing::warn!(error = %e, "resuming sagas failed");
+                    }
+                }
+            }));
+        }
         if let Some(parts) = &self.participants {
             let sub = ordermesh::consumer::Subscription {
                 consumer: SERVICE.to_string(),

@@ -29,6 +29,10 @@ use crate::store;
 
 pub const KIND: &str = "place_order";
 
+/// Index of capture_payment among the steps: once the saga has moved past it, the order is
+/// paid and the saga only goes forward.
+pub const CAPTURE_STEP: usize = 3;
+
 /// Reservations made by the saga outlive any plausible saga run.
 const RESERVATION_TTL_SECONDS: i32 = 3600;
 

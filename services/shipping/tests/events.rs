@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
-use ordermesh::consumer::{Handler, Subscription};
+use ordermesh::consumer::{Handler, HandlerError, Subscription};
 use ordermesh::proto::common::v1::{Address, SkuQuantity};
 use ordermesh::proto::events::v1 as ev;
 use ordermesh::proto::events::v1::event_log_service_client::EventLogServiceClient;
@@ -78,10 +78,10 @@ impl Handler for Recorder {
         &self,
         _txn: &DatabaseTransaction,
         e: &ev::EventEnvelope,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         if let Some(ev::event_envelope::Payload::ShipmentCreated(c)) = &e.payload {
             if c.order_id == self.poison_order {
-                return Err("cannot handle this order".into());
+                return Err(HandlerError::Poison("cannot handle this order".into()));
             }
         }
         self.applied.lock().unwrap().push(e.event_id.clone());

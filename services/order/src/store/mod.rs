@@ -196,10 +196,32 @@ pub async fn transition<C: ConnectionTrait>(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(OrderView, bool)> {
+    transition_from(c, order_id, to, reason, now, None).await
+}
+
+/// Like `transition`, but only from the statuses in `only_from` (when given): the check and
+/// the conditional update see the same version, so a concurrent change cannot slip between.
+pub async fn transition_from<C: ConnectionTrait>(
+    c: &C,
+    order_id: &OrderId,
+    to: OrderStatus,
+    reason: &str,
+    now: DateTime<Utc>,
+    only_from: Option<&[OrderStatus]>,
+) -> Result<(OrderView, bool)> {
     for _ in 0..MAX_ATTEMPTS {
         let view = get(c, order_id).await?;
         if view.status().move_to(to)?.is_none() {
             return Ok((view, false));
+        }
+        if let Some(allowed) = only_from {
+            if !allowed.contains(&view.status()) {
+                return Err(OrderError::IllegalTransition {
+                    from: view.status().as_str(),
+                    to: to.as_str(),
+                }
+                .into());
+            }
         }
         let res = order::Entity::update_many()
             .col_expr(order::Column::Status, Expr::value(to.as_str()))
