@@ -148,6 +148,17 @@ impl Spawned {
         format!("http://{}", self.addr)
     }
 
+    /// Stops the server where it stands (drained and returned); its address is free again.
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => Ok(()),
+        }
+    }
+
     /// Sends the shutdown signal and waits for the server to drain and return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.stop.take() {
@@ -175,6 +186,15 @@ where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    spawn_on(listener, serve).await
+}
+
+/// Like `spawn`, on a listener the caller bound (e.g. the address of a server it stopped).
+pub async fn spawn_on<F, Fut>(listener: TcpListener, serve: F) -> Spawned
+where
+    F: FnOnce(TcpListener, BoxFuture<'static, ()>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
     let shutdown: BoxFuture<'static, ()> = Box::pin(async move {

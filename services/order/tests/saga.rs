@@ -567,7 +567,68 @@ async fn shipping_events_move_the_order_to_delivered(backend: Backend) {
     assert_eq!(status(&o), pb::OrderStatus::Delivered);
 }
 
+async fn a_participant_that_restarts_mid_saga_is_waited_for(backend: Backend) {
+    let mut m = mesh(backend).await;
+    stock(&mut m, "TEA-1", 5).await;
+    // Payment goes down: the saga reserves the stock, then keeps retrying the authorization.
+    let payment_addr = m._servers[1].addr;
+    m._servers[1].shut_down().await.unwrap();
+    let placed = m
+        .order
+        .place_order(order_req("k1", "TEA-1", 2, "tok_visa"))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    // Wait until the saga has tried the authorization at least twice.
+    let started = std::time::Instant::now();
+    let waiting = loop {
+        let o = m
+            .order
+            .get_order(pb::GetOrderRequest {
+                order_id: placed.order_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        let tries = o
+            .saga_steps
+            .iter()
+            .find(|s| s.name == "authorize_payment")
+            .map(|s| (s.status.clone(), s.attempts));
+        if matches!(&tries, Some((status, n)) if status == "STARTED" && *n >= 2) {
+            break o;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the saga is not retrying the authorization: {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status(&waiting), pb::OrderStatus::Pending);
+    // Payment comes back on the same address with the same database: the saga carries on.
+    let app = payment_service::App::build(&ServiceConfig::for_test("payment", &m._dbs[1].url))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind(payment_addr).await.unwrap();
+    m._servers[1] = ordermesh::testing::spawn_on(listener, |l, s| app.serve(l, s)).await;
+    m.payment = PaymentServiceClient::connect(m._servers[1].uri())
+        .await
+        .unwrap();
+    let o = settle(&mut m, &placed.order_id).await;
+    assert_eq!(status(&o), pb::OrderStatus::Confirmed, "{o:?}");
+    let p = payments(&mut m, &o.order_id).await;
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].status, pay::PaymentStatus::Captured as i32);
+    let tea = item(&mut m, "TEA-1").await;
+    assert_eq!((tea.on_hand, tea.reserved), (3, 0));
+}
+
 ordermesh::backend_tests!(
+    a_participant_that_restarts_mid_saga_is_waited_for,
     shipping_events_move_the_order_to_delivered,
     cancelling_while_the_saga_runs_compensates_and_stays_cancelled,
     a_placed_order_is_reserved_paid_shipped_and_confirmed,
