@@ -207,6 +207,64 @@ impl Upstream {
         self
     }
 
+    /// Per-upstream settings from the environment, named after `prefix` (e.g. `PAYMENT`):
+    /// `<PREFIX>_BALANCER` (`peak-ewma`, `least-requests`, `round-robin`), `<PREFIX>_TIMEOUT`
+    /// (default deadline, e.g. `2s`), `<PREFIX>_RETRY_ATTEMPTS` (1 sends each call once) and
+    /// `<PREFIX>_BREAKER` (`on` or `off`). A bad value is an error naming the variable.
+    pub fn configure_from_env(self, prefix: &str) -> Result<Self, String> {
+        self.configure(prefix, |k| {
+            std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+        })
+    }
+
+    /// `configure_from_env` over any lookup (tests pass a map).
+    pub fn configure(
+        mut self,
+        prefix: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let var = |name: &str| format!("{prefix}_{name}");
+        if let Some(v) = get(&var("BALANCER")) {
+            self.balancer = v
+                .trim()
+                .parse()
+                .map_err(|e| format!("{}: {e}", var("BALANCER")))?;
+        }
+        if let Some(v) = get(&var("TIMEOUT")) {
+            let d = crate::config::parse_duration(&v)
+                .map_err(|e| format!("{}: '{v}' {e}", var("TIMEOUT")))?;
+            if d.is_zero() {
+                return Err(format!("{}: must be more than 0", var("TIMEOUT")));
+            }
+            self.default_timeout = d;
+        }
+        if let Some(v) = get(&var("RETRY_ATTEMPTS")) {
+            let n: u32 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=10).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "{}: '{v}' is not a number from 1 to 10",
+                        var("RETRY_ATTEMPTS")
+                    )
+                })?;
+            self.retry = (n > 1).then(|| RetryPolicy {
+                max_attempts: n,
+                ..self.retry.unwrap_or_default()
+            });
+        }
+        if let Some(v) = get(&var("BREAKER")) {
+            self.breaker = match v.trim() {
+                "on" => Some(self.breaker.unwrap_or_default()),
+                "off" => None,
+                other => return Err(format!("{}: '{other}' is not on or off", var("BREAKER"))),
+            };
+        }
+        Ok(self)
+    }
+
     fn endpoint(&self, uri: &str) -> Result<Endpoint, tonic::transport::Error> {
         Ok(Endpoint::from_shared(uri.to_string())?
             .connect_timeout(self.connect_timeout)
@@ -396,6 +454,55 @@ impl DnsWatcher {
                 _ = tokio::time::sleep(wait) => {}
                 _ = tx.closed() => return,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn per_upstream_settings_from_the_environment() {
+        let u = Upstream::new("http://127.0.0.1:1")
+            .configure(
+                "PAYMENT",
+                lookup(&[
+                    ("PAYMENT_BALANCER", "round-robin"),
+                    ("PAYMENT_TIMEOUT", "250ms"),
+                    ("PAYMENT_RETRY_ATTEMPTS", "1"),
+                    ("PAYMENT_BREAKER", "off"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(u.balancer, Balancer::RoundRobin);
+        assert_eq!(u.default_timeout, Duration::from_millis(250));
+        assert!(u.retry.is_none() && u.breaker.is_none());
+        let u = Upstream::new("x")
+            .configure("INVENTORY", lookup(&[("INVENTORY_RETRY_ATTEMPTS", "5")]))
+            .unwrap();
+        assert_eq!(u.retry.unwrap().max_attempts, 5);
+        for (k, v) in [
+            ("P_BALANCER", "random"),
+            ("P_TIMEOUT", "soon"),
+            ("P_TIMEOUT", "0s"),
+            ("P_RETRY_ATTEMPTS", "0"),
+            ("P_BREAKER", "maybe"),
+        ] {
+            let e = Upstream::new("x")
+                .configure("P", lookup(&[(k, v)]))
+                .err()
+                .unwrap();
+            assert!(e.starts_with(k), "{e}");
         }
     }
 }

@@ -137,7 +137,9 @@ impl App {
 ///   participant is found through SRV `_grpc._tcp.<service>.<zone>`, as `make run` serves;
 /// - or `INVENTORY_URL`, `PAYMENT_URL` and `SHIPPING_URL` (`http://host:port`) all three.
 ///
-/// Calls go over mTLS with this service's identity unless the service runs in plaintext.
+/// Calls go over mTLS with this service's identity unless the service runs in plaintext. Each
+/// participant's client stack can be tuned with `<SERVICE>_BALANCER`, `<SERVICE>_TIMEOUT`,
+/// `<SERVICE>_RETRY_ATTEMPTS` and `<SERVICE>_BREAKER` (e.g. `PAYMENT_TIMEOUT=2s`).
 /// `None` when neither is set: orders are then recorded and stay PENDING.
 pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Participants>> {
     use ordermesh::client::Upstream;
@@ -154,9 +156,13 @@ pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Pa
             Some(id)
         }
     };
-    let secure = |u: Upstream, service: &str| match &identity {
-        Some(id) => u.mesh(id.clone(), service),
-        None => u,
+    let secure = |u: Upstream, service: &str| -> anyhow::Result<Upstream> {
+        let u = match &identity {
+            Some(id) => u.mesh(id.clone(), service),
+            None => u,
+        };
+        u.configure_from_env(&service.to_uppercase())
+            .map_err(|e| anyhow::anyhow!(e))
     };
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let upstreams: Vec<Upstream> = if let Some(ns) = env("MESH_DNS") {
@@ -174,7 +180,7 @@ pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Pa
                 };
                 secure(Upstream::dns(svc, resolver.clone(), target), svc)
             })
-            .collect()
+            .collect::<anyhow::Result<_>>()?
     } else {
         let urls: Vec<Option<String>> = ["INVENTORY_URL", "PAYMENT_URL", "SHIPPING_URL"]
             .iter()
@@ -195,7 +201,7 @@ pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Pa
             let url = url.ok_or_else(|| {
                 anyhow::anyhow!("{var}: not set (set all of INVENTORY_URL, PAYMENT_URL and SHIPPING_URL, or MESH_DNS)")
             })?;
-            out.push(secure(Upstream::new(url), svc));
+            out.push(secure(Upstream::new(url), svc)?);
         }
         out
     };

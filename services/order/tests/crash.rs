@@ -298,3 +298,35 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn a_bad_upstream_setting_stops_start_up_with_the_variable_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .env("PLAINTEXT", "true")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display()),
+        )
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("INVENTORY_URL", "http://127.0.0.1:1")
+        .env("PAYMENT_URL", "http://127.0.0.1:2")
+        .env("SHIPPING_URL", "http://127.0.0.1:3")
+        .env("PAYMENT_BALANCER", "random")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PAYMENT_BALANCER"), "{err}");
+    let out = Command::new(BIN)
+        .env("PLAINTEXT", "true")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display()),
+        )
+        .env("INVENTORY_URL", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PAYMENT_URL"));
+}
