@@ -8,23 +8,38 @@ use crate::status::invalid_argument;
 /// Longest accepted text field of an address, in characters.
 pub const MAX_FIELD_CHARS: usize = 200;
 
+/// A field of an address that breaks a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `shipping_address.city`.
+    pub field: String,
+    pub rule: String,
+}
+
+impl From<FieldError> for Status {
+    fn from(e: FieldError) -> Self {
+        invalid_argument(&e.field, e.rule)
+    }
+}
+
 /// Checks an address that must be present: recipient, street, city and postal code set (after
 /// trimming) and at most 200 characters, country an ISO-3166 alpha-2 code in upper case.
 /// Errors name the field under `prefix`, e.g. `shipping_address.city`. Returns the address
 /// with its text fields trimmed.
-pub fn validate(prefix: &str, address: Option<&Address>) -> Result<Address, Status> {
-    let a = address.ok_or_else(|| invalid_argument(prefix, "is required"))?;
-    let text = |name: &str, v: &str| -> Result<String, Status> {
+pub fn parse(prefix: &str, address: Option<&Address>) -> Result<Address, FieldError> {
+    let invalid = |field: String, rule: String| FieldError { field, rule };
+    let a = address.ok_or_else(|| invalid(prefix.to_string(), "is required".into()))?;
+    let text = |name: &str, v: &str| -> Result<String, FieldError> {
         let v = v.trim();
         if v.is_empty() {
-            return Err(invalid_argument(
-                &format!("{prefix}.{name}"),
-                "must not be empty",
+            return Err(invalid(
+                format!("{prefix}.{name}"),
+                "must not be empty".into(),
             ));
         }
         if v.chars().count() > MAX_FIELD_CHARS {
-            return Err(invalid_argument(
-                &format!("{prefix}.{name}"),
+            return Err(invalid(
+                format!("{prefix}.{name}"),
                 format!("must be at most {MAX_FIELD_CHARS} characters"),
             ));
         }
@@ -38,12 +53,17 @@ pub fn validate(prefix: &str, address: Option<&Address>) -> Result<Address, Stat
         country_code: a.country_code.clone(),
     };
     if out.country_code.len() != 2 || !out.country_code.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(invalid_argument(
-            &format!("{prefix}.country_code"),
-            "must be an ISO-3166 alpha-2 code in upper case, e.g. US",
+        return Err(invalid(
+            format!("{prefix}.country_code"),
+            "must be an ISO-3166 alpha-2 code in upper case, e.g. US".into(),
         ));
     }
     Ok(out)
+}
+
+/// `parse`, as the gRPC status a handler returns.
+pub fn validate(prefix: &str, address: Option<&Address>) -> Result<Address, Status> {
+    Ok(parse(prefix, address)?)
 }
 
 #[cfg(test)]

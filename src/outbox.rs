@@ -8,7 +8,6 @@
 //! `ordermesh.events.v1.EventLogService/Subscribe`.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
@@ -18,7 +17,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
 };
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -198,7 +197,6 @@ pub async fn record<C: ConnectionTrait>(
 #[derive(Clone)]
 pub struct Outbox {
     db: DatabaseConnection,
-    kick: Arc<Notify>,
     published: watch::Sender<i64>,
 }
 
@@ -206,14 +204,8 @@ impl Outbox {
     pub fn new(db: DatabaseConnection) -> Self {
         Self {
             db,
-            kick: Arc::new(Notify::new()),
             published: watch::channel(0).0,
         }
-    }
-
-    /// Tells the relay that a transaction with events committed (it also polls).
-    pub fn kick(&self) {
-        self.kick.notify_one();
     }
 
     /// Publishes up to `batch` recorded rows in the order they were recorded; returns how many.
@@ -252,25 +244,26 @@ impl Outbox {
         Ok(rows.len())
     }
 
-    /// Runs the relay until `drain` starts: publishes whatever is recorded, then waits for a
-    /// kick or the poll interval. Database errors back off and retry; nothing is lost.
+    /// Runs the relay until `drain` starts: publishes whatever is recorded, then polls again
+    /// after `POLL` (events reach subscribers within about that). Database errors back off up
+    /// to 5s and retry; nothing is lost.
     pub async fn run_relay(self, drain: Drain) {
-        let mut backoff = Duration::from_millis(50);
+        const POLL: Duration = Duration::from_millis(250);
+        let mut wait = POLL;
         loop {
             match self.publish_batch(256).await {
                 Ok(n) if n > 0 => {
-                    backoff = Duration::from_millis(50);
+                    wait = POLL;
                     continue;
                 }
-                Ok(_) => backoff = Duration::from_millis(50),
+                Ok(_) => wait = POLL,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay failed; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
             tokio::select! {
-                _ = self.kick.notified() => {}
-                _ = tokio::time::sleep(backoff.max(Duration::from_millis(250))) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = drain.draining() => return,
             }
         }

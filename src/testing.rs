@@ -229,3 +229,43 @@ pub const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus:
 /// The numeric NOT_SERVING status.
 pub const NOT_SERVING: i32 =
     tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+/// The field a `google.rpc.BadRequest` detail of an INVALID_ARGUMENT names ("" when none).
+pub fn bad_request_field(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default()
+}
+
+/// The first `want` events of the log a server at `uri` serves from `from` (of the given
+/// types, all when empty); panics when the log does not have them within 10s.
+pub async fn read_event_log(
+    uri: &str,
+    from: u64,
+    types: &[&str],
+    want: usize,
+) -> Vec<crate::proto::events::v1::EventEnvelope> {
+    use crate::proto::events::v1 as ev;
+    use futures::StreamExt;
+    let mut client = ev::event_log_service_client::EventLogServiceClient::connect(uri.to_string())
+        .await
+        .expect("connect to the event log");
+    let mut stream = client
+        .subscribe(ev::SubscribeRequest {
+            from_sequence: from,
+            types: types.iter().map(|s| s.to_string()).collect(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut out = Vec::new();
+    while out.len() < want {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(msg))) => out.extend(msg.event),
+            other => panic!("log of {uri} ended after {} events: {other:?}", out.len()),
+        }
+    }
+    out
+}

@@ -4,6 +4,9 @@
 //! in the same run, the raw commit rate of the same kind of database (one-row insert
 //! transactions, same concurrency), and the ratio of the two.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,28 +80,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Backend::Sqlite
     };
-    let mut dbs = Vec::new();
-    let mut servers: Vec<Spawned> = Vec::new();
-    for svc in ["inventory", "payment", "shipping"] {
-        let d = TestDatabase::new(backend).await;
-        let cfg = ServiceConfig::for_test(svc, &d.url);
-        let s = match svc {
-            "inventory" => {
-                let app = inventory_service::App::build(&cfg).await?;
-                spawn(|l, s| app.serve(l, s)).await
-            }
-            "payment" => {
-                let app = payment_service::App::build(&cfg).await?;
-                spawn(|l, s| app.serve(l, s)).await
-            }
-            _ => {
-                let app = shipping_service::App::build(&cfg).await?;
-                spawn(|l, s| app.serve(l, s)).await
-            }
-        };
-        servers.push(s);
-        dbs.push(d);
-    }
+    let (mut servers, mut dbs) = common::participants(backend).await;
     let stack = |s: &Spawned| {
         Upstream::new(s.uri())
             .stack()

@@ -7,7 +7,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ordermesh::config::ServiceConfig;
 use ordermesh::proto::common::v1::{Address, Money};
 use ordermesh::proto::inventory::v1 as inv;
 use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
@@ -17,7 +16,9 @@ use ordermesh::proto::payment::v1 as pay;
 use ordermesh::proto::payment::v1::payment_service_client::PaymentServiceClient;
 use ordermesh::proto::shipping::v1 as ship;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
-use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
+use ordermesh::testing::{Backend, Spawned, TestDatabase};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order");
 
@@ -27,26 +28,7 @@ struct Participants {
 }
 
 async fn participants() -> Participants {
-    let mut servers = Vec::new();
-    let mut dbs = Vec::new();
-    let d = TestDatabase::new(Backend::Sqlite).await;
-    let app = inventory_service::App::build(&ServiceConfig::for_test("inventory", &d.url))
-        .await
-        .unwrap();
-    servers.push(spawn(|l, s| app.serve(l, s)).await);
-    dbs.push(d);
-    let d = TestDatabase::new(Backend::Sqlite).await;
-    let app = payment_service::App::build(&ServiceConfig::for_test("payment", &d.url))
-        .await
-        .unwrap();
-    servers.push(spawn(|l, s| app.serve(l, s)).await);
-    dbs.push(d);
-    let d = TestDatabase::new(Backend::Sqlite).await;
-    let app = shipping_service::App::build(&ServiceConfig::for_test("shipping", &d.url))
-        .await
-        .unwrap();
-    servers.push(spawn(|l, s| app.serve(l, s)).await);
-    dbs.push(d);
+    let (servers, dbs) = common::participants(Backend::Sqlite).await;
     Participants { servers, _dbs: dbs }
 }
 

@@ -11,7 +11,7 @@ use ordermesh::proto::common::v1::{Address, Money};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_client::OrderServiceClient;
 use ordermesh::testing::{
-    eventually, health_status, spawn, Backend, Spawned, TestDatabase, SERVING,
+    bad_request_field, eventually, health_status, spawn, Backend, Spawned, TestDatabase, SERVING,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -90,14 +90,6 @@ async fn place(c: &mut OrderServiceClient<Channel>, customer: &str, key: &str) -
 
 fn oid(s: &str) -> OrderId {
     OrderId::parse(s).expect("order id")
-}
-
-fn field_of(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
-        .unwrap_or_default()
 }
 
 fn status(o: &pb::Order) -> pb::OrderStatus {
@@ -278,7 +270,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
     for (req, field) in cases {
         let e = c.place_order(req.clone()).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{req:?}");
-        assert_eq!(field_of(&e), field, "{}", e.message());
+        assert_eq!(bad_request_field(&e), field, "{}", e.message());
     }
     let e = c
         .place_order(pb::PlaceOrderRequest {
@@ -303,28 +295,28 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
     })
     .await
     .unwrap_err();
-    assert_eq!(field_of(&e), "page_size");
+    assert_eq!(bad_request_field(&e), "page_size");
     let e = list(pb::ListOrdersRequest {
         statuses: vec![pb::OrderStatus::Pending as i32, 42],
         ..Default::default()
     })
     .await
     .unwrap_err();
-    assert_eq!(field_of(&e), "statuses[1]");
+    assert_eq!(bad_request_field(&e), "statuses[1]");
     let e = list(pb::ListOrdersRequest {
         page_token: "not-a-token".into(),
         ..Default::default()
     })
     .await
     .unwrap_err();
-    assert_eq!(field_of(&e), "page_token");
+    assert_eq!(bad_request_field(&e), "page_token");
     let e = c
         .get_order(pb::GetOrderRequest {
             order_id: String::new(),
         })
         .await
         .unwrap_err();
-    assert_eq!(field_of(&e), "order_id");
+    assert_eq!(bad_request_field(&e), "order_id");
     let e = c
         .get_order(pb::GetOrderRequest {
             order_id: "ord_missing".into(),

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use order_service::{App, Participants};
 use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
@@ -28,28 +30,8 @@ struct Mesh {
 }
 
 async fn mesh(backend: Backend) -> Mesh {
-    let mut dbs = Vec::new();
-    let mut servers = Vec::new();
+    let (mut servers, mut dbs) = common::participants(backend).await;
     let db = || async { TestDatabase::new(backend).await };
-
-    let d = db().await;
-    let app = inventory_service::App::build(&ServiceConfig::for_test("inventory", &d.url))
-        .await
-        .unwrap();
-    servers.push(spawn(|l, s| app.serve(l, s)).await);
-    dbs.push(d);
-    let d = db().await;
-    let app = payment_service::App::build(&ServiceConfig::for_test("payment", &d.url))
-        .await
-        .unwrap();
-    servers.push(spawn(|l, s| app.serve(l, s)).await);
-    dbs.push(d);
-    let d = db().await;
-    let app = shipping_service::App::build(&ServiceConfig::for_test("shipping", &d.url))
-        .await
-        .unwrap();
-    servers.push(spawn(|l, s| app.serve(l, s)).await);
-    dbs.push(d);
 
     let stack = |s: &Spawned| Upstream::new(s.uri()).stack().unwrap();
     let parts = Participants {
@@ -181,35 +163,6 @@ async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
     order
 }
 
-/// The first `want` events of a service's log (of the given types).
-async fn read_log(
-    uri: &str,
-    types: &[&str],
-    want: usize,
-) -> Vec<ordermesh::proto::events::v1::EventEnvelope> {
-    use futures::StreamExt;
-    use ordermesh::proto::events::v1 as ev;
-    let mut client = ev::event_log_service_client::EventLogServiceClient::connect(uri.to_string())
-        .await
-        .unwrap();
-    let mut stream = client
-        .subscribe(ev::SubscribeRequest {
-            from_sequence: 1,
-            types: types.iter().map(|s| s.to_string()).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while out.len() < want {
-        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-            Ok(Some(Ok(msg))) => out.push(msg.event.unwrap()),
-            other => panic!("log of {uri} ended after {} events: {other:?}", out.len()),
-        }
-    }
-    out
-}
-
 fn status(o: &pb::Order) -> pb::OrderStatus {
     pb::OrderStatus::try_from(o.status).unwrap()
 }
@@ -292,17 +245,18 @@ async fn a_placed_order_is_reserved_paid_shipped_and_confirmed(backend: Backend)
             })
             .collect()
     };
-    let inv_log = read_log(
+    let inv_log = ordermesh::testing::read_event_log(
         &m._servers[0].uri(),
+        1,
         &["StockReserved", "StockCommitted"],
         2,
     )
     .await;
     assert_eq!(kinds(&inv_log), ["StockReserved", "StockCommitted"]);
     assert!(inv_log.iter().all(|e| e.aggregate_id == o.order_id));
-    let pay_log = read_log(&m._servers[1].uri(), &[], 2).await;
+    let pay_log = ordermesh::testing::read_event_log(&m._servers[1].uri(), 1, &[], 2).await;
     assert_eq!(kinds(&pay_log), ["PaymentAuthorized", "PaymentCaptured"]);
-    let order_log = read_log(&m._servers[3].uri(), &[], 2).await;
+    let order_log = ordermesh::testing::read_event_log(&m._servers[3].uri(), 1, &[], 2).await;
     assert_eq!(kinds(&order_log), ["OrderPlaced", "OrderConfirmed"]);
 
     // A confirmed order is paid and its stock committed: it cannot simply be cancelled.
@@ -414,53 +368,72 @@ async fn two_orders_for_the_last_unit_never_both_succeed(backend: Backend) {
 async fn a_failing_shipment_voids_the_payment_and_releases_the_stock(backend: Backend) {
     let mut m = mesh(backend).await;
     stock(&mut m, "TEA-1", 5).await;
-    // The shipping service refuses a second live shipment for an order: create one first
-    // under another key, so the saga's create_shipment is rejected.
+    // Shipping is down for longer than the saga tries: create_shipment is given up on, and
+    // the saga turns back (its compensation waits for shipping to return).
+    let shipping_addr = m._servers[2].addr;
+    m._servers[2].shut_down().await.unwrap();
     let placed = m
         .order
-        .place_order(pb::PlaceOrderRequest {
-            card_token: "tok_visa".into(),
-            ..order_req("k1", "TEA-1", 1, "tok_visa")
-        })
+        .place_order(order_req("k1", "TEA-1", 2, "tok_visa"))
         .await
         .unwrap()
         .into_inner()
         .order
         .unwrap();
-    // Race the saga: whichever shipment is first, the order ends consistent.
-    let _ = m
-        .shipping
-        .create_shipment(ship::CreateShipmentRequest {
-            order_id: placed.order_id.clone(),
-            address: order_req("x", "TEA-1", 1, "tok_visa").shipping_address,
-            items: vec![ordermesh::proto::common::v1::SkuQuantity {
-                sku: "TEA-1".into(),
-                quantity: 1,
-            }],
-            currency_code: "EUR".into(),
-            idempotency_key: "someone-else".into(),
-        })
-        .await;
-    let o = settle(&mut m, &placed.order_id).await;
-    let tea = item(&mut m, "TEA-1").await;
-    let p = payments(&mut m, &o.order_id).await;
-    match status(&o) {
-        pb::OrderStatus::Rejected => {
-            assert!(
-                o.status_reason.starts_with("create_shipment"),
-                "{}",
-                o.status_reason
-            );
-            assert_eq!((tea.on_hand, tea.reserved), (5, 0));
-            assert_eq!(p[0].status, pay::PaymentStatus::Voided as i32);
+    let started = std::time::Instant::now();
+    loop {
+        let o = m
+            .order
+            .get_order(pb::GetOrderRequest {
+                order_id: placed.order_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        if o.saga_steps
+            .iter()
+            .any(|s| s.name == "create_shipment" && s.status != "STARTED")
+        {
+            break;
         }
-        pb::OrderStatus::Confirmed => {
-            // The saga's shipment won the race; the other request was refused.
-            assert_eq!((tea.on_hand, tea.reserved), (4, 0));
-            assert_eq!(p[0].status, pay::PaymentStatus::Captured as i32);
-        }
-        other => panic!("unexpected {other:?}"),
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "create_shipment was never given up on: {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let app = shipping_service::App::build(&ServiceConfig::for_test("shipping", &m._dbs[2].url))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind(shipping_addr).await.unwrap();
+    m._servers[2] = ordermesh::testing::spawn_on(listener, |l, s| app.serve(l, s)).await;
+    m.shipping = ShippingServiceClient::connect(m._servers[2].uri())
+        .await
+        .unwrap();
+
+    let o = settle(&mut m, &placed.order_id).await;
+    assert_eq!(status(&o), pb::OrderStatus::Rejected, "{o:?}");
+    assert!(
+        o.status_reason.starts_with("create_shipment"),
+        "{}",
+        o.status_reason
+    );
+    assert_eq!(
+        steps(&o),
+        [
+            ("reserve_stock".to_string(), "COMPENSATED".to_string()),
+            ("authorize_payment".to_string(), "COMPENSATED".to_string()),
+            ("create_shipment".to_string(), "COMPENSATED".to_string()),
+        ]
+    );
+    let tea = item(&mut m, "TEA-1").await;
+    assert_eq!((tea.on_hand, tea.reserved), (5, 0), "the stock came back");
+    let p = payments(&mut m, &o.order_id).await;
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].status, pay::PaymentStatus::Voided as i32, "{p:?}");
+    assert!(shipments(&mut m, &o.order_id).await.is_empty());
 }
 
 async fn cancelling_while_the_saga_runs_compensates_and_stays_cancelled(backend: Backend) {

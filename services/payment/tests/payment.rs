@@ -4,7 +4,9 @@ use ordermesh::config::ServiceConfig;
 use ordermesh::proto::common::v1::Money;
 use ordermesh::proto::payment::v1 as pb;
 use ordermesh::proto::payment::v1::payment_service_client::PaymentServiceClient;
-use ordermesh::testing::{health_status, spawn, Backend, Spawned, TestDatabase, SERVING};
+use ordermesh::testing::{
+    bad_request_field, health_status, spawn, Backend, Spawned, TestDatabase, SERVING,
+};
 use payment_service::{App, SERVICE};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -63,14 +65,6 @@ async fn authorized(c: &mut PaymentServiceClient<Channel>, order: &str, minor: i
 
 fn minor(m: &Option<Money>) -> i64 {
     m.as_ref().map(|m| m.amount_minor).unwrap_or(-1)
-}
-
-fn field_of(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
-        .unwrap_or_default()
 }
 
 async fn simulator_outcomes_are_deterministic(backend: Backend) {
@@ -257,7 +251,7 @@ async fn capture_void_refund_life_cycle(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(eur.code(), Code::InvalidArgument);
-    assert_eq!(field_of(&eur), "amount.currency_code");
+    assert_eq!(bad_request_field(&eur), "amount.currency_code");
     let rest = c
         .refund_payment(refund(None, "rf-3"))
         .await
@@ -381,7 +375,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
     for (req, field) in cases {
         let e = c.authorize_payment(req.clone()).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{req:?}");
-        assert_eq!(field_of(&e), field, "{req:?}: {}", e.message());
+        assert_eq!(bad_request_field(&e), field, "{req:?}: {}", e.message());
     }
     let e = c
         .authorize_payment(pb::AuthorizePaymentRequest {
@@ -401,7 +395,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
         })
         .await
         .unwrap_err();
-    assert_eq!(field_of(&e), "payment_id");
+    assert_eq!(bad_request_field(&e), "payment_id");
     let e = c
         .get_payment(pb::GetPaymentRequest {
             payment_id: "pay_missing".into(),
@@ -416,7 +410,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
         })
         .await
         .unwrap_err();
-    assert_eq!(field_of(&e), "page_size");
+    assert_eq!(bad_request_field(&e), "page_size");
     let e = c
         .capture_payment(pb::CapturePaymentRequest {
             payment_id: "pay_x".into(),
@@ -425,7 +419,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
         })
         .await
         .unwrap_err();
-    assert_eq!(field_of(&e), "amount");
+    assert_eq!(bad_request_field(&e), "amount");
     let e = c
         .refund_payment(pb::RefundPaymentRequest {
             payment_id: "pay_x".into(),
@@ -435,7 +429,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
         })
         .await
         .unwrap_err();
-    assert_eq!(field_of(&e), "reason");
+    assert_eq!(bad_request_field(&e), "reason");
     // Nothing was written by any of it.
     let all = c
         .list_payments(pb::ListPaymentsRequest::default())

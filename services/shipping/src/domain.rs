@@ -132,38 +132,14 @@ pub struct Address {
 
 impl Address {
     pub fn parse(a: Option<&common::Address>) -> Result<Self, ShippingError> {
-        let a = a.ok_or_else(|| ShippingError::invalid("address", "is required"))?;
-        let text = |name: &str, value: &str| -> Result<String, ShippingError> {
-            let field = format!("address.{name}");
-            let v = value.trim();
-            if v.is_empty() {
-                return Err(ShippingError::invalid(&field, "must not be empty"));
-            }
-            if v.chars().count() > MAX_TEXT {
-                return Err(ShippingError::invalid(
-                    &field,
-                    format!("must be at most {MAX_TEXT} characters"),
-                ));
-            }
-            Ok(v.to_string())
-        };
-        let recipient = text("recipient", &a.recipient)?;
-        let street = text("street", &a.street)?;
-        let city = text("city", &a.city)?;
-        let postal_code = text("postal_code", &a.postal_code)?;
-        let cc = &a.country_code;
-        if cc.len() != 2 || !cc.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(ShippingError::invalid(
-                "address.country_code",
-                "must be two upper-case letters (ISO-3166-1 alpha-2, e.g. US)",
-            ));
-        }
+        let a = ordermesh::address::parse("address", a)
+            .map_err(|e| ShippingError::invalid(&e.field, e.rule))?;
         Ok(Self {
-            recipient,
-            street,
-            city,
-            postal_code,
-            country_code: cc.clone(),
+            recipient: a.recipient,
+            street: a.street,
+            city: a.city,
+            postal_code: a.postal_code,
+            country_code: a.country_code,
         })
     }
 

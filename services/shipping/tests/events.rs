@@ -5,13 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
 use ordermesh::consumer::{Handler, HandlerError, Subscription};
 use ordermesh::proto::common::v1::{Address, SkuQuantity};
 use ordermesh::proto::events::v1 as ev;
-use ordermesh::proto::events::v1::event_log_service_client::EventLogServiceClient;
 use ordermesh::proto::shipping::v1 as pb;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
 use ordermesh::shutdown::Drain;
@@ -43,28 +41,6 @@ fn kind(e: &ev::EventEnvelope) -> &'static str {
         .as_ref()
         .map(ordermesh::outbox::event_type)
         .unwrap_or("")
-}
-
-async fn read_log(uri: &str, from: u64, types: &[&str], want: usize) -> Vec<ev::EventEnvelope> {
-    let mut client = EventLogServiceClient::connect(uri.to_string())
-        .await
-        .unwrap();
-    let mut stream = client
-        .subscribe(ev::SubscribeRequest {
-            from_sequence: from,
-            types: types.iter().map(|s| s.to_string()).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while out.len() < want {
-        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-            Ok(Some(Ok(msg))) => out.push(msg.event.unwrap()),
-            other => panic!("log ended early after {} events: {other:?}", out.len()),
-        }
-    }
-    out
 }
 
 struct Recorder {
@@ -138,7 +114,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
         .await
         .is_err());
 
-    let log = read_log(&server.uri(), 0, &[], 4).await;
+    let log = ordermesh::testing::read_event_log(&server.uri(), 0, &[], 4).await;
     let seqs: Vec<u64> = log.iter().map(|e| e.sequence).collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     let kinds: Vec<&str> = log.iter().map(kind).collect();
@@ -156,9 +132,10 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
         .all(|e| e.producer == "shipping" && !e.event_id.is_empty()));
     assert_eq!(log[2].aggregate_id, a.shipment_id);
     // Resuming after sequence 2, and filtering by type.
-    let tail = read_log(&server.uri(), 3, &[], 2).await;
+    let tail = ordermesh::testing::read_event_log(&server.uri(), 3, &[], 2).await;
     assert_eq!(tail[0].event_id, log[2].event_id);
-    let created = read_log(&server.uri(), 0, &["ShipmentCreated"], 2).await;
+    let created =
+        ordermesh::testing::read_event_log(&server.uri(), 0, &["ShipmentCreated"], 2).await;
     assert!(created.iter().all(|e| kind(e) == "ShipmentCreated"));
 
     // A consumer applies each event once; the poison one is dead-lettered.

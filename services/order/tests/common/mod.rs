@@ -1,0 +1,34 @@
+//! The saga's three participants, each a real service with its own database, on ephemeral
+//! ports: shared by the saga and crash tests and the saga benchmark.
+
+use ordermesh::config::ServiceConfig;
+use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
+
+/// Inventory, payment and shipping servers (in that order) and their databases.
+pub async fn participants(backend: Backend) -> (Vec<Spawned>, Vec<TestDatabase>) {
+    let mut servers = Vec::new();
+    let mut dbs = Vec::new();
+    for svc in ["inventory", "payment", "shipping"] {
+        let d = TestDatabase::new(backend).await;
+        let cfg = ServiceConfig::for_test(svc, &d.url);
+        let server = match svc {
+            "inventory" => {
+                let app = inventory_service::App::build(&cfg)
+                    .await
+                    .expect("inventory");
+                spawn(|l, s| app.serve(l, s)).await
+            }
+            "payment" => {
+                let app = payment_service::App::build(&cfg).await.expect("payment");
+                spawn(|l, s| app.serve(l, s)).await
+            }
+            _ => {
+                let app = shipping_service::App::build(&cfg).await.expect("shipping");
+                spawn(|l, s| app.serve(l, s)).await
+            }
+        };
+        servers.push(server);
+        dbs.push(d);
+    }
+    (servers, dbs)
+}
