@@ -1,0 +1,305 @@
+//! The gateway's configuration: flags and environment, validated once; a bad value stops
+//! start-up naming the variable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ordermesh::client::Upstream;
+use ordermesh::config::parse_duration;
+use ordermesh::telemetry::LogFormat;
+
+use crate::auth::Authenticator;
+use crate::ratelimit::Limit;
+
+/// The upstreams the shipped contracts need.
+pub const SERVICES: [&str; 4] = ["order", "payment", "inventory", "shipping"];
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(version, about = "ordermesh edge gateway: REST/JSON and gRPC in, mesh gRPC out")]
+pub struct GatewayArgs {
+    /// HTTP listen address (HTTP/1.1 and h2c).
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Extra descriptor sets (comma-separated files, `protoc --include_imports
+    /// --descriptor_set_out`): their annotated RPCs are served too.
+    #[arg(long, env = "GATEWAY_DESCRIPTORS", value_delimiter = ',')]
+    pub descriptors: Vec<PathBuf>,
+    /// Nameserver (address:port) of the mesh zone; upstreams are found as SRV `_grpc._tcp.<svc>.<zone>`.
+    #[arg(long, env = "MESH_DNS")]
+    pub mesh_dns: Option<String>,
+    /// The mesh DNS zone.
+    #[arg(long, env = "MESH_ZONE", default_value = "mesh.local.")]
+    pub mesh_zone: String,
+    /// Talk plaintext gRPC to the upstreams (development and benchmarks only).
+    #[arg(long, env = "GATEWAY_PLAINTEXT_UPSTREAMS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub plaintext_upstreams: bool,
+    /// Folder for the default certificate folder (<data-dir>/certs).
+    #[arg(long, env = "DATA_DIR", default_value = "var")]
+    pub data_dir: PathBuf,
+    /// Folder with ca.pem, gateway.pem and gateway-key.pem.
+    #[arg(long, env = "TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    #[arg(long, env = "TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    #[arg(long, env = "TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    #[arg(long, env = "TLS_RELOAD", default_value = "5s")]
+    pub tls_reload: String,
+    /// Largest request body accepted, in bytes (413 above).
+    #[arg(long, env = "GATEWAY_MAX_BODY", default_value = "1048576")]
+    pub max_body: String,
+    /// Deadline of a unary call when the request carries no `grpc-timeout` header.
+    #[arg(long, env = "GATEWAY_TIMEOUT", default_value = "10s")]
+    pub timeout: String,
+    /// Request headers passed to services as gRPC metadata (besides `grpc-metadata-*`).
+    #[arg(
+        long,
+        env = "GATEWAY_FORWARD_HEADERS",
+        value_delimiter = ',',
+        default_value = "x-request-id,idempotency-key,traceparent,tracestate,baggage"
+    )]
+    pub forward_headers: Vec<String>,
+    /// HS256 secret for bearer tokens (at least 32 bytes). With no secret and no JWKS, no
+    /// token is asked for.
+    #[arg(long, env = "GATEWAY_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// JWKS file with the RS256/ES256 keys tokens may be signed with.
+    #[arg(long, env = "GATEWAY_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    #[arg(long, env = "GATEWAY_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    #[arg(long, env = "GATEWAY_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Routes open without a token: `package.Service/Method`, `package.Service/*`, or
+    /// `METHOD /template` exactly as annotated.
+    #[arg(
+        long,
+        env = "GATEWAY_PUBLIC_ROUTES",
+        value_delimiter = ',',
+        default_value = "ordermesh.inventory.v1.InventoryService/GetItem,ordermesh.inventory.v1.InventoryService/ListItems,ordermesh.shipping.v1.ShippingService/GetQuote"
+    )]
+    pub public_routes: Vec<String>,
+    /// Requests per client, e.g. `100/s`, `600/m`; `off` for none.
+    #[arg(long, env = "GATEWAY_RATE_LIMIT", default_value = "200/s")]
+    pub rate_limit: String,
+    /// Requests a client may send at once (default: one second's worth).
+    #[arg(long, env = "GATEWAY_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// API keys (header `x-api-key`) that identify a client for rate limits.
+    #[arg(long, env = "GATEWAY_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// GET responses cached per client: `package.Service/Method=ttl`, comma-separated.
+    #[arg(
+        long,
+        env = "GATEWAY_CACHE",
+        value_delimiter = ',',
+        default_value = "ordermesh.inventory.v1.InventoryService/GetItem=1s,ordermesh.inventory.v1.InventoryService/ListItems=1s"
+    )]
+    pub cache: Vec<String>,
+    /// Origins allowed by CORS (`*` for any); none by default.
+    #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// How long the customer overview waits for its parts.
+    #[arg(long, env = "GATEWAY_OVERVIEW_TIMEOUT", default_value = "2s")]
+    pub overview_timeout: String,
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    #[arg(long = "shutdown-grace", env = "SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: String,
+}
+
+/// What the request path needs, checked and typed.
+#[derive(Clone)]
+pub struct Settings {
+    pub max_body: usize,
+    pub timeout: Duration,
+    pub forward_headers: Vec<http::HeaderName>,
+    pub public_routes: Vec<String>,
+    pub auth: Option<Authenticator>,
+    pub rate_limit: Option<Limit>,
+    pub api_keys: Vec<String>,
+    /// `package.Service/Method` -> time to live.
+    pub cache: HashMap<String, Duration>,
+    pub cors_origins: Vec<String>,
+    pub overview_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_body: 1 << 20,
+            timeout: Duration::from_secs(10),
+            forward_headers: ["x-request-id", "idempotency-key", "traceparent", "tracestate", "baggage"]
+                .into_iter()
+                .map(http::HeaderName::from_static)
+                .collect(),
+            public_routes: Vec::new(),
+            auth: None,
+            rate_limit: None,
+            api_keys: Vec::new(),
+            cache: HashMap::new(),
+            cors_origins: Vec::new(),
+            overview_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub settings: Settings,
+    pub descriptors: Vec<PathBuf>,
+    pub upstreams: HashMap<String, Upstream>,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+}
+
+fn bad(var: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{var}: {msg}")
+}
+
+fn duration(var: &str, v: &str) -> anyhow::Result<Duration> {
+    let d = parse_duration(v).map_err(|e| bad(var, format!("'{v}' {e}")))?;
+    if d.is_zero() {
+        return Err(bad(var, "must be more than 0"));
+    }
+    Ok(d)
+}
+
+impl Settings {
+    pub fn from_args(a: &GatewayArgs) -> anyhow::Result<Self> {
+        let max_body: usize = a
+            .max_body
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad("GATEWAY_MAX_BODY", format!("'{}' is not a positive byte count", a.max_body)))?;
+        let forward_headers = a
+            .forward_headers
+            .iter()
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| {
+                http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes())
+                    .map_err(|_| bad("GATEWAY_FORWARD_HEADERS", format!("'{h}' is not a header name")))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let auth = if a.jwt_secret.is_some() || a.jwks_file.is_some() {
+            Some(
+                Authenticator::new(
+                    a.jwt_secret.as_deref().map(str::as_bytes),
+                    a.jwks_file.as_deref(),
+                    a.jwt_issuer.clone(),
+                    a.jwt_audience.clone(),
+                )
+                .map_err(|e| bad(if a.jwks_file.is_some() { "GATEWAY_JWKS_FILE" } else { "GATEWAY_JWT_HS256_SECRET" }, e))?,
+            )
+        } else {
+            None
+        };
+        let rate_limit = match a.rate_limit.trim() {
+            "off" | "" => None,
+            r => Some(Limit::parse(r, a.rate_burst).map_err(|e| bad("GATEWAY_RATE_LIMIT", e))?),
+        };
+        let mut cache = HashMap::new();
+        for entry in a.cache.iter().filter(|e| !e.trim().is_empty()) {
+            let (method, ttl) = entry
+                .split_once('=')
+                .ok_or_else(|| bad("GATEWAY_CACHE", format!("'{entry}' is not package.Service/Method=ttl")))?;
+            cache.insert(method.trim().to_string(), duration("GATEWAY_CACHE", ttl.trim())?);
+        }
+        Ok(Self {
+            max_body,
+            timeout: duration("GATEWAY_TIMEOUT", &a.timeout)?,
+            forward_headers,
+            public_routes: a.public_routes.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            auth,
+            rate_limit,
+            api_keys: a.api_keys.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            cache,
+            cors_origins: a.cors_origins.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            overview_timeout: duration("GATEWAY_OVERVIEW_TIMEOUT", &a.overview_timeout)?,
+        })
+    }
+}
+
+impl GatewayConfig {
+    pub fn load() -> anyhow::Result<Self> {
+        Self::from_args(<GatewayArgs as clap::Parser>::parse())
+    }
+
+    pub fn from_args(a: GatewayArgs) -> anyhow::Result<Self> {
+        use ordermesh::dns::{Lookup, Resolver, Target};
+        let settings = Settings::from_args(&a)?;
+        let listen: SocketAddr = a
+            .listen
+            .parse()
+            .map_err(|_| bad("GATEWAY_LISTEN", format!("'{}' is not an address:port", a.listen)))?;
+        let identity = if a.plaintext_upstreams {
+            None
+        } else {
+            let dir = a.tls_dir.clone().unwrap_or_else(|| a.data_dir.join("certs"));
+            let mut paths = ordermesh::tls::CertPaths::in_dir(&dir, "gateway");
+            if let Some(p) = &a.tls_cert {
+                paths.cert = p.clone();
+            }
+            if let Some(p) = &a.tls_key {
+                paths.key = p.clone();
+            }
+            if let Some(p) = &a.tls_ca {
+                paths.ca = p.clone();
+            }
+            let id = ordermesh::tls::MeshIdentity::load(paths)
+                .map_err(|e| bad("TLS_DIR", format!("gateway certificate: {e}")))?;
+            Some((id, duration("TLS_RELOAD", &a.tls_reload)?))
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let resolver = match &a.mesh_dns {
+            Some(ns) => {
+                let ns: SocketAddr = ns
+                    .parse()
+                    .map_err(|_| bad("MESH_DNS", format!("'{ns}' is not an address:port")))?;
+                Some(Resolver::new(Some(ns)).map_err(|e| bad("MESH_DNS", e))?)
+            }
+            None => None,
+        };
+        let mut upstreams = HashMap::new();
+        for svc in SERVICES {
+            let var = format!("{}_URL", svc.to_uppercase());
+            let up = match (env(&var), &resolver) {
+                (Some(url), _) => Upstream::new(url),
+                (None, Some(resolver)) => Upstream::dns(
+                    svc,
+                    resolver.clone(),
+                    Target {
+                        name: format!("{svc}.{}", a.mesh_zone.trim_start_matches('.')),
+                        lookup: Lookup::Srv,
+                    },
+                ),
+                (None, None) => {
+                    return Err(bad(&var, "not set (set every <SERVICE>_URL, or MESH_DNS)"))
+                }
+            };
+            let up = match &identity {
+                Some((id, _)) => up.mesh(id.clone(), svc),
+                None => up,
+            };
+            let up = up.configure_from_env(&svc.to_uppercase()).map_err(|e| anyhow::anyhow!(e))?;
+            upstreams.insert(svc.to_string(), up);
+        }
+        if let Some((id, every)) = &identity {
+            drop(id.watch(*every));
+        }
+        Ok(Self {
+            listen,
+            settings,
+            descriptors: a.descriptors,
+            upstreams,
+            log_format: a.log_format,
+            shutdown_grace: duration("SHUTDOWN_GRACE", &a.shutdown_grace)?,
+        })
+    }
+}
