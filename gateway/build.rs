@@ -26,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .file_descriptor_set_path(out.join("echo_descriptor.bin"))
-        .compile_protos(&[protos.join("ordermesh/echo/v1/echo.proto")], &[protos.clone(), googleapis])?;
+        .compile_protos(
+            &[protos.join("ordermesh/echo/v1/echo.proto")],
+            &[protos.clone(), googleapis],
+        )?;
     println!("cargo:rerun-if-changed=tests/proto");
     println!("cargo:rerun-if-env-changed=ORDERMESH_GOOGLEAPIS");
     Ok(())

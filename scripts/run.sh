@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: builds the four services and starts them on localhost with the embedded defaults
-# (a SQLite file per service under var/). Prints the addresses; ctrl-c stops them all.
+# `make run`: builds the four services and the edge gateway and starts them on localhost with the
+# embedded defaults (a SQLite file per service under var/). Prints the addresses; ctrl-c stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --quiet
@@ -34,10 +34,22 @@ for svc in "${services[@]}"; do
     "${CARGO_TARGET_DIR:-target}"/debug/"$svc" > >(sed -u "s/^/[$svc] /") 2>&1 &
   pids+=($!)
 done
+# The edge gateway: REST/JSON (and native gRPC) on :8080, to the services through the mesh zone,
+# as the mesh identity "gateway". GATEWAY=off leaves it out.
+gateway_addr=${GATEWAY_LISTEN:-127.0.0.1:8080}
+if [[ ${GATEWAY:-on} != off ]]; then
+  GATEWAY_LISTEN=$gateway_addr DATA_DIR=${DATA_DIR:-var} TLS_DIR=${DATA_DIR:-var}/certs \
+    MESH_DNS=${MESH_DNS_LISTEN:-127.0.0.1:5354} LOG_FORMAT=${LOG_FORMAT:-pretty} \
+    "${CARGO_TARGET_DIR:-target}"/debug/ordermesh-gateway > >(sed -u "s/^/[gateway] /") 2>&1 &
+  pids+=($!)
+fi
 # Wait until every port accepts connections, or a process has died.
-for svc in "${services[@]}"; do
+wait_ports=()
+for svc in "${services[@]}"; do wait_ports+=("${ports[$svc]}"); done
+[[ ${GATEWAY:-on} != off ]] && wait_ports+=("${gateway_addr##*:}")
+for port in "${wait_ports[@]}"; do
   for _ in $(seq 1 100); do
-    if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/${ports[$svc]}" 2>/dev/null; then break; fi
+    if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then break; fi
     sleep 0.1
   done
 done
@@ -46,6 +58,7 @@ echo "ordermesh is running over mTLS (SQLite databases and certs/ in ${DATA_DIR:
 for svc in "${services[@]}"; do
   printf '  %-10s grpc://127.0.0.1:%s\n' "$svc" "${ports[$svc]}"
 done
+[[ ${GATEWAY:-on} != off ]] && echo "  gateway    http://$gateway_addr (REST/JSON from the google.api.http rules; /openapi.json, /readyz, /metrics)"
 echo "  dns        udp+tcp://${MESH_DNS_LISTEN:-127.0.0.1:5354} (zone mesh.local., e.g. _grpc._tcp.payment.mesh.local. SRV)"
 echo "try: grpcurl -cacert ${DATA_DIR:-var}/certs/ca.pem -cert ${DATA_DIR:-var}/certs/operator.pem -key ${DATA_DIR:-var}/certs/operator-key.pem -servername inventory 127.0.0.1:50053 list"
 echo "(ctrl-c stops the mesh)"

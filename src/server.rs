@@ -175,9 +175,16 @@ impl MeshServer {
         let server: std::pin::Pin<
             Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
         > = match identity {
-            None => Box::pin(
-                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal),
-            ),
+            None => {
+                // As on the TLS path: small answers go out at once, not after a delayed ACK.
+                let incoming =
+                    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |c| {
+                        c.inspect(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        })
+                    });
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
             Some((identity, every)) => {
                 watcher = Some(identity.watch(every));
                 let incoming =

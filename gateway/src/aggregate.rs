@@ -32,29 +32,47 @@ pub async fn overview(
     md: MetadataMap,
 ) -> Result<Value, GatewayError> {
     if customer.trim().is_empty() {
-        return Err(GatewayError::bad_request("customer_id", "must not be empty"));
+        return Err(GatewayError::bad_request(
+            "customer_id",
+            "must not be empty",
+        ));
     }
     let mut page_size = DEFAULT_ORDERS;
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         match pair.split_once('=') {
             Some(("page_size" | "pageSize", v)) => {
                 page_size = v
                     .parse()
                     .ok()
                     .filter(|n| (1..=MAX_ORDERS).contains(n))
-                    .ok_or_else(|| GatewayError::bad_request("page_size", format!("must be a number from 1 to {MAX_ORDERS}")))?;
+                    .ok_or_else(|| {
+                        GatewayError::bad_request(
+                            "page_size",
+                            format!("must be a number from 1 to {MAX_ORDERS}"),
+                        )
+                    })?;
             }
             _ => {
                 let key = pair.split('=').next().unwrap_or(pair);
-                return Err(GatewayError::bad_request(key, "unknown query parameter (only page_size)"));
+                return Err(GatewayError::bad_request(
+                    key,
+                    "unknown query parameter (only page_size)",
+                ));
             }
         }
     }
     let deadline = Instant::now() + gw.settings.overview_timeout;
-    let orders_route = gw
-        .route_of(LIST_ORDERS)
-        .ok_or_else(|| GatewayError::new(Code::Unavailable, "the order service is not configured"))?;
-    let request = message(&orders_route.method.input(), json!({"customerId": customer, "pageSize": page_size}))?;
+    let orders_route = gw.route_of(LIST_ORDERS).ok_or_else(|| {
+        GatewayError::new(Code::Unavailable, "the order service is not configured")
+    })?;
+    let request = message(
+        &orders_route.method.input(),
+        json!({"customerId": customer, "pageSize": page_size}),
+    )?;
     let (_, orders) = gw
         .upstreams
         .unary_call(orders_route, request, md.clone(), Some(deadline))
@@ -67,11 +85,15 @@ pub async fn overview(
         let order_id = order["orderId"].as_str().unwrap_or_default().to_string();
         let md = md.clone();
         async move {
-            let route = shipments_route
-                .ok_or_else(|| tonic::Status::unavailable("the shipping service is not configured"))?;
+            let route = shipments_route.ok_or_else(|| {
+                tonic::Status::unavailable("the shipping service is not configured")
+            })?;
             let request = message(&route.method.input(), json!({"orderId": order_id}))
                 .map_err(|e| tonic::Status::internal(e.message))?;
-            let (_, resp) = gw.upstreams.unary_call(route, request, md, Some(deadline)).await?;
+            let (_, resp) = gw
+                .upstreams
+                .unary_call(route, request, md, Some(deadline))
+                .await?;
             to_value(&resp, None).map_err(|e| tonic::Status::internal(e.message))
         }
     });
@@ -104,7 +126,10 @@ pub async fn overview(
     }))
 }
 
-fn message(desc: &prost_reflect::MessageDescriptor, v: Value) -> Result<DynamicMessage, GatewayError> {
+fn message(
+    desc: &prost_reflect::MessageDescriptor,
+    v: Value,
+) -> Result<DynamicMessage, GatewayError> {
     DynamicMessage::deserialize_with_options(desc.clone(), v, &DeserializeOptions::new())
         .map_err(|e| GatewayError::internal(format!("{}: {e}", desc.full_name())))
 }
@@ -148,6 +173,9 @@ pub fn openapi_paths(secured: bool) -> Map<String, Value> {
         op["security"] = json!([{"bearerAuth": []}]);
     }
     let mut m = Map::new();
-    m.insert("/v1/customers/{customer_id}/overview".into(), json!({"get": op}));
+    m.insert(
+        "/v1/customers/{customer_id}/overview".into(),
+        json!({"get": op}),
+    );
     m
 }

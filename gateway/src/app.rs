@@ -49,7 +49,11 @@ pub fn upstream_name(service: &ServiceDescriptor) -> Option<String> {
     let file = service.parent_file();
     let mut parts = file.package_name().split('.');
     let first = parts.next()?;
-    let name = if first == "ordermesh" { parts.next()? } else { first };
+    let name = if first == "ordermesh" {
+        parts.next()?
+    } else {
+        first
+    };
     (name != "events" && !name.is_empty()).then(|| name.to_string())
 }
 
@@ -74,7 +78,9 @@ impl Gateway {
         upstreams: &HashMap<String, Upstream>,
         settings: Settings,
     ) -> anyhow::Result<Arc<Self>> {
-        let router = Router::from_pool(&pool, |s| upstream_name(s).filter(|n| upstreams.contains_key(n)))?;
+        let router = Router::from_pool(&pool, |s| {
+            upstream_name(s).filter(|n| upstreams.contains_key(n))
+        })?;
         let mut channels = Upstreams::default();
         for (name, up) in upstreams {
             let unary = up.stack().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
@@ -89,7 +95,11 @@ impl Gateway {
         }
         let services = pool
             .services()
-            .filter_map(|s| upstream_name(&s).filter(|n| upstreams.contains_key(n)).map(|n| (s.full_name().to_string(), n)))
+            .filter_map(|s| {
+                upstream_name(&s)
+                    .filter(|n| upstreams.contains_key(n))
+                    .map(|n| (s.full_name().to_string(), n))
+            })
             .collect();
         let secured = |r: &Route| settings.auth.is_some() && !is_public(&settings.public_routes, r);
         let overview_paths = crate::aggregate::openapi_paths(settings.auth.is_some());
@@ -135,7 +145,10 @@ impl Gateway {
         }
         let (label, resp) = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => return body::json(r#"{"status":"SERVING"}"#),
-            ("GET", "/readyz") => { let f: futures::future::BoxFuture<'_, _> = Box::pin(self.ready()); return f.await }
+            ("GET", "/readyz") => {
+                let f: futures::future::BoxFuture<'_, _> = Box::pin(self.ready());
+                return f.await;
+            }
             ("GET", "/metrics") => {
                 let mut r = http::Response::new(body::full(self.metrics.render()));
                 r.headers_mut().insert(
@@ -149,12 +162,19 @@ impl Gateway {
                 if let Some(b) = self.overview.matches(&path) {
                     let label = format!("GET {}", crate::aggregate::PATH);
                     let r = if method == Method::GET {
-                        { let f: futures::future::BoxFuture<'static, _> = Box::pin(self.clone().overview(req, peer, b)); f.await }
+                        {
+                            let f: futures::future::BoxFuture<'static, _> =
+                                Box::pin(self.clone().overview(req, peer, b));
+                            f.await
+                        }
                     } else {
-                        GatewayError::new(Code::Unimplemented, format!("{method} is not allowed here"))
-                            .with_http(StatusCode::METHOD_NOT_ALLOWED)
-                            .with_header(http::header::ALLOW, HeaderValue::from_static("GET"))
-                            .into_response()
+                        GatewayError::new(
+                            Code::Unimplemented,
+                            format!("{method} is not allowed here"),
+                        )
+                        .with_http(StatusCode::METHOD_NOT_ALLOWED)
+                        .with_header(http::header::ALLOW, HeaderValue::from_static("GET"))
+                        .into_response()
                     };
                     (label, r)
                 } else {
@@ -165,9 +185,16 @@ impl Gateway {
                             (label, self.clone().rest(&route, bindings, req, peer).await)
                         }
                         Resolved::WrongMethod(allowed) => {
-                            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
-                            let e = GatewayError::new(Code::Unimplemented, format!("{method} is not allowed on {path} (allowed: {allow})"))
-                                .with_http(StatusCode::METHOD_NOT_ALLOWED);
+                            let allow = allowed
+                                .iter()
+                                .map(Method::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            let e = GatewayError::new(
+                                Code::Unimplemented,
+                                format!("{method} is not allowed on {path} (allowed: {allow})"),
+                            )
+                            .with_http(StatusCode::METHOD_NOT_ALLOWED);
                             let e = match HeaderValue::from_str(&allow) {
                                 Ok(v) => e.with_header(http::header::ALLOW, v),
                                 Err(_) => e,
@@ -176,21 +203,37 @@ impl Gateway {
                         }
                         Resolved::NotFound => (
                             "unmatched".to_string(),
-                            GatewayError::new(Code::NotFound, format!("no route for {method} {path}")).into_response(),
+                            GatewayError::new(
+                                Code::NotFound,
+                                format!("no route for {method} {path}"),
+                            )
+                            .into_response(),
                         ),
                     }
                 }
             }
         };
-        self.metrics.observe(method.as_str(), &label, resp.status().as_u16(), started.elapsed());
+        self.metrics.observe(
+            method.as_str(),
+            &label,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
         resp
     }
 
     /// Token and rate limit, in that order (the limit keys on the token's subject).
-    fn admit(&self, headers: &HeaderMap, peer: SocketAddr, public: bool) -> Result<Caller, GatewayError> {
+    fn admit(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        public: bool,
+    ) -> Result<Caller, GatewayError> {
         let mut subject = None;
         if let Some(auth) = &self.settings.auth {
-            let header = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let header = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
             match auth.authenticate(header) {
                 Ok(s) => subject = Some(s),
                 Err(_) if public && header.is_none() => {}
@@ -205,9 +248,14 @@ impl Gateway {
         }
         let mut rate = None;
         if let Some(limiter) = &self.limiter {
-            let key = match (&subject, headers.get("x-api-key").and_then(|v| v.to_str().ok())) {
+            let key = match (
+                &subject,
+                headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+            ) {
                 (Some(s), _) => format!("sub:{s}"),
-                (None, Some(k)) if self.settings.api_keys.iter().any(|a| a == k) => format!("key:{k}"),
+                (None, Some(k)) if self.settings.api_keys.iter().any(|a| a == k) => {
+                    format!("key:{k}")
+                }
                 _ => format!("ip:{}", peer.ip()),
             };
             let v = limiter.check(&key);
@@ -216,7 +264,10 @@ impl Gateway {
                 let retry_after = v.reset.as_secs_f64().ceil().max(1.0) as u64;
                 let mut e = GatewayError::new(
                     Code::ResourceExhausted,
-                    format!("rate limit of {} requests exceeded; retry in {retry_after}s", v.limit),
+                    format!(
+                        "rate limit of {} requests exceeded; retry in {retry_after}s",
+                        v.limit
+                    ),
                 )
                 .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
                 for (k, val) in rate_headers(&v) {
@@ -241,7 +292,11 @@ impl Gateway {
             Ok(c) => c,
             Err(e) => return e.into_response(),
         };
-        let mut resp = match self.clone().transcoded(route, bindings, req, peer, &caller).await {
+        let mut resp = match self
+            .clone()
+            .transcoded(route, bindings, req, peer, &caller)
+            .await
+        {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -262,7 +317,11 @@ impl Gateway {
         caller: &Caller,
     ) -> Result<http::Response<Body>, GatewayError> {
         let (parts, incoming) = req.into_parts();
-        let grpc_method = format!("{}/{}", route.method.parent_service().full_name(), route.method.name());
+        let grpc_method = format!(
+            "{}/{}",
+            route.method.parent_service().full_name(),
+            route.method.name()
+        );
         let cache_ttl = (route.http_method == Method::GET && !route.server_streaming())
             .then(|| self.settings.cache.get(&grpc_method).copied())
             .flatten();
@@ -274,7 +333,10 @@ impl Gateway {
         let cache_key = cache_ttl.map(|_| {
             format!(
                 "{}|{}",
-                caller.subject.as_deref().map_or_else(|| format!("ip:{}", peer.ip()), |s| format!("sub:{s}")),
+                caller
+                    .subject
+                    .as_deref()
+                    .map_or_else(|| format!("ip:{}", peer.ip()), |s| format!("sub:{s}")),
                 parts.uri.path_and_query().map_or("", |p| p.as_str())
             )
         });
@@ -285,8 +347,10 @@ impl Gateway {
                 for (k, v) in &hit.headers {
                     resp.headers_mut().insert(k.clone(), v.clone());
                 }
-                resp.headers_mut().insert(http::header::AGE, HeaderValue::from(hit.age().as_secs()));
-                resp.headers_mut().insert("x-cache", HeaderValue::from_static("hit"));
+                resp.headers_mut()
+                    .insert(http::header::AGE, HeaderValue::from(hit.age().as_secs()));
+                resp.headers_mut()
+                    .insert("x-cache", HeaderValue::from_static("hit"));
                 return Ok(resp);
             }
         }
@@ -296,11 +360,13 @@ impl Gateway {
             .headers
             .get("grpc-timeout")
             .map(|v| {
-                ordermesh::deadline::parse_grpc_timeout(v)
-                    .ok_or_else(|| GatewayError::bad_request("grpc-timeout", "not a gRPC timeout (e.g. 200m, 5S)"))
+                ordermesh::deadline::parse_grpc_timeout(v).ok_or_else(|| {
+                    GatewayError::bad_request("grpc-timeout", "not a gRPC timeout (e.g. 200m, 5S)")
+                })
             })
             .transpose()?;
-        let deadline = |default: Option<Duration>| requested.or(default).map(|d| Instant::now() + d);
+        let deadline =
+            |default: Option<Duration>| requested.or(default).map(|d| Instant::now() + d);
         if route.client_streaming() {
             let msgs = transcode::build_stream(&route.method.input(), &body)?;
             let (md, msg) = self
@@ -340,14 +406,20 @@ impl Gateway {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let (parts, b) = resp.into_parts();
-            let bytes = b.collect().await.map_err(|e| GatewayError::internal(e.to_string()))?.to_bytes();
+            let bytes = b
+                .collect()
+                .await
+                .map_err(|e| GatewayError::internal(e.to_string()))?
+                .to_bytes();
             self.cache.put(key, bytes.clone(), headers, ttl);
             let mut resp = http::Response::from_parts(parts, body::full(bytes));
             resp.headers_mut().insert(
                 http::header::CACHE_CONTROL,
-                HeaderValue::from_str(&format!("private, max-age={}", ttl.as_secs())).expect("ascii"),
+                HeaderValue::from_str(&format!("private, max-age={}", ttl.as_secs()))
+                    .expect("ascii"),
             );
-            resp.headers_mut().insert("x-cache", HeaderValue::from_static("miss"));
+            resp.headers_mut()
+                .insert("x-cache", HeaderValue::from_static("miss"));
             return Ok(resp);
         }
         Ok(resp)
@@ -371,36 +443,48 @@ impl Gateway {
         self.metrics.stream_started();
         let open = Open(self.clone());
         let response_body = route.response_body.clone();
-        let items = futures::stream::unfold(
-            (stream, false, open),
-            move |(mut s, done, open)| {
-                let response_body = response_body.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    let (chunk, done) = match s.message().await {
-                        Ok(Some(m)) => match transcode::to_value(&m, response_body.as_ref()) {
-                            Ok(v) => (frame(sse, None, &json!({"result": v}), &v), false),
-                            Err(e) => (frame(sse, Some("error"), &json!({"error": e.to_json()}), &e.to_json()), true),
-                        },
-                        Ok(None) => return None,
-                        Err(status) => {
-                            let e = GatewayError::from_status(&status).to_json();
-                            (frame(sse, Some("error"), &json!({"error": e}), &e), true)
-                        }
-                    };
-                    Some((Ok::<_, body::BoxError>(chunk), (s, done, open)))
+        let items = futures::stream::unfold((stream, false, open), move |(mut s, done, open)| {
+            let response_body = response_body.clone();
+            async move {
+                if done {
+                    return None;
                 }
-            },
-        );
+                let (chunk, done) = match s.message().await {
+                    Ok(Some(m)) => match transcode::to_value(&m, response_body.as_ref()) {
+                        Ok(v) => (frame(sse, None, &json!({"result": v}), &v), false),
+                        Err(e) => (
+                            frame(
+                                sse,
+                                Some("error"),
+                                &json!({"error": e.to_json()}),
+                                &e.to_json(),
+                            ),
+                            true,
+                        ),
+                    },
+                    Ok(None) => return None,
+                    Err(status) => {
+                        let e = GatewayError::from_status(&status).to_json();
+                        (frame(sse, Some("error"), &json!({"error": e}), &e), true)
+                    }
+                };
+                Some((Ok::<_, body::BoxError>(chunk), (s, done, open)))
+            }
+        });
         let mut resp = http::Response::new(body::stream(items));
         let h = resp.headers_mut();
         h.insert(
             http::header::CONTENT_TYPE,
-            HeaderValue::from_static(if sse { "text/event-stream" } else { "application/x-ndjson" }),
+            HeaderValue::from_static(if sse {
+                "text/event-stream"
+            } else {
+                "application/x-ndjson"
+            }),
         );
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
         metadata_headers(md, h);
         resp
     }
@@ -422,12 +506,19 @@ impl Gateway {
                 if rest == SUBJECT_METADATA || rest.starts_with("grpc-") {
                     continue;
                 }
-                if let (Ok(k), Ok(v)) = (MetadataKey::from_bytes(rest.as_bytes()), MetadataValue::try_from(v.as_bytes())) {
+                if let (Ok(k), Ok(v)) = (
+                    MetadataKey::from_bytes(rest.as_bytes()),
+                    MetadataValue::try_from(v.as_bytes()),
+                ) {
                     md.append(k, v);
                 }
             }
         }
-        if let Some(s) = caller.subject.as_deref().and_then(|s| MetadataValue::try_from(s).ok()) {
+        if let Some(s) = caller
+            .subject
+            .as_deref()
+            .and_then(|s| MetadataValue::try_from(s).ok())
+        {
             md.insert(SUBJECT_METADATA, s);
         }
         if let Ok(v) = MetadataValue::try_from(peer.ip().to_string()) {
@@ -437,15 +528,34 @@ impl Gateway {
     }
 
     /// Native gRPC (HTTP/2, `application/grpc*`) goes to the service that owns the path.
-    async fn grpc(self: Arc<Self>, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
-        let service = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default().to_string();
+    async fn grpc(
+        self: Arc<Self>,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<Body> {
+        let service = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let Some(upstream) = self.services.get(&service).cloned() else {
-            return grpc_status(tonic::Status::unimplemented(format!("unknown service {service}")));
+            return grpc_status(tonic::Status::unimplemented(format!(
+                "unknown service {service}"
+            )));
         };
         if let Some(auth) = &self.settings.auth {
             let method = req.uri().path().trim_start_matches('/').to_string();
-            let public = self.settings.public_routes.iter().any(|p| rule_matches(p, &method, None));
-            let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let public = self
+                .settings
+                .public_routes
+                .iter()
+                .any(|p| rule_matches(p, &method, None));
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
             if !public {
                 if let Err(e) = auth.authenticate(header) {
                     self.metrics.unauthenticated();
@@ -464,13 +574,14 @@ impl Gateway {
         let mut checks = Vec::with_capacity(names.len());
         for name in names {
             let channel = self.upstreams.unary(&name);
-            checks.push(
-            async move {
+            checks.push(async move {
                 let result = async {
                     let mut client = tonic_health::pb::health_client::HealthClient::new(channel?);
                     let r = tokio::time::timeout(
                         Duration::from_secs(2),
-                        client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }),
+                        client.check(tonic_health::pb::HealthCheckRequest {
+                            service: String::new(),
+                        }),
                     )
                     .await
                     .map_err(|_| tonic::Status::deadline_exceeded("no answer within 2s"))??;
@@ -482,7 +593,9 @@ impl Gateway {
         }
         let results = futures::future::join_all(checks).await;
         let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-        let all_ok = results.iter().all(|(_, r)| matches!(r, Ok(s) if *s == serving));
+        let all_ok = results
+            .iter()
+            .all(|(_, r)| matches!(r, Ok(s) if *s == serving));
         let detail: serde_json::Map<String, serde_json::Value> = results
             .into_iter()
             .map(|(n, r)| {
@@ -494,7 +607,9 @@ impl Gateway {
                 (n, v)
             })
             .collect();
-        let mut resp = body::json(serde_json::to_vec(&json!({"ready": all_ok, "upstreams": detail})).unwrap_or_default());
+        let mut resp = body::json(
+            serde_json::to_vec(&json!({"ready": all_ok, "upstreams": detail})).unwrap_or_default(),
+        );
         if !all_ok {
             *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         }
@@ -511,12 +626,17 @@ impl Gateway {
             Ok(c) => c,
             Err(e) => return e.into_response(),
         };
-        let customer = bindings.into_iter().next().map(|(_, v)| v).unwrap_or_default();
+        let customer = bindings
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default();
         let metadata = self.metadata(req.headers(), &caller, peer);
-        let mut resp = match crate::aggregate::overview(&self, &customer, req.uri().query(), metadata).await {
-            Ok(v) => body::json(serde_json::to_vec(&v).unwrap_or_default()),
-            Err(e) => e.into_response(),
-        };
+        let mut resp =
+            match crate::aggregate::overview(&self, &customer, req.uri().query(), metadata).await {
+                Ok(v) => body::json(serde_json::to_vec(&v).unwrap_or_default()),
+                Err(e) => e.into_response(),
+            };
         if let Some(v) = &caller.rate {
             for (k, val) in rate_headers(v) {
                 resp.headers_mut().insert(k, val);
@@ -527,11 +647,19 @@ impl Gateway {
 
     /// The route of a gRPC method, by full name (`package.Service.Method`).
     pub(crate) fn route_of(&self, method: &str) -> Option<&Route> {
-        self.router.routes().iter().find(|r| r.method.full_name() == method)
+        self.router
+            .routes()
+            .iter()
+            .find(|r| r.method.full_name() == method)
     }
 }
 
-fn frame(sse: bool, event: Option<&str>, ndjson: &serde_json::Value, data: &serde_json::Value) -> Bytes {
+fn frame(
+    sse: bool,
+    event: Option<&str>,
+    ndjson: &serde_json::Value,
+    data: &serde_json::Value,
+) -> Bytes {
     if sse {
         let mut s = String::new();
         if let Some(e) = event {
@@ -550,7 +678,11 @@ fn frame(sse: bool, event: Option<&str>, ndjson: &serde_json::Value, data: &serd
     }
 }
 
-fn unary_response(route: &Route, md: &MetadataMap, msg: &DynamicMessage) -> Result<http::Response<Body>, GatewayError> {
+fn unary_response(
+    route: &Route,
+    md: &MetadataMap,
+    msg: &DynamicMessage,
+) -> Result<http::Response<Body>, GatewayError> {
     let bytes = transcode::render(msg, route.response_body.as_ref())?;
     let mut resp = body::json(bytes);
     metadata_headers(md, resp.headers_mut());
@@ -561,7 +693,11 @@ fn unary_response(route: &Route, md: &MetadataMap, msg: &DynamicMessage) -> Resu
 fn metadata_headers(md: &MetadataMap, h: &mut HeaderMap) {
     for (k, v) in md.clone().into_headers().iter() {
         let name = k.as_str();
-        if name.starts_with("grpc-") || name == "content-type" || name == "date" || name.ends_with("-bin") {
+        if name.starts_with("grpc-")
+            || name == "content-type"
+            || name == "date"
+            || name.ends_with("-bin")
+        {
             continue;
         }
         if let Ok(n) = HeaderName::from_bytes(format!("grpc-metadata-{name}").as_bytes()) {
@@ -572,8 +708,14 @@ fn metadata_headers(md: &MetadataMap, h: &mut HeaderMap) {
 
 fn rate_headers(v: &Verdict) -> [(HeaderName, HeaderValue); 3] {
     [
-        (HeaderName::from_static("ratelimit-limit"), HeaderValue::from(v.limit)),
-        (HeaderName::from_static("ratelimit-remaining"), HeaderValue::from(v.remaining)),
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderValue::from(v.limit),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderValue::from(v.remaining),
+        ),
         (
             HeaderName::from_static("ratelimit-reset"),
             HeaderValue::from(v.reset.as_secs_f64().ceil() as u64),
@@ -582,8 +724,10 @@ fn rate_headers(v: &Verdict) -> [(HeaderName, HeaderValue); 3] {
 }
 
 fn grpc_status(s: tonic::Status) -> http::Response<Body> {
-    s.into_http::<tonic::body::Body>()
-        .map(|b| b.map_err(|e| -> body::BoxError { Box::new(e) }).boxed_unsync())
+    s.into_http::<tonic::body::Body>().map(|b| {
+        b.map_err(|e| -> body::BoxError { Box::new(e) })
+            .boxed_unsync()
+    })
 }
 
 fn is_grpc(h: &HeaderMap) -> bool {
@@ -593,9 +737,15 @@ fn is_grpc(h: &HeaderMap) -> bool {
 }
 
 pub fn is_public(rules: &[String], route: &Route) -> bool {
-    let method = format!("{}/{}", route.method.parent_service().full_name(), route.method.name());
+    let method = format!(
+        "{}/{}",
+        route.method.parent_service().full_name(),
+        route.method.name()
+    );
     let http_rule = format!("{} {}", route.http_method, route.template);
-    rules.iter().any(|p| rule_matches(p, &method, Some(&http_rule)))
+    rules
+        .iter()
+        .any(|p| rule_matches(p, &method, Some(&http_rule)))
 }
 
 fn rule_matches(rule: &str, grpc_method: &str, http_rule: Option<&str>) -> bool {
@@ -603,7 +753,9 @@ fn rule_matches(rule: &str, grpc_method: &str, http_rule: Option<&str>) -> bool 
         return true;
     }
     match rule.strip_suffix("/*") {
-        Some(service) => grpc_method.split_once('/').is_some_and(|(s, _)| s == service),
+        Some(service) => grpc_method
+            .split_once('/')
+            .is_some_and(|(s, _)| s == service),
         None => false,
     }
 }
@@ -614,8 +766,11 @@ async fn read_body(
     limit: usize,
 ) -> Result<Bytes, GatewayError> {
     let too_large = || {
-        GatewayError::new(Code::InvalidArgument, format!("request body is larger than {limit} bytes"))
-            .with_http(StatusCode::PAYLOAD_TOO_LARGE)
+        GatewayError::new(
+            Code::InvalidArgument,
+            format!("request body is larger than {limit} bytes"),
+        )
+        .with_http(StatusCode::PAYLOAD_TOO_LARGE)
     };
     if let Some(len) = headers
         .get(http::header::CONTENT_LENGTH)
@@ -630,7 +785,9 @@ async fn read_body(
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 too_large()
             } else {
                 GatewayError::bad_request("body", format!("could not read the body: {e}"))
@@ -638,9 +795,21 @@ async fn read_body(
         })?
         .to_bytes();
     if !bytes.is_empty() {
-        if let Some(ct) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-            let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-            let json = mime == "application/json" || mime.ends_with("+json") || mime == "application/x-ndjson";
+        if let Some(ct) = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            // curl -d sends its form type by default; the body is parsed as JSON either way.
+            let json = mime == "application/json"
+                || mime.ends_with("+json")
+                || mime == "application/x-ndjson"
+                || mime == "application/x-www-form-urlencoded";
             if !json {
                 return Err(GatewayError::new(
                     Code::InvalidArgument,

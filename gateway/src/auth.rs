@@ -50,8 +50,8 @@ impl Authenticator {
     ) -> Result<Self, String> {
         let jwks = match jwks_file {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
                 let set: JwkSet = serde_json::from_str(&text)
                     .map_err(|e| format!("{}: not a JWKS: {e}", p.display()))?;
                 if set.keys.is_empty() {
@@ -141,17 +141,33 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     }
 
     fn auth() -> Authenticator {
-        Authenticator::new(Some(SECRET), None, Some("https://issuer".into()), Some("ordermesh".into())).unwrap()
+        Authenticator::new(
+            Some(SECRET),
+            None,
+            Some("https://issuer".into()),
+            Some("ordermesh".into()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn accepts_a_good_token_and_returns_the_subject() {
-        let t = token(json!({"sub": "cust_1", "exp": now() + 60, "iss": "https://issuer", "aud": "ordermesh"}));
-        assert_eq!(auth().authenticate(Some(&format!("Bearer {t}"))).unwrap(), "cust_1");
+        let t = token(
+            json!({"sub": "cust_1", "exp": now() + 60, "iss": "https://issuer", "aud": "ordermesh"}),
+        );
+        assert_eq!(
+            auth().authenticate(Some(&format!("Bearer {t}"))).unwrap(),
+            "cust_1"
+        );
     }
 
     #[test]
@@ -167,7 +183,10 @@ mod tests {
         for claims in bad {
             let t = token(claims.clone());
             assert!(
-                matches!(a.authenticate(Some(&format!("Bearer {t}"))), Err(AuthError::Invalid(_))),
+                matches!(
+                    a.authenticate(Some(&format!("Bearer {t}"))),
+                    Err(AuthError::Invalid(_))
+                ),
                 "{claims}"
             );
         }

@@ -86,7 +86,12 @@ mod tests {
     #[test]
     fn entries_expire_and_capacity_is_kept() {
         let c = ResponseCache::new(2);
-        c.put("a".into(), Bytes::from_static(b"1"), vec![], Duration::from_millis(30));
+        c.put(
+            "a".into(),
+            Bytes::from_static(b"1"),
+            vec![],
+            Duration::from_millis(30),
+        );
         assert_eq!(c.get("a").unwrap().body, Bytes::from_static(b"1"));
         std::thread::sleep(Duration::from_millis(40));
         assert!(c.get("a").is_none());

@@ -17,7 +17,10 @@ use crate::ratelimit::Limit;
 pub const SERVICES: [&str; 4] = ["order", "payment", "inventory", "shipping"];
 
 #[derive(Clone, Debug, clap::Parser)]
-#[command(version, about = "ordermesh edge gateway: REST/JSON and gRPC in, mesh gRPC out")]
+#[command(
+    version,
+    about = "ordermesh edge gateway: REST/JSON and gRPC in, mesh gRPC out"
+)]
 pub struct GatewayArgs {
     /// HTTP listen address (HTTP/1.1 and h2c).
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -90,7 +93,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "GATEWAY_RATE_BURST")]
     pub rate_burst: Option<u32>,
     /// API keys (header `x-api-key`) that identify a client for rate limits.
-    #[arg(long, env = "GATEWAY_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GATEWAY_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
     /// GET responses cached per client: `package.Service/Method=ttl`, comma-separated.
     #[arg(
@@ -106,7 +114,12 @@ pub struct GatewayArgs {
     /// How long the customer overview waits for its parts.
     #[arg(long, env = "GATEWAY_OVERVIEW_TIMEOUT", default_value = "2s")]
     pub overview_timeout: String,
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
     pub log_format: LogFormat,
     #[arg(long = "shutdown-grace", env = "SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
@@ -133,10 +146,16 @@ impl Default for Settings {
         Self {
             max_body: 1 << 20,
             timeout: Duration::from_secs(10),
-            forward_headers: ["x-request-id", "idempotency-key", "traceparent", "tracestate", "baggage"]
-                .into_iter()
-                .map(http::HeaderName::from_static)
-                .collect(),
+            forward_headers: [
+                "x-request-id",
+                "idempotency-key",
+                "traceparent",
+                "tracestate",
+                "baggage",
+            ]
+            .into_iter()
+            .map(http::HeaderName::from_static)
+            .collect(),
             public_routes: Vec::new(),
             auth: None,
             rate_limit: None,
@@ -177,14 +196,25 @@ impl Settings {
             .parse()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| bad("GATEWAY_MAX_BODY", format!("'{}' is not a positive byte count", a.max_body)))?;
+            .ok_or_else(|| {
+                bad(
+                    "GATEWAY_MAX_BODY",
+                    format!("'{}' is not a positive byte count", a.max_body),
+                )
+            })?;
         let forward_headers = a
             .forward_headers
             .iter()
             .filter(|h| !h.trim().is_empty())
             .map(|h| {
-                http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes())
-                    .map_err(|_| bad("GATEWAY_FORWARD_HEADERS", format!("'{h}' is not a header name")))
+                http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()).map_err(
+                    |_| {
+                        bad(
+                            "GATEWAY_FORWARD_HEADERS",
+                            format!("'{h}' is not a header name"),
+                        )
+                    },
+                )
             })
             .collect::<anyhow::Result<_>>()?;
         let auth = if a.jwt_secret.is_some() || a.jwks_file.is_some() {
@@ -195,7 +225,16 @@ impl Settings {
                     a.jwt_issuer.clone(),
                     a.jwt_audience.clone(),
                 )
-                .map_err(|e| bad(if a.jwks_file.is_some() { "GATEWAY_JWKS_FILE" } else { "GATEWAY_JWT_HS256_SECRET" }, e))?,
+                .map_err(|e| {
+                    bad(
+                        if a.jwks_file.is_some() {
+                            "GATEWAY_JWKS_FILE"
+                        } else {
+                            "GATEWAY_JWT_HS256_SECRET"
+                        },
+                        e,
+                    )
+                })?,
             )
         } else {
             None
@@ -206,21 +245,42 @@ impl Settings {
         };
         let mut cache = HashMap::new();
         for entry in a.cache.iter().filter(|e| !e.trim().is_empty()) {
-            let (method, ttl) = entry
-                .split_once('=')
-                .ok_or_else(|| bad("GATEWAY_CACHE", format!("'{entry}' is not package.Service/Method=ttl")))?;
-            cache.insert(method.trim().to_string(), duration("GATEWAY_CACHE", ttl.trim())?);
+            let (method, ttl) = entry.split_once('=').ok_or_else(|| {
+                bad(
+                    "GATEWAY_CACHE",
+                    format!("'{entry}' is not package.Service/Method=ttl"),
+                )
+            })?;
+            cache.insert(
+                method.trim().to_string(),
+                duration("GATEWAY_CACHE", ttl.trim())?,
+            );
         }
         Ok(Self {
             max_body,
             timeout: duration("GATEWAY_TIMEOUT", &a.timeout)?,
             forward_headers,
-            public_routes: a.public_routes.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            public_routes: a
+                .public_routes
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             auth,
             rate_limit,
-            api_keys: a.api_keys.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            api_keys: a
+                .api_keys
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             cache,
-            cors_origins: a.cors_origins.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            cors_origins: a
+                .cors_origins
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             overview_timeout: duration("GATEWAY_OVERVIEW_TIMEOUT", &a.overview_timeout)?,
         })
     }
@@ -234,14 +294,19 @@ impl GatewayConfig {
     pub fn from_args(a: GatewayArgs) -> anyhow::Result<Self> {
         use ordermesh::dns::{Lookup, Resolver, Target};
         let settings = Settings::from_args(&a)?;
-        let listen: SocketAddr = a
-            .listen
-            .parse()
-            .map_err(|_| bad("GATEWAY_LISTEN", format!("'{}' is not an address:port", a.listen)))?;
+        let listen: SocketAddr = a.listen.parse().map_err(|_| {
+            bad(
+                "GATEWAY_LISTEN",
+                format!("'{}' is not an address:port", a.listen),
+            )
+        })?;
         let identity = if a.plaintext_upstreams {
             None
         } else {
-            let dir = a.tls_dir.clone().unwrap_or_else(|| a.data_dir.join("certs"));
+            let dir = a
+                .tls_dir
+                .clone()
+                .unwrap_or_else(|| a.data_dir.join("certs"));
             let mut paths = ordermesh::tls::CertPaths::in_dir(&dir, "gateway");
             if let Some(p) = &a.tls_cert {
                 paths.cert = p.clone();
@@ -287,7 +352,9 @@ impl GatewayConfig {
                 Some((id, _)) => up.mesh(id.clone(), svc),
                 None => up,
             };
-            let up = up.configure_from_env(&svc.to_uppercase()).map_err(|e| anyhow::anyhow!(e))?;
+            let up = up
+                .configure_from_env(&svc.to_uppercase())
+                .map_err(|e| anyhow::anyhow!(e))?;
             upstreams.insert(svc.to_string(), up);
         }
         if let Some((id, every)) = &identity {

@@ -35,7 +35,9 @@ pub fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -116,7 +118,11 @@ impl GatewayError {
     /// Prefixes the field with the position of a streamed message, e.g. `[3].quantity`.
     pub fn prefix_field(&mut self, prefix: &str) {
         if let Some(f) = &self.field {
-            let joined = if f == "body" { prefix.to_string() } else { format!("{prefix}.{f}") };
+            let joined = if f == "body" {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{f}")
+            };
             self.message = self.message.replacen(f.as_str(), &joined, 1);
             for d in &mut self.details {
                 if let Some(v) = d.pointer_mut("/fieldViolations/0/field") {
@@ -190,7 +196,10 @@ impl GatewayError {
         let mut resp = http::Response::new(full(Bytes::from(body)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         for (k, v) in self.headers {
             h.append(k, v);
         }
@@ -226,13 +235,19 @@ mod tests {
         let status = tonic::Status::with_error_details(
             Code::InvalidArgument,
             "lines[0].quantity: must be positive",
-            tonic_types::ErrorDetails::with_bad_request_violation("lines[0].quantity", "must be positive"),
+            tonic_types::ErrorDetails::with_bad_request_violation(
+                "lines[0].quantity",
+                "must be positive",
+            ),
         );
         let e = GatewayError::from_status(&status);
         assert_eq!(e.field(), Some("lines[0].quantity"));
         let v = e.to_json();
         assert_eq!(v["code"], 3);
         assert_eq!(v["status"], "INVALID_ARGUMENT");
-        assert_eq!(v["details"][0]["fieldViolations"][0]["field"], "lines[0].quantity");
+        assert_eq!(
+            v["details"][0]["fieldViolations"][0]["field"],
+            "lines[0].quantity"
+        );
     }
 }

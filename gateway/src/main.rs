@@ -7,11 +7,20 @@ async fn main() -> anyhow::Result<()> {
     let extra = config
         .descriptors
         .iter()
-        .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("GATEWAY_DESCRIPTORS: {}: {e}", p.display())))
+        .map(|p| {
+            std::fs::read(p)
+                .map_err(|e| anyhow::anyhow!("GATEWAY_DESCRIPTORS: {}: {e}", p.display()))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let pool = app::load_pool(&extra)?;
     let gateway = Gateway::new(pool, &config.upstreams, config.settings.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, routes = gateway.router().routes().len(), "gateway listening");
-    server::serve(gateway, listener, ordermesh::shutdown::signal(), config.shutdown_grace).await
+    server::serve(
+        gateway,
+        listener,
+        ordermesh::shutdown::signal(),
+        config.shutdown_grace,
+    )
+    .await
 }

@@ -42,7 +42,9 @@ impl Metrics {
             .or_default() += 1;
         let secs = elapsed.as_secs_f64();
         let mut lat = self.latency.lock().expect("metrics lock");
-        let h = lat.entry((method.to_string(), route.to_string())).or_default();
+        let h = lat
+            .entry((method.to_string(), route.to_string()))
+            .or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
                 h.counts[i] += 1;
@@ -82,7 +84,10 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP gateway_http_requests_total REST requests answered, by route and HTTP status.");
+        let _ = writeln!(
+            out,
+            "# HELP gateway_http_requests_total REST requests answered, by route and HTTP status."
+        );
         let _ = writeln!(out, "# TYPE gateway_http_requests_total counter");
         for ((m, r, s), n) in self.requests.lock().expect("metrics lock").iter() {
             let _ = writeln!(
@@ -91,8 +96,14 @@ impl Metrics {
                 escape(r)
             );
         }
-        let _ = writeln!(out, "# HELP gateway_http_request_duration_seconds Time to the response head, by route.");
-        let _ = writeln!(out, "# TYPE gateway_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP gateway_http_request_duration_seconds Time to the response head, by route."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE gateway_http_request_duration_seconds histogram"
+        );
         for ((m, r), h) in self.latency.lock().expect("metrics lock").iter() {
             let labels = format!("method=\"{m}\",route=\"{}\"", escape(r));
             for (i, b) in BUCKETS.iter().enumerate() {
@@ -102,16 +113,53 @@ impl Metrics {
                     h.counts[i]
                 );
             }
-            let _ = writeln!(out, "gateway_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "gateway_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "gateway_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "gateway_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "gateway_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "gateway_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
         }
         let gauges: [(&str, &str, &str, i64); 5] = [
-            ("gateway_open_streams", "gauge", "Server streams being relayed to clients.", self.open_streams()),
-            ("gateway_rate_limited_total", "counter", "Requests refused by the per-client rate limit.", self.rate_limited.load(Ordering::Relaxed) as i64),
-            ("gateway_cache_hits_total", "counter", "Responses served from the response cache.", self.cache_hits.load(Ordering::Relaxed) as i64),
-            ("gateway_cache_misses_total", "counter", "Cacheable requests that went to the upstream.", self.cache_misses.load(Ordering::Relaxed) as i64),
-            ("gateway_unauthenticated_total", "counter", "Requests refused for a missing or bad token.", self.unauthenticated.load(Ordering::Relaxed) as i64),
+            (
+                "gateway_open_streams",
+                "gauge",
+                "Server streams being relayed to clients.",
+                self.open_streams(),
+            ),
+            (
+                "gateway_rate_limited_total",
+                "counter",
+                "Requests refused by the per-client rate limit.",
+                self.rate_limited.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "gateway_cache_hits_total",
+                "counter",
+                "Responses served from the response cache.",
+                self.cache_hits.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "gateway_cache_misses_total",
+                "counter",
+                "Cacheable requests that went to the upstream.",
+                self.cache_misses.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "gateway_unauthenticated_total",
+                "counter",
+                "Requests refused for a missing or bad token.",
+                self.unauthenticated.load(Ordering::Relaxed) as i64,
+            ),
         ];
         for (name, kind, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");

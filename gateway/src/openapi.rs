@@ -40,7 +40,11 @@ pub fn document(
             route.method.name()
         );
         let n = op_ids.entry(base_id.clone()).or_default();
-        let op_id = if *n == 0 { base_id } else { format!("{base_id}{n}") };
+        let op_id = if *n == 0 {
+            base_id
+        } else {
+            format!("{base_id}{n}")
+        };
         *n += 1;
         let op = spec.operation(route, op_id, secured(route));
         paths
@@ -51,7 +55,10 @@ pub fn document(
     spec.resolve_pending();
     let mut schemas: Map<String, Value> = spec.schemas.into_iter().collect();
     schemas.insert("Status".into(), status_schema());
-    let mut paths: Map<String, Value> = paths.into_iter().map(|(k, v)| (k, Value::Object(v))).collect();
+    let mut paths: Map<String, Value> = paths
+        .into_iter()
+        .map(|(k, v)| (k, Value::Object(v)))
+        .collect();
     for (k, v) in extra_paths {
         paths.insert(k, v);
     }
@@ -104,7 +111,8 @@ impl Spec {
         let mut params = Vec::new();
         let mut bound: BTreeSet<Vec<String>> = BTreeSet::new();
         for var in &route.template.variables {
-            let field = crate::routes::field_at(&input, &var.field_path).expect("checked when routed");
+            let field =
+                crate::routes::field_at(&input, &var.field_path).expect("checked when routed");
             let mut schema = self.field_schema(&field);
             if let Some(pattern) = route.template.variable_pattern(var) {
                 if let Some(o) = schema.as_object_mut() {
@@ -288,7 +296,9 @@ impl Spec {
 
 fn scalar_schema(kind: &Kind) -> Value {
     match kind {
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => {
             json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX})
         }
@@ -332,21 +342,37 @@ fn is_scalar_wkt(m: &MessageDescriptor) -> bool {
 fn wkt_schema(m: &MessageDescriptor) -> Option<Value> {
     Some(match m.full_name() {
         "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
-        "google.protobuf.Duration" => json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$"}),
+        "google.protobuf.Duration" => {
+            json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$"})
+        }
         "google.protobuf.FieldMask" => json!({"type": "string"}),
         "google.protobuf.StringValue" => json!({"type": "string", "nullable": true}),
-        "google.protobuf.BytesValue" => json!({"type": "string", "format": "byte", "nullable": true}),
+        "google.protobuf.BytesValue" => {
+            json!({"type": "string", "format": "byte", "nullable": true})
+        }
         "google.protobuf.BoolValue" => json!({"type": "boolean", "nullable": true}),
-        "google.protobuf.Int32Value" => json!({"type": "integer", "format": "int32", "nullable": true}),
-        "google.protobuf.UInt32Value" => json!({"type": "integer", "format": "int64", "minimum": 0, "nullable": true}),
-        "google.protobuf.Int64Value" => json!({"type": "string", "format": "int64", "nullable": true}),
-        "google.protobuf.UInt64Value" => json!({"type": "string", "format": "uint64", "nullable": true}),
-        "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => json!({"type": "number", "nullable": true}),
+        "google.protobuf.Int32Value" => {
+            json!({"type": "integer", "format": "int32", "nullable": true})
+        }
+        "google.protobuf.UInt32Value" => {
+            json!({"type": "integer", "format": "int64", "minimum": 0, "nullable": true})
+        }
+        "google.protobuf.Int64Value" => {
+            json!({"type": "string", "format": "int64", "nullable": true})
+        }
+        "google.protobuf.UInt64Value" => {
+            json!({"type": "string", "format": "uint64", "nullable": true})
+        }
+        "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => {
+            json!({"type": "number", "nullable": true})
+        }
         "google.protobuf.Struct" => json!({"type": "object", "additionalProperties": true}),
         "google.protobuf.Value" => json!({"nullable": true}),
         "google.protobuf.ListValue" => json!({"type": "array", "items": {}}),
         "google.protobuf.Empty" => json!({"type": "object"}),
-        "google.protobuf.Any" => json!({"type": "object", "properties": {"@type": {"type": "string"}}, "additionalProperties": true}),
+        "google.protobuf.Any" => {
+            json!({"type": "object", "properties": {"@type": {"type": "string"}}, "additionalProperties": true})
+        }
         _ => return None,
     })
 }

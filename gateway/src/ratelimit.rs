@@ -116,8 +116,20 @@ mod tests {
 
     #[test]
     fn parses_rates() {
-        assert_eq!(Limit::parse("10/s", None).unwrap(), Limit { per_second: 10.0, burst: 10 });
-        assert_eq!(Limit::parse("60/m", Some(5)).unwrap(), Limit { per_second: 1.0, burst: 5 });
+        assert_eq!(
+            Limit::parse("10/s", None).unwrap(),
+            Limit {
+                per_second: 10.0,
+                burst: 10
+            }
+        );
+        assert_eq!(
+            Limit::parse("60/m", Some(5)).unwrap(),
+            Limit {
+                per_second: 1.0,
+                burst: 5
+            }
+        );
         assert!(Limit::parse("10", None).is_err());
         assert!(Limit::parse("0/s", None).is_err());
         assert!(Limit::parse("5/d", None).is_err());
@@ -126,7 +138,10 @@ mod tests {
 
     #[test]
     fn burst_then_refill_per_client() {
-        let l = RateLimiter::new(Limit { per_second: 2.0, burst: 3 });
+        let l = RateLimiter::new(Limit {
+            per_second: 2.0,
+            burst: 3,
+        });
         let t0 = Instant::now();
         for i in 0..3 {
             let v = l.check_at("a", t0);

@@ -172,8 +172,13 @@ fn route_of(
     let template = Template::parse(&path).map_err(|e| fail(e.to_string()))?;
     let input = method.input();
     for var in &template.variables {
-        let field = field_at(&input, &var.field_path)
-            .ok_or_else(|| fail(format!("path variable '{}' is not a field of {}", var.field_path.join("."), input.full_name())))?;
+        let field = field_at(&input, &var.field_path).ok_or_else(|| {
+            fail(format!(
+                "path variable '{}' is not a field of {}",
+                var.field_path.join("."),
+                input.full_name()
+            ))
+        })?;
         if field.is_list() || field.is_map() || matches!(field.kind(), Kind::Message(_)) {
             return Err(fail(format!(
                 "path variable '{}' must be a scalar field",
@@ -184,11 +189,12 @@ fn route_of(
     let body = match rule.body.as_str() {
         "" => BodyRule::None,
         "*" => BodyRule::All,
-        name => BodyRule::Field(
-            input
-                .get_field_by_name(name)
-                .ok_or_else(|| fail(format!("body field '{name}' is not a field of {}", input.full_name())))?,
-        ),
+        name => BodyRule::Field(input.get_field_by_name(name).ok_or_else(|| {
+            fail(format!(
+                "body field '{name}' is not a field of {}",
+                input.full_name()
+            ))
+        })?),
     };
     let response_body = match response_body {
         "" => None,

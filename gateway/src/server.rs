@@ -49,7 +49,10 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Entry {
     type Error = Infallible;
     type Future = futures::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -70,7 +73,8 @@ pub async fn serve(
     let builder = auto::Builder::new(TokioExecutor::new());
     let cors = cors(&gateway.settings.cors_origins);
     // Streams must reach the client line by line: never compress them.
-    let compress_when = DefaultPredicate::new().and(NotForContentType::const_new("application/x-ndjson"));
+    let compress_when =
+        DefaultPredicate::new().and(NotForContentType::const_new("application/x-ndjson"));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer): (_, SocketAddr) = tokio::select! {
@@ -93,7 +97,8 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }

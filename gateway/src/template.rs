@@ -78,9 +78,8 @@ impl Template {
                 }
                 let start = segments.len();
                 for s in pattern.split('/') {
-                    let seg = literal_or_wildcard(s).ok_or_else(|| {
-                        err(&format!("bad segment '{s}' in variable '{path}'"))
-                    })?;
+                    let seg = literal_or_wildcard(s)
+                        .ok_or_else(|| err(&format!("bad segment '{s}' in variable '{path}'")))?;
                     segments.push(seg);
                 }
                 variables.push(Variable {
@@ -327,9 +326,18 @@ mod tests {
             Some(vec![("order_id".into(), "o/1".into())])
         );
         assert_eq!(bind("/v1/orders/{order_id}:cancel", "/v1/orders/o1"), None);
-        assert_eq!(bind("/v1/orders/{order_id}:cancel", "/v1/orders/o1:watch"), None);
-        assert_eq!(bind("/v1/payments:authorize", "/v1/payments:authorize"), Some(vec![]));
-        assert_eq!(bind("/v1/payments:authorize", "/v1/payments/:authorize"), None);
+        assert_eq!(
+            bind("/v1/orders/{order_id}:cancel", "/v1/orders/o1:watch"),
+            None
+        );
+        assert_eq!(
+            bind("/v1/payments:authorize", "/v1/payments:authorize"),
+            Some(vec![])
+        );
+        assert_eq!(
+            bind("/v1/payments:authorize", "/v1/payments/:authorize"),
+            None
+        );
     }
 
     #[test]
@@ -342,7 +350,10 @@ mod tests {
             bind("/v1/{name=shelves/*/books/*}", "/v1/shelves/s1/books/b%202"),
             Some(vec![("name".into(), "shelves/s1/books/b 2".into())])
         );
-        assert_eq!(bind("/v1/{name=shelves/*/books/*}", "/v1/shelves/s1/books"), None);
+        assert_eq!(
+            bind("/v1/{name=shelves/*/books/*}", "/v1/shelves/s1/books"),
+            None
+        );
         assert_eq!(
             bind("/v1/files/{path=**}", "/v1/files/a/b%2Fc/d"),
             Some(vec![("path".into(), "a/b%2Fc/d".into())])

@@ -70,16 +70,21 @@ pub fn build_request(
         BodyRule::None if has_body => {
             return Err(GatewayError::bad_request(
                 "body",
-                format!("{} {} takes no request body", route.http_method, route.template),
+                format!(
+                    "{} {} takes no request body",
+                    route.http_method, route.template
+                ),
             ))
         }
         _ => {}
     }
     let mut bound: Vec<Vec<String>> = Vec::new();
     for (path, value) in bindings {
-        let fields = resolve_path(&input, &path).map_err(|m| GatewayError::bad_request(&path.join("."), m))?;
+        let fields = resolve_path(&input, &path)
+            .map_err(|m| GatewayError::bad_request(&path.join("."), m))?;
         let leaf = fields.last().expect("non-empty path");
-        let v = scalar_from_text(leaf, &value).map_err(|m| GatewayError::bad_request(&path.join("."), m))?;
+        let v = scalar_from_text(leaf, &value)
+            .map_err(|m| GatewayError::bad_request(&path.join("."), m))?;
         set_at(&mut root, &fields, v, false);
         bound.push(fields.iter().map(|f| f.name().to_string()).collect());
     }
@@ -94,8 +99,12 @@ pub fn build_request(
         }
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = form_decode(k).ok_or_else(|| GatewayError::bad_request(k, "bad percent-encoding in query parameter name"))?;
-            let value = form_decode(v).ok_or_else(|| GatewayError::bad_request(&key, "bad percent-encoding in query parameter value"))?;
+            let key = form_decode(k).ok_or_else(|| {
+                GatewayError::bad_request(k, "bad percent-encoding in query parameter name")
+            })?;
+            let value = form_decode(v).ok_or_else(|| {
+                GatewayError::bad_request(&key, "bad percent-encoding in query parameter value")
+            })?;
             let path: Vec<String> = key.split('.').map(str::to_string).collect();
             let fields = resolve_path(&input, &path).map_err(|m| {
                 GatewayError::bad_request(&key, format!("unknown query parameter: {m}"))
@@ -109,22 +118,34 @@ pub fn build_request(
             }
             if let BodyRule::Field(bf) = &route.body {
                 if fields[0].number() == bf.number() {
-                    return Err(GatewayError::bad_request(&key, "is already set by the body"));
+                    return Err(GatewayError::bad_request(
+                        &key,
+                        "is already set by the body",
+                    ));
                 }
             }
             let leaf = fields.last().expect("non-empty path");
-            let v = scalar_from_text(leaf, &value).map_err(|m| GatewayError::bad_request(&key, m))?;
+            let v =
+                scalar_from_text(leaf, &value).map_err(|m| GatewayError::bad_request(&key, m))?;
             set_at(&mut root, &fields, v, leaf.is_list());
         }
     }
     let value = Value::Object(root);
-    DynamicMessage::deserialize_with_options(input.clone(), &value, &deserialize_options())
-        .map_err(|e| localize(&input, &value, "").unwrap_or_else(|| GatewayError::bad_request("body", e.to_string())))
+    DynamicMessage::deserialize_with_options(input.clone(), &value, &deserialize_options()).map_err(
+        |e| {
+            localize(&input, &value, "")
+                .unwrap_or_else(|| GatewayError::bad_request("body", e.to_string()))
+        },
+    )
 }
 
 /// Parses a client-streaming body: a JSON array of request messages, or newline-delimited JSON.
-pub fn build_stream(input: &MessageDescriptor, body: &[u8]) -> Result<Vec<DynamicMessage>, GatewayError> {
-    let text = std::str::from_utf8(body).map_err(|_| GatewayError::bad_request("body", "not UTF-8"))?;
+pub fn build_stream(
+    input: &MessageDescriptor,
+    body: &[u8],
+) -> Result<Vec<DynamicMessage>, GatewayError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| GatewayError::bad_request("body", "not UTF-8"))?;
     let items: Vec<Value> = if text.trim_start().starts_with('[') {
         match parse_json(body)? {
             Value::Array(items) => items,
@@ -140,17 +161,22 @@ pub fn build_stream(input: &MessageDescriptor, body: &[u8]) -> Result<Vec<Dynami
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            DynamicMessage::deserialize_with_options(input.clone(), v, &deserialize_options()).map_err(|e| {
-                let mut err = localize(input, v, "").unwrap_or_else(|| GatewayError::bad_request("body", e.to_string()));
-                err.prefix_field(&format!("[{i}]"));
-                err
-            })
+            DynamicMessage::deserialize_with_options(input.clone(), v, &deserialize_options())
+                .map_err(|e| {
+                    let mut err = localize(input, v, "")
+                        .unwrap_or_else(|| GatewayError::bad_request("body", e.to_string()));
+                    err.prefix_field(&format!("[{i}]"));
+                    err
+                })
         })
         .collect()
 }
 
 /// The JSON answer for a response message (or its `response_body` field).
-pub fn render(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>) -> Result<Vec<u8>, GatewayError> {
+pub fn render(
+    msg: &DynamicMessage,
+    response_body: Option<&FieldDescriptor>,
+) -> Result<Vec<u8>, GatewayError> {
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::new(&mut out);
     match response_body {
@@ -170,7 +196,10 @@ pub fn render(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>) -> 
 }
 
 /// A JSON value of a response message (for wrapping in streams and aggregates).
-pub fn to_value(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>) -> Result<Value, GatewayError> {
+pub fn to_value(
+    msg: &DynamicMessage,
+    response_body: Option<&FieldDescriptor>,
+) -> Result<Value, GatewayError> {
     let whole = msg
         .serialize_with_options(serde_json::value::Serializer, &serialize_options())
         .map_err(|e| GatewayError::internal(format!("response to JSON: {e}")))?;
@@ -182,7 +211,14 @@ pub fn to_value(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>) -
 
 fn parse_json(body: &[u8]) -> Result<Value, GatewayError> {
     serde_json::from_slice(body).map_err(|e| {
-        GatewayError::bad_request("body", format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()))
+        GatewayError::bad_request(
+            "body",
+            format!(
+                "malformed JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
     })
 }
 
@@ -198,7 +234,10 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// The fields along a dotted path, each part matched by proto name or JSON name.
-fn resolve_path(message: &MessageDescriptor, path: &[String]) -> Result<Vec<FieldDescriptor>, String> {
+fn resolve_path(
+    message: &MessageDescriptor,
+    path: &[String],
+) -> Result<Vec<FieldDescriptor>, String> {
     let mut current = message.clone();
     let mut out = Vec::with_capacity(path.len());
     for (i, part) in path.iter().enumerate() {
@@ -237,9 +276,14 @@ fn scalar_from_text(field: &FieldDescriptor, text: &str) -> Result<Value, String
                 Value::String(text.to_string())
             }
         },
-        Kind::Message(m) if m.full_name() == "google.protobuf.BoolValue" => Value::Bool(parse_bool(text)?),
+        Kind::Message(m) if m.full_name() == "google.protobuf.BoolValue" => {
+            Value::Bool(parse_bool(text)?)
+        }
         Kind::Message(m) if !scalar_json_message(&m) => {
-            return Err(format!("a {} cannot be set from the path or query", m.full_name()))
+            return Err(format!(
+                "a {} cannot be set from the path or query",
+                m.full_name()
+            ))
         }
         // Numbers go as strings: the proto3 JSON parser accepts them and checks their range.
         _ => Value::String(text.to_string()),
@@ -268,7 +312,9 @@ fn set_at(root: &mut Map<String, Value>, fields: &[FieldDescriptor], v: Value, a
         }
         obj = entry.as_object_mut().expect("object");
     }
-    let existing = obj.remove(leaf.name()).or_else(|| obj.remove(leaf.json_name()));
+    let existing = obj
+        .remove(leaf.name())
+        .or_else(|| obj.remove(leaf.json_name()));
     let value = if append {
         let mut list = match existing {
             Some(Value::Array(a)) => a,
@@ -287,23 +333,41 @@ fn localize(message: &MessageDescriptor, value: &Value, prefix: &str) -> Option<
     let Value::Object(obj) = value else {
         return Some(GatewayError::bad_request(
             if prefix.is_empty() { "body" } else { prefix },
-            format!("expected an object for {}, got {}", message.full_name(), json_kind(value)),
+            format!(
+                "expected an object for {}, got {}",
+                message.full_name(),
+                json_kind(value)
+            ),
         ));
     };
     for (k, v) in obj {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         let Some(field) = message
             .get_field_by_json_name(k)
             .or_else(|| message.get_field_by_name(k))
         else {
-            return Some(GatewayError::bad_request(&path, format!("unknown field '{k}' in {}", message.full_name())));
+            return Some(GatewayError::bad_request(
+                &path,
+                format!("unknown field '{k}' in {}", message.full_name()),
+            ));
         };
         let mut single = Map::new();
         single.insert(k.clone(), v.clone());
         let single = Value::Object(single);
-        if let Err(e) = DynamicMessage::deserialize_with_options(message.clone(), &single, &deserialize_options()) {
+        if let Err(e) = DynamicMessage::deserialize_with_options(
+            message.clone(),
+            &single,
+            &deserialize_options(),
+        ) {
             if let Kind::Message(m) = field.kind() {
-                if !field.is_map() && !scalar_json_message(&m) && !m.full_name().starts_with("google.protobuf.") {
+                if !field.is_map()
+                    && !scalar_json_message(&m)
+                    && !m.full_name().starts_with("google.protobuf.")
+                {
                     if field.is_list() {
                         if let Value::Array(items) = v {
                             for (i, item) in items.iter().enumerate() {
@@ -317,7 +381,10 @@ fn localize(message: &MessageDescriptor, value: &Value, prefix: &str) -> Option<
                     }
                 }
             }
-            return Some(GatewayError::bad_request(&path, describe(&field, &e.to_string())));
+            return Some(GatewayError::bad_request(
+                &path,
+                describe(&field, &e.to_string()),
+            ));
         }
     }
     None
@@ -329,7 +396,11 @@ fn describe(field: &FieldDescriptor, serde_error: &str) -> String {
         Kind::Enum(e) => format!("enum {}", e.full_name()),
         k => format!("{k:?}").to_lowercase(),
     };
-    let ty = if field.is_list() { format!("list of {ty}") } else { ty };
+    let ty = if field.is_list() {
+        format!("list of {ty}")
+    } else {
+        ty
+    };
     format!("expected {ty}: {serde_error}")
 }
 
@@ -349,12 +420,17 @@ mod tests {
         let pool = DescriptorPool::decode(ordermesh::proto::FILE_DESCRIPTOR_SET).unwrap();
         Router::from_pool(&pool, |s| {
             let pkg = s.parent_file().package_name().to_string();
-            (!pkg.starts_with("ordermesh.events")).then(|| pkg.split('.').nth(1).unwrap_or_default().to_string())
+            (!pkg.starts_with("ordermesh.events"))
+                .then(|| pkg.split('.').nth(1).unwrap_or_default().to_string())
         })
         .unwrap()
     }
 
-    fn build(method: http::Method, path_and_query: &str, body: &str) -> Result<Value, GatewayError> {
+    fn build(
+        method: http::Method,
+        path_and_query: &str,
+        body: &str,
+    ) -> Result<Value, GatewayError> {
         let r = router();
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -379,7 +455,10 @@ mod tests {
         .unwrap();
         assert_eq!(v["customerId"], "c1");
         assert_eq!(v["pageSize"], 5);
-        assert_eq!(v["statuses"], serde_json::json!(["ORDER_STATUS_CONFIRMED", "ORDER_STATUS_REJECTED"]));
+        assert_eq!(
+            v["statuses"],
+            serde_json::json!(["ORDER_STATUS_CONFIRMED", "ORDER_STATUS_REJECTED"])
+        );
     }
 
     #[test]
@@ -392,9 +471,19 @@ mod tests {
         assert_eq!(e.field(), Some("pageSize"));
         let e = build(http::Method::POST, "/v1/orders", r#"{"customerId": 5}"#).unwrap_err();
         assert_eq!(e.field(), Some("customerId"));
-        let e = build(http::Method::POST, "/v1/orders", r#"{"lines": [{"sku": "a", "quantity": "x"}]}"#).unwrap_err();
+        let e = build(
+            http::Method::POST,
+            "/v1/orders",
+            r#"{"lines": [{"sku": "a", "quantity": "x"}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("lines[0].quantity"));
-        let e = build(http::Method::POST, "/v1/orders", r#"{"customer_id": "c", "bogus": 1}"#).unwrap_err();
+        let e = build(
+            http::Method::POST,
+            "/v1/orders",
+            r#"{"customer_id": "c", "bogus": 1}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("bogus"));
         let e = build(http::Method::POST, "/v1/orders", r#"{"customer_id": "#).unwrap_err();
         assert_eq!(e.field(), Some("body"));
@@ -422,8 +511,11 @@ mod tests {
             status: 2,
             ..Default::default()
         };
-        let desc = pool.get_message_by_name("ordermesh.order.v1.Order").unwrap();
-        let dynamic = DynamicMessage::decode(desc, prost::Message::encode_to_vec(&order).as_slice()).unwrap();
+        let desc = pool
+            .get_message_by_name("ordermesh.order.v1.Order")
+            .unwrap();
+        let dynamic =
+            DynamicMessage::decode(desc, prost::Message::encode_to_vec(&order).as_slice()).unwrap();
         assert_eq!(dynamic.descriptor().name(), "Order");
         let v: Value = serde_json::from_slice(&render(&dynamic, None).unwrap()).unwrap();
         assert_eq!(v["orderId"], "o1");

@@ -98,7 +98,10 @@ impl Upstreams {
             .ok_or_else(|| Status::unavailable(format!("no upstream '{name}' is configured")))
     }
 
-    async fn ready(&self, channel: MeshChannel) -> Result<tonic::client::Grpc<MeshChannel>, Status> {
+    async fn ready(
+        &self,
+        channel: MeshChannel,
+    ) -> Result<tonic::client::Grpc<MeshChannel>, Status> {
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready()
             .await
@@ -154,11 +157,8 @@ impl Upstreams {
     ) -> Result<(MetadataMap, DynamicMessage), Status> {
         let mut grpc = self.ready(self.streaming(&route.upstream)?).await?;
         let codec = DynamicCodec::new(route.method.output());
-        let req = tonic::Request::from_parts(
-            metadata,
-            Default::default(),
-            tokio_stream::iter(msgs),
-        );
+        let req =
+            tonic::Request::from_parts(metadata, Default::default(), tokio_stream::iter(msgs));
         let call = grpc.client_streaming(req, route.grpc_path.clone(), codec);
         let resp = match deadline {
             Some(d) => ordermesh::deadline::scope(d, call).await?,
@@ -181,7 +181,10 @@ impl Upstreams {
             .oneshot(req)
             .await
             .map_err(|e| Status::unavailable(format!("{upstream}: {e}")))?;
-        Ok(resp.map(|b| b.map_err(|e| -> crate::body::BoxError { Box::new(e) }).boxed_unsync()))
+        Ok(resp.map(|b| {
+            b.map_err(|e| -> crate::body::BoxError { Box::new(e) })
+                .boxed_unsync()
+        }))
     }
 }
 

@@ -33,10 +33,18 @@ fn token(sub: &str, exp_in: i64) -> String {
 fn secured() -> Settings {
     Settings {
         auth: Some(
-            Authenticator::new(Some(SECRET), None, Some("https://id.example".into()), Some("ordermesh".into()))
-                .unwrap(),
+            Authenticator::new(
+                Some(SECRET),
+                None,
+                Some("https://id.example".into()),
+                Some("ordermesh".into()),
+            )
+            .unwrap(),
         ),
-        public_routes: vec!["GET /v1/files/{path=**}".into(), "ordermesh.echo.v1.EchoService/Sum".into()],
+        public_routes: vec![
+            "GET /v1/files/{path=**}".into(),
+            "ordermesh.echo.v1.EchoService/Sum".into(),
+        ],
         ..Settings::default()
     }
 }
@@ -47,78 +55,165 @@ async fn bearer_tokens_are_checked_and_the_subject_reaches_the_service() {
     let c = client();
     let r = c.get(gw.url("/v1/echo/x")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"ordermesh\"");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"ordermesh\""
+    );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "UNAUTHENTICATED");
-    let r = c.get(gw.url("/v1/echo/x")).bearer_auth(token("cust_1", -600)).send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/echo/x"))
+        .bearer_auth(token("cust_1", -600))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
     assert_eq!(echo.calls(), 0);
-    let r = c.get(gw.url("/v1/echo/x")).bearer_auth(token("cust_1", 600)).send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/echo/x"))
+        .bearer_auth(token("cust_1", 600))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert!(v["metadataSeen"].as_array().unwrap().contains(&json!("x-ordermesh-subject=cust_1")), "{v}");
     assert!(
-        !v["metadataSeen"].as_array().unwrap().iter().any(|m| m.as_str().unwrap().starts_with("authorization")),
+        v["metadataSeen"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("x-ordermesh-subject=cust_1")),
+        "{v}"
+    );
+    assert!(
+        !v["metadataSeen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("authorization")),
         "the token itself is not passed on"
     );
     // Public routes need no token (an HTTP rule or a gRPC method name).
     let r = c.get(gw.url("/v1/files/readme")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.post(gw.url("/v1/echo:sum")).json(&json!([{"value": 1}])).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/echo:sum"))
+        .json(&json!([{"value": 1}]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Native gRPC through the gateway is checked the same way.
-    let mut g = common::pb::echo_service_client::EchoServiceClient::connect(gw.url("")).await.unwrap();
-    let err = g.echo(common::pb::EchoMessage::default()).await.unwrap_err();
+    let mut g = common::pb::echo_service_client::EchoServiceClient::connect(gw.url(""))
+        .await
+        .unwrap();
+    let err = g
+        .echo(common::pb::EchoMessage::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut req = tonic::Request::new(common::pb::EchoMessage::default());
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {}", token("cust_2", 60)).parse().unwrap());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("cust_2", 60)).parse().unwrap(),
+    );
     assert!(g.echo(req).await.is_ok());
     // OpenAPI says which operations need the token.
-    let doc: Value = c.get(gw.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(doc["paths"]["/v1/echo/{inner.id}"]["get"]["security"], json!([{"bearerAuth": []}]));
-    assert!(doc["paths"]["/v1/files/{path}"]["get"].get("security").is_none());
+    let doc: Value = c
+        .get(gw.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["paths"]["/v1/echo/{inner.id}"]["get"]["security"],
+        json!([{"bearerAuth": []}])
+    );
+    assert!(doc["paths"]["/v1/files/{path}"]["get"]
+        .get("security")
+        .is_none());
 }
 
 #[tokio::test]
 async fn rate_limits_are_per_client_with_retry_after() {
     let (_echo, gw) = echo_gateway(Settings {
-        rate_limit: Some(Limit { per_second: 1.0, burst: 3 }),
+        rate_limit: Some(Limit {
+            per_second: 1.0,
+            burst: 3,
+        }),
         ..secured()
     })
     .await;
     let c = client();
     let alice = token("alice", 600);
     for i in 0..3 {
-        let r = c.get(gw.url("/v1/echo/x")).bearer_auth(&alice).send().await.unwrap();
+        let r = c
+            .get(gw.url("/v1/echo/x"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "request {i}");
         assert_eq!(r.headers()["ratelimit-limit"], "3");
-        assert_eq!(r.headers()["ratelimit-remaining"], (2 - i).to_string().as_str());
+        assert_eq!(
+            r.headers()["ratelimit-remaining"],
+            (2 - i).to_string().as_str()
+        );
     }
-    let r = c.get(gw.url("/v1/echo/x")).bearer_auth(&alice).send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/echo/x"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     assert_eq!(r.headers()["ratelimit-remaining"], "0");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "RESOURCE_EXHAUSTED");
     // Bob has a bucket of his own; anonymous callers are keyed by address.
-    let r = c.get(gw.url("/v1/echo/x")).bearer_auth(token("bob", 600)).send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/echo/x"))
+        .bearer_auth(token("bob", 600))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = c.get(gw.url("/v1/files/a")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(gw.gateway.metrics.render().contains("gateway_rate_limited_total 1"));
+    assert!(gw
+        .gateway
+        .metrics
+        .render()
+        .contains("gateway_rate_limited_total 1"));
     // A second later Alice has one token again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = c.get(gw.url("/v1/echo/x")).bearer_auth(&alice).send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/echo/x"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
 async fn declared_gets_are_cached_per_client_and_no_cache_bypasses() {
     let mut settings = Settings::default();
-    settings.cache.insert("ordermesh.echo.v1.EchoService/Echo".into(), Duration::from_secs(30));
+    settings.cache.insert(
+        "ordermesh.echo.v1.EchoService/Echo".into(),
+        Duration::from_secs(30),
+    );
     let (echo, gw) = echo_gateway(settings).await;
     let c = client();
     let first = c.get(gw.url("/v1/echo/cached")).send().await.unwrap();
@@ -132,14 +227,30 @@ async fn declared_gets_are_cached_per_client_and_no_cache_bypasses() {
     assert_eq!(first, second);
     assert_eq!(echo.calls(), 1);
     // Another query is another entry; no-cache goes to the service.
-    c.get(gw.url("/v1/echo/cached?name=other")).send().await.unwrap();
+    c.get(gw.url("/v1/echo/cached?name=other"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(echo.calls(), 2);
-    let r = c.get(gw.url("/v1/echo/cached")).header("cache-control", "no-cache").send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/echo/cached"))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-cache"], "miss");
     assert_eq!(echo.calls(), 3);
     // POSTs are never cached.
-    c.post(gw.url("/v1/echo")).json(&json!({})).send().await.unwrap();
-    c.post(gw.url("/v1/echo")).json(&json!({})).send().await.unwrap();
+    c.post(gw.url("/v1/echo"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    c.post(gw.url("/v1/echo"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(echo.calls(), 5);
 }
 
@@ -160,7 +271,10 @@ async fn cors_preflight_and_compression() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
     let r = c
         .get(gw.url("/v1/echo/x"))
         .header("origin", "https://evil.example")
@@ -186,20 +300,38 @@ async fn cors_preflight_and_compression() {
 async fn health_readiness_and_metrics() {
     let (_echo, gw) = echo_gateway(Settings::default()).await;
     let c = client();
-    assert_eq!(c.get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(gw.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
     // The echo server has no health service: not ready, and the reason is named.
     let r = c.get(gw.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["ready"], false);
-    assert!(v["upstreams"]["echo"].as_str().unwrap().contains("Unimplemented"), "{v}");
+    assert!(
+        v["upstreams"]["echo"]
+            .as_str()
+            .unwrap()
+            .contains("Unimplemented"),
+        "{v}"
+    );
     c.get(gw.url("/v1/echo/m")).send().await.unwrap();
     c.get(gw.url("/v1/nope")).send().await.unwrap();
-    let text = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         text.contains("gateway_http_requests_total{method=\"GET\",route=\"GET /v1/echo/{inner.id}\",status=\"200\"} 1"),
         "{text}"
     );
-    assert!(text.contains("gateway_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"));
+    assert!(text.contains(
+        "gateway_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"
+    ));
     assert!(text.contains("gateway_http_request_duration_seconds_count{method=\"GET\",route=\"GET /v1/echo/{inner.id}\"} 1"));
 }

@@ -53,7 +53,8 @@ fn json_values() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)),
         "[a-zA-Z0-9 _:.-]{0,16}".prop_map(serde_json::Value::from),
         Just(serde_json::Value::from("COLOR_RED")),
         Just(serde_json::Value::from("2026-01-01T00:00:00Z")),

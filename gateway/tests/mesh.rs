@@ -48,7 +48,13 @@ fn config(dir: &Path, svc: &'static str, db: &str) -> ServiceConfig {
 async fn mesh() -> Mesh {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
-    ensure_dev_certs(dir, TD, NS, &["order", "payment", "inventory", "shipping", "gateway"]).unwrap();
+    ensure_dev_certs(
+        dir,
+        TD,
+        NS,
+        &["order", "payment", "inventory", "shipping", "gateway"],
+    )
+    .unwrap();
     let mut servers = HashMap::new();
     let mut dbs = Vec::new();
     for svc in ["inventory", "payment", "shipping"] {
@@ -138,7 +144,11 @@ async fn place(m: &Mesh, customer: &str, key: &str) -> Value {
 }
 
 async fn get(m: &Mesh, path: &str) -> (u16, Value) {
-    let r = common::client().get(m.gateway.url(path)).send().await.unwrap();
+    let r = common::client()
+        .get(m.gateway.url(path))
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -165,22 +175,49 @@ async fn an_order_placed_over_rest_is_confirmed_listed_and_watched() {
     .await;
     assert!(confirmed);
     let (_, v) = get(&m, &format!("/v1/orders/{id}")).await;
-    let steps: Vec<&str> = v["order"]["sagaSteps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = v["order"]["sagaSteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(steps.first(), Some(&"reserve_stock"));
-    assert!(v["order"]["sagaSteps"].as_array().unwrap().iter().all(|s| s["status"] == "SUCCEEDED"), "{v}");
+    assert!(
+        v["order"]["sagaSteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "SUCCEEDED"),
+        "{v}"
+    );
     // The same key again returns the first order.
-    assert_eq!(place(&m, "cust-rest", "rest/1").await["orderId"], id.as_str());
+    assert_eq!(
+        place(&m, "cust-rest", "rest/1").await["orderId"],
+        id.as_str()
+    );
     // Filters from the query string, enums by name.
-    let (s, v) = get(&m, "/v1/orders?customerId=cust-rest&statuses=ORDER_STATUS_CONFIRMED&pageSize=5").await;
+    let (s, v) = get(
+        &m,
+        "/v1/orders?customerId=cust-rest&statuses=ORDER_STATUS_CONFIRMED&pageSize=5",
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(v["orders"].as_array().unwrap().len(), 1);
-    let (_, v) = get(&m, "/v1/orders?customerId=cust-rest&statuses=ORDER_STATUS_REJECTED").await;
+    let (_, v) = get(
+        &m,
+        "/v1/orders?customerId=cust-rest&statuses=ORDER_STATUS_REJECTED",
+    )
+    .await;
     assert_eq!(v["orders"], json!([]));
     // Stock moved: 20 - 2.
     let (_, item) = get(&m, "/v1/inventory/items/TEA-1").await;
     assert_eq!(item["item"]["onHand"], "18", "{item}");
     // WatchOrder as NDJSON: the current state first.
-    let r = common::client().get(m.gateway.url(&format!("/v1/orders/{id}:watch"))).send().await.unwrap();
+    let r = common::client()
+        .get(m.gateway.url(&format!("/v1/orders/{id}:watch")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let mut body = r.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
@@ -194,7 +231,14 @@ async fn service_errors_and_policy_refusals_keep_their_meaning() {
     let m = mesh().await;
     let (s, v) = get(&m, "/v1/orders/ord_00000000000000000000000000").await;
     assert!(s == 404 || s == 400, "{s} {v}");
-    assert_eq!(v["status"], if s == 404 { "NOT_FOUND" } else { "INVALID_ARGUMENT" });
+    assert_eq!(
+        v["status"],
+        if s == 404 {
+            "NOT_FOUND"
+        } else {
+            "INVALID_ARGUMENT"
+        }
+    );
     let r = common::client()
         .post(m.gateway.url("/v1/orders"))
         .json(&json!({
@@ -209,7 +253,10 @@ async fn service_errors_and_policy_refusals_keep_their_meaning() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["details"][0]["fieldViolations"][0]["field"], "lines[0].quantity", "{v}");
+    assert_eq!(
+        v["details"][0]["fieldViolations"][0]["field"], "lines[0].quantity",
+        "{v}"
+    );
     // Capture is the saga's: the gateway identity is refused by the service's policy.
     let r = common::client()
         .post(m.gateway.url("/v1/payments/pay_x:capture"))
@@ -226,35 +273,66 @@ async fn service_errors_and_policy_refusals_keep_their_meaning() {
 async fn the_overview_composes_orders_and_shipments_and_degrades_to_partial() {
     let mut m = mesh().await;
     create_item(&m).await;
-    let a = place(&m, "cust-ov", "ov/1").await["orderId"].as_str().unwrap().to_string();
-    let b = place(&m, "cust-ov", "ov/2").await["orderId"].as_str().unwrap().to_string();
+    let a = place(&m, "cust-ov", "ov/1").await["orderId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = place(&m, "cust-ov", "ov/2").await["orderId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let both = eventually(Duration::from_secs(20), || async {
         let (_, v) = get(&m, "/v1/customers/cust-ov/overview").await;
         v["orders"].as_array().is_some_and(|o| {
-            o.len() == 2 && o.iter().all(|e| e["shipments"].as_array().is_some_and(|s| s.len() == 1))
+            o.len() == 2
+                && o.iter()
+                    .all(|e| e["shipments"].as_array().is_some_and(|s| s.len() == 1))
         })
     })
     .await;
-    assert!(both, "{}", get(&m, "/v1/customers/cust-ov/overview").await.1);
+    assert!(
+        both,
+        "{}",
+        get(&m, "/v1/customers/cust-ov/overview").await.1
+    );
     let (s, v) = get(&m, "/v1/customers/cust-ov/overview").await;
     assert_eq!(s, 200);
     assert_eq!(v["partial"], false);
     assert_eq!(v["missing"], json!([]));
-    let ids: Vec<&str> = v["orders"].as_array().unwrap().iter().map(|o| o["order"]["orderId"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order"]["orderId"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&a.as_str()) && ids.contains(&b.as_str()));
     for o in v["orders"].as_array().unwrap() {
         assert_eq!(o["shipments"][0]["orderId"], o["order"]["orderId"]);
     }
     // Shipping goes away: still 200, orders present, shipments marked missing.
-    m.servers.get_mut("shipping").unwrap().shut_down().await.unwrap();
+    m.servers
+        .get_mut("shipping")
+        .unwrap()
+        .shut_down()
+        .await
+        .unwrap();
     let (s, v) = get(&m, "/v1/customers/cust-ov/overview").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["partial"], true);
     assert_eq!(v["orders"].as_array().unwrap().len(), 2);
-    assert!(v["orders"].as_array().unwrap().iter().all(|o| o["shipments"].is_null()));
+    assert!(v["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["shipments"].is_null()));
     let missing = v["missing"].as_array().unwrap();
     assert_eq!(missing.len(), 2);
-    assert!(missing.iter().all(|x| x["part"] == "shipments" && x["status"] == "UNAVAILABLE"), "{v}");
+    assert!(
+        missing
+            .iter()
+            .all(|x| x["part"] == "shipments" && x["status"] == "UNAVAILABLE"),
+        "{v}"
+    );
     // Bad input is refused before any call.
     let (s, v) = get(&m, "/v1/customers/cust-ov/overview?page_size=500").await;
     assert_eq!(s, 400);

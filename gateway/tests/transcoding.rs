@@ -34,7 +34,11 @@ async fn nested_path_field_and_query_parameters() {
     assert_eq!(v["flag"], true);
     assert_eq!(v["ratio"], 0.25);
     assert_eq!(v["at"], "2026-01-02T03:04:05Z");
-    assert!(["1.5s", "1.500s"].contains(&v["wait"].as_str().unwrap()), "{}", v["wait"]);
+    assert!(
+        ["1.5s", "1.500s"].contains(&v["wait"].as_str().unwrap()),
+        "{}",
+        v["wait"]
+    );
     assert_eq!(v["mask"], "inner.id,name");
     assert_eq!(v["maybe"], 7);
     assert_eq!(v["label"], "hello");
@@ -98,7 +102,12 @@ async fn body_star_with_well_known_types_and_proto_names() {
         "labels": {"a": "1"},
         "numbers": [1, -2, 3],
     });
-    let r = client().post(gw.url("/v1/echo")).json(&sent).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/echo"))
+        .json(&sent)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["inner"]["big"], "-9223372036854775808");
@@ -108,7 +117,10 @@ async fn body_star_with_well_known_types_and_proto_names() {
     assert_eq!(v["mask"], "a.b,c");
     assert!(v.get("maybe").is_none_or(Value::is_null), "{v}");
     assert_eq!(v["label"], "");
-    assert_eq!(v["extra"], json!({"k": [1.0, "two", {"three": true}], "n": null}));
+    assert_eq!(
+        v["extra"],
+        json!({"k": [1.0, "two", {"three": true}], "n": null})
+    );
     assert_eq!(v["anyValue"], json!([1.0, 2.0]));
     assert_eq!(v["nothing"], json!({}));
     assert_eq!(v["labels"], json!({"a": "1"}));
@@ -127,7 +139,10 @@ async fn body_field_and_response_body() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["name"], "the-name");
-    assert_eq!(v["inner"], json!({"id": "inner-id", "big": "0", "tags": ["x"]}));
+    assert_eq!(
+        v["inner"],
+        json!({"id": "inner-id", "big": "0", "tags": ["x"]})
+    );
     assert_eq!(v["color"], "COLOR_RED");
     // response_body: only the inner message comes back.
     let r = client()
@@ -150,19 +165,62 @@ async fn bad_requests_name_the_problem_and_never_reach_the_service() {
     .await;
     let c = client();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (c.post(gw.url("/v1/echo")).header("content-type", "application/json").body("{\"name\": "), 400, "body"),
-        (c.post(gw.url("/v1/echo")).json(&json!({"nmae": "typo"})), 400, "nmae"),
-        (c.post(gw.url("/v1/echo")).json(&json!({"count": "twelve"})), 400, "count"),
-        (c.post(gw.url("/v1/echo")).json(&json!({"inner": {"big": true}})), 400, "inner.big"),
-        (c.post(gw.url("/v1/echo")).json(&json!({"color": "COLOR_PURPLE"})), 400, "color"),
+        (
+            c.post(gw.url("/v1/echo"))
+                .header("content-type", "application/json")
+                .body("{\"name\": "),
+            400,
+            "body",
+        ),
+        (
+            c.post(gw.url("/v1/echo")).json(&json!({"nmae": "typo"})),
+            400,
+            "nmae",
+        ),
+        (
+            c.post(gw.url("/v1/echo")).json(&json!({"count": "twelve"})),
+            400,
+            "count",
+        ),
+        (
+            c.post(gw.url("/v1/echo"))
+                .json(&json!({"inner": {"big": true}})),
+            400,
+            "inner.big",
+        ),
+        (
+            c.post(gw.url("/v1/echo"))
+                .json(&json!({"color": "COLOR_PURPLE"})),
+            400,
+            "color",
+        ),
         (c.post(gw.url("/v1/echo")).json(&json!([1, 2])), 400, "body"),
-        (c.get(gw.url("/v1/echo/x?colors=COLOR_PURPLE")), 400, "colors"),
+        (
+            c.get(gw.url("/v1/echo/x?colors=COLOR_PURPLE")),
+            400,
+            "colors",
+        ),
         (c.get(gw.url("/v1/echo/x?nosuch=1")), 400, "nosuch"),
         (c.get(gw.url("/v1/echo/x?flag=maybe")), 400, "flag"),
         (c.get(gw.url("/v1/echo/x?inner.id=y")), 400, "inner.id"),
-        (c.post(gw.url("/v1/echo?name=q")).json(&json!({})), 400, "name"),
-        (c.post(gw.url("/v1/echo")).json(&json!({"name": "x".repeat(2000)})), 413, ""),
-        (c.post(gw.url("/v1/echo")).header("content-type", "text/plain").body("hi"), 415, ""),
+        (
+            c.post(gw.url("/v1/echo?name=q")).json(&json!({})),
+            400,
+            "name",
+        ),
+        (
+            c.post(gw.url("/v1/echo"))
+                .json(&json!({"name": "x".repeat(2000)})),
+            413,
+            "",
+        ),
+        (
+            c.post(gw.url("/v1/echo"))
+                .header("content-type", "text/plain")
+                .body("hi"),
+            415,
+            "",
+        ),
         (c.get(gw.url("/v1/nothing/here")), 404, ""),
         (c.delete(gw.url("/v1/echo/x")), 405, ""),
     ];
@@ -172,7 +230,10 @@ async fn bad_requests_name_the_problem_and_never_reach_the_service() {
         let allow = r.headers().get("allow").cloned();
         let v: Value = r.json().await.unwrap();
         assert_eq!(status, want, "{v}");
-        assert!(v["code"].is_i64() && v["status"].is_string() && v["message"].is_string(), "{v}");
+        assert!(
+            v["code"].is_i64() && v["status"].is_string() && v["message"].is_string(),
+            "{v}"
+        );
         if !field.is_empty() {
             assert_eq!(v["status"], "INVALID_ARGUMENT");
             assert_eq!(v["details"][0]["fieldViolations"][0]["field"], field, "{v}");
@@ -214,8 +275,14 @@ async fn grpc_status_becomes_http_status_with_json_body() {
         assert_eq!(v["status"], name);
         assert_eq!(v["message"], format!("failed with {name}"));
         if code == 3 {
-            assert_eq!(v["details"][0]["@type"], "type.googleapis.com/google.rpc.BadRequest");
-            assert_eq!(v["details"][0]["fieldViolations"][0]["field"], "lines[0].sku");
+            assert_eq!(
+                v["details"][0]["@type"],
+                "type.googleapis.com/google.rpc.BadRequest"
+            );
+            assert_eq!(
+                v["details"][0]["fieldViolations"][0]["field"],
+                "lines[0].sku"
+            );
         } else {
             assert_eq!(v["details"], json!([]));
         }
@@ -228,7 +295,10 @@ async fn headers_become_metadata_and_metadata_comes_back() {
     let r = client()
         .get(gw.url("/v1/echo/h"))
         .header("x-request-id", "req-1")
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .header("grpc-metadata-tenant", "acme")
         .header("x-not-forwarded", "secret")
         .header("grpc-metadata-x-ordermesh-subject", "spoofed")
@@ -239,15 +309,35 @@ async fn headers_become_metadata_and_metadata_comes_back() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["grpc-metadata-x-echo"], "yes");
     let v: Value = r.json().await.unwrap();
-    let seen: Vec<&str> = v["metadataSeen"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let seen: Vec<&str> = v["metadataSeen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert!(seen.contains(&"x-request-id=req-1"), "{seen:?}");
-    assert!(seen.contains(&"traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), "{seen:?}");
+    assert!(
+        seen.contains(&"traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        "{seen:?}"
+    );
     assert!(seen.contains(&"tenant=acme"), "{seen:?}");
     assert!(seen.contains(&"x-forwarded-for=127.0.0.1"), "{seen:?}");
-    assert!(!seen.iter().any(|s| s.starts_with("x-not-forwarded") || s.starts_with("x-ordermesh-subject")), "{seen:?}");
-    let timeout = seen.iter().find_map(|s| s.strip_prefix("grpc-timeout=")).expect("grpc-timeout sent");
-    let t = ordermesh::deadline::parse_grpc_timeout(&http::HeaderValue::from_str(timeout).unwrap()).unwrap();
-    assert!(t <= Duration::from_secs(3) && t > Duration::from_secs(2), "{t:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.starts_with("x-not-forwarded") || s.starts_with("x-ordermesh-subject")),
+        "{seen:?}"
+    );
+    let timeout = seen
+        .iter()
+        .find_map(|s| s.strip_prefix("grpc-timeout="))
+        .expect("grpc-timeout sent");
+    let t = ordermesh::deadline::parse_grpc_timeout(&http::HeaderValue::from_str(timeout).unwrap())
+        .unwrap();
+    assert!(
+        t <= Duration::from_secs(3) && t > Duration::from_secs(2),
+        "{t:?}"
+    );
 }
 
 #[tokio::test]
@@ -261,7 +351,11 @@ async fn a_short_grpc_timeout_header_ends_in_504() {
         .await
         .unwrap();
     assert_eq!(r.status(), 504);
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "DEADLINE_EXCEEDED");
     // The route default applies without the header.
@@ -270,18 +364,29 @@ async fn a_short_grpc_timeout_header_ends_in_504() {
         ..Settings::default()
     })
     .await;
-    let r = client().get(gw.url("/v1/echo:sleep?millis=2000")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/echo:sleep?millis=2000"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 504);
 }
 
 #[tokio::test]
 async fn server_stream_as_ndjson() {
     let (_echo, gw) = echo_gateway(Settings::default()).await;
-    let r = client().get(gw.url("/v1/echo:count?to=5")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/echo:count?to=5"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let text = r.text().await.unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 5, "{text}");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["result"]["n"], i as i64 + 1);
@@ -309,28 +414,43 @@ async fn server_stream_as_server_sent_events() {
         .filter(|e| !e.trim().is_empty())
         .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data line")).unwrap())
         .collect();
-    assert_eq!(events, vec![json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]);
+    assert_eq!(
+        events,
+        vec![json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]
+    );
 }
 
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_the_upstream_stream() {
     use futures::StreamExt;
     let (echo, gw) = echo_gateway(Settings::default()).await;
-    let r = client().get(gw.url("/v1/echo:count?to=100000&interval_ms=20")).send().await.unwrap();
+    let r = client()
+        .get(gw.url("/v1/echo:count?to=100000&interval_ms=20"))
+        .send()
+        .await
+        .unwrap();
     let mut body = r.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("\"n\":1"));
-    assert_eq!(echo.streams_open.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        echo.streams_open.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     assert_eq!(gw.gateway.metrics.open_streams(), 1);
     drop(body);
     let cancelled = ordermesh::testing::eventually(Duration::from_secs(5), || async {
-        echo.streams_cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1
+        echo.streams_cancelled
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
             && echo.streams_open.load(std::sync::atomic::Ordering::SeqCst) == 0
     })
     .await;
     assert!(cancelled, "the upstream stream was not cancelled");
     assert!(
-        ordermesh::testing::eventually(Duration::from_secs(2), || async { gw.gateway.metrics.open_streams() == 0 }).await
+        ordermesh::testing::eventually(Duration::from_secs(2), || async {
+            gw.gateway.metrics.open_streams() == 0
+        })
+        .await
     );
 }
 
@@ -369,7 +489,9 @@ async fn client_stream_from_a_json_array_or_ndjson() {
 #[tokio::test]
 async fn native_grpc_passes_through_the_gateway() {
     let (echo, gw) = echo_gateway(Settings::default()).await;
-    let mut c = common::pb::echo_service_client::EchoServiceClient::connect(gw.url("")).await.unwrap();
+    let mut c = common::pb::echo_service_client::EchoServiceClient::connect(gw.url(""))
+        .await
+        .unwrap();
     let r = c
         .echo(common::pb::EchoMessage {
             name: "grpc".into(),
@@ -380,7 +502,10 @@ async fn native_grpc_passes_through_the_gateway() {
     assert_eq!(r.metadata().get("x-echo").unwrap(), "yes");
     assert_eq!(r.into_inner().name, "grpc");
     let mut s = c
-        .count(common::pb::CountRequest { to: 3, interval_ms: 0 })
+        .count(common::pb::CountRequest {
+            to: 3,
+            interval_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -390,7 +515,11 @@ async fn native_grpc_passes_through_the_gateway() {
     }
     assert_eq!(got, vec![1, 2, 3]);
     let err = c
-        .fail(common::pb::FailRequest { code: 5, message: "gone".into(), field: String::new() })
+        .fail(common::pb::FailRequest {
+            code: 5,
+            message: "gone".into(),
+            field: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -413,17 +542,38 @@ async fn openapi_describes_what_is_served() {
         ("/v1/echo/{inner.id}:touch", "patch"),
         ("/v1/echo:count", "get"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
     }
     let op = &paths["/v1/echo/{inner.id}"]["get"];
-    let params: Vec<&str> = op["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert!(params.contains(&"inner.id") && params.contains(&"inner.tags") && params.contains(&"colors"));
-    assert!(!params.contains(&"extra"), "a Struct cannot come from the query");
+    let params: Vec<&str> = op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        params.contains(&"inner.id")
+            && params.contains(&"inner.tags")
+            && params.contains(&"colors")
+    );
+    assert!(
+        !params.contains(&"extra"),
+        "a Struct cannot come from the query"
+    );
     let echo = &doc["components"]["schemas"]["ordermesh.echo.v1.EchoMessage"]["properties"];
     assert_eq!(echo["count"]["type"], "string");
     assert_eq!(echo["at"]["format"], "date-time");
     assert_eq!(echo["colors"]["items"]["enum"][1], "COLOR_RED");
-    assert!(paths["/v1/echo:count"]["get"]["responses"]["200"]["content"]["application/x-ndjson"].is_object());
+    assert!(
+        paths["/v1/echo:count"]["get"]["responses"]["200"]["content"]["application/x-ndjson"]
+            .is_object()
+    );
     // Every shipped contract route is there too.
-    assert!(paths.get("/v1/orders/{order_id}:cancel").is_none(), "no order upstream in this gateway");
+    assert!(
+        paths.get("/v1/orders/{order_id}:cancel").is_none(),
+        "no order upstream in this gateway"
+    );
 }

@@ -42,7 +42,14 @@ impl Echo {
 
 /// Metadata a test may care about: everything but transport headers, `key=value`, sorted.
 fn seen<T>(req: &Request<T>) -> Vec<String> {
-    let skip = ["content-type", "te", "user-agent", "grpc-accept-encoding", "grpc-encoding", "accept-encoding"];
+    let skip = [
+        "content-type",
+        "te",
+        "user-agent",
+        "grpc-accept-encoding",
+        "grpc-encoding",
+        "accept-encoding",
+    ];
     let mut out: Vec<String> = req
         .metadata()
         .clone()
@@ -108,14 +115,20 @@ impl EchoService for Echo {
 
     type CountStream = Pin<Box<dyn Stream<Item = Result<CountResponse, Status>> + Send>>;
 
-    async fn count(&self, req: Request<CountRequest>) -> Result<Response<Self::CountStream>, Status> {
+    async fn count(
+        &self,
+        req: Request<CountRequest>,
+    ) -> Result<Response<Self::CountStream>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let r = req.into_inner();
         if r.to < 0 {
             return Err(Status::invalid_argument("to: must not be negative"));
         }
         self.streams_open.fetch_add(1, Ordering::SeqCst);
-        let guard = CountGuard { echo: self.clone(), finished: false };
+        let guard = CountGuard {
+            echo: self.clone(),
+            finished: false,
+        };
         let interval = Duration::from_millis(r.interval_ms.max(0) as u64);
         let to = r.to;
         let s = futures::stream::unfold((1, guard), move |(n, guard)| async move {
@@ -131,7 +144,10 @@ impl EchoService for Echo {
         Ok(Response::new(Box::pin(s)))
     }
 
-    async fn sum(&self, req: Request<Streaming<SumRequest>>) -> Result<Response<SumResponse>, Status> {
+    async fn sum(
+        &self,
+        req: Request<Streaming<SumRequest>>,
+    ) -> Result<Response<SumResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let mut s = req.into_inner();
         let mut out = SumResponse::default();
