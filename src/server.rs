@@ -1,6 +1,7 @@
 //! The one way to serve a service: gRPC health (NOT_SERVING while the database is unreachable
 //! or the server drains), reflection v1 and v1alpha, request logs, and a graceful drain on
-//! shutdown that is bounded by the configured grace period.
+//! shutdown that is bounded by the configured grace period. Optionally the same health service
+//! on a second, plaintext port for probes that cannot do mTLS (the kubelet's gRPC probes).
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,6 +16,11 @@ use crate::authz::AuthorizeLayer;
 use crate::config::{ServiceConfig, Transport};
 use crate::shutdown::Drain;
 
+/// The health service name that stays SERVING for as long as the process serves, whatever the
+/// database does: a liveness probe asks for it, so an unreachable database makes pods unready
+/// (`""`) but does not get them restarted.
+pub const LIVENESS: &str = "liveness";
+
 /// A service's routes plus what every ordermesh server adds around them.
 pub struct MeshServer {
     service: &'static str,
@@ -26,6 +32,8 @@ pub struct MeshServer {
     drain: Drain,
     health_interval: Duration,
     shed: crate::shed::LoadShedLayer,
+    health_addr: Option<std::net::SocketAddr>,
+    health_listener: Option<TcpListener>,
 }
 
 impl MeshServer {
@@ -41,7 +49,16 @@ impl MeshServer {
             drain: Drain::new(),
             health_interval: Duration::from_secs(1),
             shed: crate::shed::LoadShedLayer::new(config.max_in_flight),
+            health_addr: config.health_listen,
+            health_listener: None,
         }
+    }
+
+    /// Serves the plaintext health-only port on this listener (instead of binding the
+    /// configured `HEALTH_LISTEN_ADDR`).
+    pub fn health_listener(mut self, listener: TcpListener) -> Self {
+        self.health_listener = Some(listener);
+        self
     }
 
     /// Health follows this database: NOT_SERVING while a ping fails.
@@ -79,6 +96,9 @@ impl MeshServer {
         for n in &names {
             reporter.set_service_status(*n, initial).await;
         }
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
         if let Some(db) = self.db.clone() {
             let reporter = reporter.clone();
             let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -125,6 +145,26 @@ impl MeshServer {
                 b = b.with_service_name(*name);
             }
             b
+        };
+        let health_only = match (self.health_listener, self.health_addr) {
+            (Some(l), _) => Some(l),
+            (None, Some(addr)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("HEALTH_LISTEN_ADDR: cannot bind {addr}: {e}"))?,
+            ),
+            (None, None) => None,
+        };
+        // Only grpc.health.v1, without TLS: it tells whether the process serves, nothing more.
+        let health_task = match health_only {
+            Some(l) => {
+                tracing::info!(addr = %l.local_addr()?, "serving plaintext grpc.health.v1 for probes");
+                let server = tonic::transport::Server::builder()
+                    .add_service(health.clone())
+                    .serve_with_incoming(TcpListenerStream::new(l));
+                Some(tokio::spawn(server))
+            }
+            None => None,
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -205,6 +245,9 @@ impl MeshServer {
         }
         if let Some(w) = watcher {
             w.abort();
+        }
+        if let Some(t) = health_task {
+            t.abort();
         }
         Ok(())
     }

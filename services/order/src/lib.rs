@@ -135,6 +135,9 @@ impl App {
 /// The saga's participants as the environment names them:
 /// - `MESH_DNS=<host:port>` (and optionally `MESH_ZONE`, default `mesh.local.`): each
 ///   participant is found through SRV `_grpc._tcp.<service>.<zone>`, as `make run` serves;
+///   `MESH_DNS=system` asks the resolvers of `/etc/resolv.conf` instead (a pod's cluster DNS,
+///   whose address differs between clusters), e.g. with `MESH_ZONE=<namespace>.svc.cluster.local.`
+///   and a headless Service per participant with a port named `grpc`;
 /// - or `INVENTORY_URL`, `PAYMENT_URL` and `SHIPPING_URL` (`http://host:port`) all three.
 ///
 /// Calls go over mTLS with this service's identity unless the service runs in plaintext. Each
@@ -142,6 +145,15 @@ impl App {
 /// `<SERVICE>_RETRY_ATTEMPTS` and `<SERVICE>_BREAKER` (e.g. `PAYMENT_TIMEOUT=2s`).
 /// `None` when neither is set: orders are then recorded and stay PENDING.
 pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Participants>> {
+    participants_from(config, &ordermesh::config::EnvReads::default())
+}
+
+/// `participants_from_env`, reading the environment through `env` (which records the names
+/// asked for, for `--check-config`).
+pub fn participants_from(
+    config: &ServiceConfig,
+    env: &ordermesh::config::EnvReads,
+) -> anyhow::Result<Option<Participants>> {
     use ordermesh::client::Upstream;
     use ordermesh::config::Transport;
     use ordermesh::dns::{Lookup, Resolver, Target};
@@ -152,7 +164,9 @@ pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Pa
             let id = ordermesh::tls::MeshIdentity::load(tls.paths.clone())
                 .map_err(|e| anyhow::anyhow!("mesh certificate: {e}"))?;
             // Rotated certificates are picked up for outgoing calls too.
-            drop(id.watch(tls.reload_every));
+            if !config.check_only {
+                drop(id.watch(tls.reload_every));
+            }
             Some(id)
         }
     };
@@ -161,16 +175,14 @@ pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Pa
             Some(id) => u.mesh(id.clone(), service),
             None => u,
         };
-        u.configure_from_env(&service.to_uppercase())
+        u.configure(&service.to_uppercase(), |k| env.get(k))
             .map_err(|e| anyhow::anyhow!(e))
     };
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let env = |k: &str| env.get(k);
     let upstreams: Vec<Upstream> = if let Some(ns) = env("MESH_DNS") {
-        let ns: std::net::SocketAddr = ns
-            .parse()
-            .map_err(|_| anyhow::anyhow!("MESH_DNS: '{ns}' is not an address:port"))?;
+        let nameserver = mesh_dns_nameserver(&ns)?;
         let zone = env("MESH_ZONE").unwrap_or_else(|| "mesh.local.".into());
-        let resolver = Resolver::new(Some(ns))?;
+        let resolver = Resolver::new(nameserver)?;
         ["inventory", "payment", "shipping"]
             .iter()
             .map(|svc| {
@@ -211,4 +223,32 @@ pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Pa
         payment: stack(&upstreams[1])?,
         shipping: stack(&upstreams[2])?,
     }))
+}
+
+/// The nameserver `MESH_DNS` names: an `address:port`, or `None` for `system` (the resolvers
+/// of `/etc/resolv.conf`).
+pub fn mesh_dns_nameserver(value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let value = value.trim();
+    if value == "system" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        anyhow::anyhow!("MESH_DNS: '{value}' is not an address:port (or 'system' for the resolvers of /etc/resolv.conf)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_dns_is_an_address_or_the_system_resolvers() {
+        assert_eq!(mesh_dns_nameserver("system").unwrap(), None);
+        assert_eq!(
+            mesh_dns_nameserver("127.0.0.1:5354").unwrap(),
+            Some("127.0.0.1:5354".parse().unwrap())
+        );
+        let e = mesh_dns_nameserver("kube-dns").unwrap_err().to_string();
+        assert!(e.starts_with("MESH_DNS:"), "{e}");
+    }
 }

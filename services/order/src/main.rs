@@ -1,11 +1,17 @@
-use ordermesh::config::ServiceConfig;
+use ordermesh::config::{EnvReads, ServiceConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ServiceConfig::load(order_service::SERVICE, order_service::DEFAULT_PORT)?;
+    let env = EnvReads::default();
+    let participants = order_service::participants_from(&config, &env)?;
+    if config.check_only {
+        println!("{}", config.check_report(&env));
+        return Ok(());
+    }
     ordermesh::telemetry::init(config.log_format);
     let mut app = order_service::App::build(&config).await?;
-    match order_service::participants_from_env(&config)? {
+    match participants {
         Some(parts) => app = app.with_participants(parts),
         None => tracing::warn!(
             "no saga participants configured (MESH_DNS, or INVENTORY_URL/PAYMENT_URL/SHIPPING_URL): orders stay PENDING"

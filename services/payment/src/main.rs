@@ -3,6 +3,10 @@ use ordermesh::config::ServiceConfig;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ServiceConfig::load(payment_service::SERVICE, payment_service::DEFAULT_PORT)?;
+    if config.check_only {
+        println!("{}", config.check_report(&Default::default()));
+        return Ok(());
+    }
     ordermesh::telemetry::init(config.log_format);
     let app = payment_service::App::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
