@@ -322,7 +322,7 @@ def write_issued(cert: dict, target: Path, bin_dir: Path, errors: list[str]) -> 
 
 def run_check_config(binary: Path, env: Env, root: Path) -> tuple[dict | None, str]:
     values = {k: (str(root) + v if v.startswith("/") else v) for k, v in env.values.items()}
-    out = subprocess.run([str(binary), "--check-config"], env=values, capture_output=True, text=True,
+    out = subprocess.run([str(binary.resolve()), "--check-config"], env=values, capture_output=True, text=True,
                          timeout=30, cwd=root)
     if out.returncode != 0:
         lines = (out.stderr.strip() or out.stdout.strip()).splitlines() or ["(no output)"]
@@ -334,6 +334,62 @@ def port_number(c: dict, port) -> int | None:
     if isinstance(port, int):
         return port
     return next((p["containerPort"] for p in c.get("ports") or [] if p.get("name") == port), None)
+
+
+def check_grpc_probes(m: Manifests, name: str, ns: str, pod: dict, c: dict, report: dict, listen_port: int, errors: list[str]) -> None:
+    grpc_port = port_number(c, "grpc")
+    if grpc_port != listen_port:
+        errors.append(f"{name}: container port 'grpc' is {grpc_port}, the binary listens on {listen_port}")
+    for svc in m.of("Service"):
+        if ns_of(svc) == ns and selects({"matchLabels": svc["spec"].get("selector") or {}}, pod["metadata"]["labels"]):
+            for p in svc["spec"]["ports"]:
+                if p.get("name") == "grpc" and port_number(c, p.get("targetPort", p["port"])) != listen_port:
+                    errors.append(f"{name}: Service {svc['metadata']['name']} port grpc targets {p.get('targetPort')}, not {listen_port}")
+    health = report.get("health_listen")
+    health_port = int(health.rsplit(":", 1)[1]) if health else None
+    if report.get("mtls") and not health:
+        errors.append(f"{name}: HEALTH_LISTEN_ADDR is not set: the kubelet's gRPC probes cannot pass mTLS")
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = c.get(kind)
+        if probe is None:
+            if kind != "startupProbe":
+                errors.append(f"{name}: no {kind}")
+            continue
+        if "grpc" not in probe:
+            errors.append(f"{name}: {kind} is not a gRPC (grpc.health.v1) probe")
+            continue
+        port = probe["grpc"]["port"]
+        if port != health_port:
+            errors.append(f"{name}: {kind} probes port {port}, the binary serves plaintext health on {health_port}")
+        service = probe["grpc"].get("service", "")
+        if kind == "readinessProbe" and service == "liveness":
+            errors.append(f"{name}: readinessProbe asks for 'liveness', which ignores the database")
+        if kind != "readinessProbe" and service != "liveness":
+            errors.append(f"{name}: {kind} asks for {service!r}: a database outage would restart the pod (use 'liveness')")
+
+
+
+def check_http_probes(name: str, c: dict, report: dict, listen_port: int, errors: list[str]) -> None:
+    """The gateway speaks HTTP: its probes are HTTP GETs of the paths it reports, on its port."""
+    http_port = port_number(c, "http")
+    if http_port != listen_port:
+        errors.append(f"{name}: container port 'http' is {http_port}, the binary listens on {listen_port}")
+    paths = report.get("http_health") or {}
+    for kind, want in (("livenessProbe", paths.get("liveness")), ("readinessProbe", paths.get("readiness")),
+                       ("startupProbe", paths.get("liveness"))):
+        probe = c.get(kind)
+        if probe is None:
+            if kind != "startupProbe":
+                errors.append(f"{name}: no {kind}")
+            continue
+        get = probe.get("httpGet")
+        if get is None:
+            errors.append(f"{name}: {kind} is not an HTTP probe of the gateway's health paths")
+            continue
+        if port_number(c, get.get("port")) != listen_port:
+            errors.append(f"{name}: {kind} probes port {get.get('port')}, the binary listens on {listen_port}")
+        if get.get("path") != want:
+            errors.append(f"{name}: {kind} asks for {get.get('path')!r}, the binary serves {want!r}")
 
 
 def check_workload(m: Manifests, dep: dict, bin_dir: Path, errors: list[str], notes: list[str]) -> None:
@@ -374,9 +430,6 @@ def check_workload(m: Manifests, dep: dict, bin_dir: Path, errors: list[str], no
     if not sc.get("readOnlyRootFilesystem") or not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
         errors.append(f"{name}: needs readOnlyRootFilesystem and runAsNonRoot")
 
-    if is_gateway and not (ROOT / "gateway/Cargo.toml").exists():
-        notes.append("gateway: settings and probes not checked against a binary (gateway/ does not exist yet)")
-        return
     binary = bin_dir / ("ordermesh-gateway" if is_gateway else name)
     if not binary.exists():
         errors.append(f"{name}: binary {binary} not built")
@@ -400,35 +453,10 @@ def check_workload(m: Manifests, dep: dict, bin_dir: Path, errors: list[str], no
     listen_ip, listen_port = listen[0].strip("[]"), int(listen[1])
     if not ipaddress.ip_address(listen_ip).is_unspecified:
         errors.append(f"{name}: listens on {report['listen']}, unreachable from other pods (use 0.0.0.0:{listen_port})")
-    grpc_port = port_number(c, "grpc")
-    if grpc_port != listen_port:
-        errors.append(f"{name}: container port 'grpc' is {grpc_port}, the binary listens on {listen_port}")
-    for svc in m.of("Service"):
-        if ns_of(svc) == ns and selects({"matchLabels": svc["spec"].get("selector") or {}}, pod["metadata"]["labels"]):
-            for p in svc["spec"]["ports"]:
-                if p.get("name") == "grpc" and port_number(c, p.get("targetPort", p["port"])) != listen_port:
-                    errors.append(f"{name}: Service {svc['metadata']['name']} port grpc targets {p.get('targetPort')}, not {listen_port}")
-    health = report.get("health_listen")
-    health_port = int(health.rsplit(":", 1)[1]) if health else None
-    if report.get("mtls") and not health:
-        errors.append(f"{name}: HEALTH_LISTEN_ADDR is not set: the kubelet's gRPC probes cannot pass mTLS")
-    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
-        probe = c.get(kind)
-        if probe is None:
-            if kind != "startupProbe":
-                errors.append(f"{name}: no {kind}")
-            continue
-        if "grpc" not in probe:
-            errors.append(f"{name}: {kind} is not a gRPC (grpc.health.v1) probe")
-            continue
-        port = probe["grpc"]["port"]
-        if port != health_port:
-            errors.append(f"{name}: {kind} probes port {port}, the binary serves plaintext health on {health_port}")
-        service = probe["grpc"].get("service", "")
-        if kind == "readinessProbe" and service == "liveness":
-            errors.append(f"{name}: readinessProbe asks for 'liveness', which ignores the database")
-        if kind != "readinessProbe" and service != "liveness":
-            errors.append(f"{name}: {kind} asks for {service!r}: a database outage would restart the pod (use 'liveness')")
+    if is_gateway:
+        check_http_probes(name, c, report, listen_port, errors)
+    else:
+        check_grpc_probes(m, name, ns, pod, c, report, listen_port, errors)
 
     # Drain: the endpoints are gone before SIGTERM, and the grace period outlasts the drain.
     pre = ((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0)

@@ -48,6 +48,18 @@ pub enum DnsError {
     Setup(String),
 }
 
+/// A nameserver setting: `address:port`, or `system` (`None`: the resolvers of
+/// `/etc/resolv.conf`, e.g. a cluster's DNS).
+pub fn parse_nameserver(value: &str) -> Result<Option<SocketAddr>, String> {
+    let value = value.trim();
+    if value == "system" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        format!("'{value}' is not an address:port (or 'system' for the resolvers of /etc/resolv.conf)")
+    })
+}
+
 /// Resolves targets against one nameserver (or the system's when none is given). Answers are
 /// not cached here: the caller re-resolves when the TTL says so.
 #[derive(Clone)]

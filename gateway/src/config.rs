@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ordermesh::client::Upstream;
-use ordermesh::config::parse_duration;
+use ordermesh::config::{parse_duration, EnvReads};
 use ordermesh::telemetry::LogFormat;
 
 use crate::auth::Authenticator;
@@ -29,7 +29,8 @@ pub struct GatewayArgs {
     /// --descriptor_set_out`): their annotated RPCs are served too.
     #[arg(long, env = "GATEWAY_DESCRIPTORS", value_delimiter = ',')]
     pub descriptors: Vec<PathBuf>,
-    /// Nameserver (address:port) of the mesh zone; upstreams are found as SRV `_grpc._tcp.<svc>.<zone>`.
+    /// Nameserver (address:port, or `system` for /etc/resolv.conf) of the mesh zone; upstreams
+    /// are found as SRV `_grpc._tcp.<svc>.<zone>`. `<SERVICE>_URL` overrides it per service.
     #[arg(long, env = "MESH_DNS")]
     pub mesh_dns: Option<String>,
     /// The mesh DNS zone.
@@ -52,6 +53,12 @@ pub struct GatewayArgs {
     pub tls_ca: Option<PathBuf>,
     #[arg(long, env = "TLS_RELOAD", default_value = "5s")]
     pub tls_reload: String,
+    /// SPIFFE trust domain; the certificate must be spiffe://<TRUST_DOMAIN>/ns/<MESH_NAMESPACE>/sa/gateway.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "ordermesh.local")]
+    pub trust_domain: String,
+    /// Namespace part of the gateway's SPIFFE id (the Kubernetes namespace).
+    #[arg(long, env = "MESH_NAMESPACE", default_value = "default")]
+    pub mesh_namespace: String,
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, env = "GATEWAY_MAX_BODY", default_value = "1048576")]
     pub max_body: String,
@@ -123,6 +130,9 @@ pub struct GatewayArgs {
     pub log_format: LogFormat,
     #[arg(long = "shutdown-grace", env = "SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
+    /// Validate the configuration, print what the process would do as one JSON line, and exit.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
 }
 
 /// What the request path needs, checked and typed.
@@ -169,6 +179,12 @@ impl Default for Settings {
 
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// `--check-config`: validate, report, exit.
+    pub check_only: bool,
+    /// Whether upstream calls use mTLS.
+    pub mtls: bool,
+    /// The variables read beyond the flags (per-upstream settings), for `--check-config`.
+    pub reads: Vec<String>,
     pub settings: Settings,
     pub descriptors: Vec<PathBuf>,
     pub upstreams: HashMap<String, Upstream>,
@@ -292,6 +308,11 @@ impl GatewayConfig {
     }
 
     pub fn from_args(a: GatewayArgs) -> anyhow::Result<Self> {
+        Self::from_args_reading(a, &EnvReads::default())
+    }
+
+    /// Like `from_args`, recording every environment variable looked up in `env`.
+    pub fn from_args_reading(a: GatewayArgs, env: &EnvReads) -> anyhow::Result<Self> {
         use ordermesh::dns::{Lookup, Resolver, Target};
         let settings = Settings::from_args(&a)?;
         let listen: SocketAddr = a.listen.parse().map_err(|_| {
@@ -319,22 +340,23 @@ impl GatewayConfig {
             }
             let id = ordermesh::tls::MeshIdentity::load(paths)
                 .map_err(|e| bad("TLS_DIR", format!("gateway certificate: {e}")))?;
+            let want = ordermesh::tls::SpiffeId::new(&a.trust_domain, &a.mesh_namespace, "gateway");
+            if id.id() != want {
+                return Err(bad("TLS_CERT", format!("the certificate is {}, not {want}", id.id())));
+            }
             Some((id, duration("TLS_RELOAD", &a.tls_reload)?))
         };
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let resolver = match &a.mesh_dns {
+        let resolver = match a.mesh_dns.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             Some(ns) => {
-                let ns: SocketAddr = ns
-                    .parse()
-                    .map_err(|_| bad("MESH_DNS", format!("'{ns}' is not an address:port")))?;
-                Some(Resolver::new(Some(ns)).map_err(|e| bad("MESH_DNS", e))?)
+                let ns = ordermesh::dns::parse_nameserver(ns).map_err(|e| bad("MESH_DNS", e))?;
+                Some(Resolver::new(ns).map_err(|e| bad("MESH_DNS", e))?)
             }
             None => None,
         };
         let mut upstreams = HashMap::new();
         for svc in SERVICES {
             let var = format!("{}_URL", svc.to_uppercase());
-            let up = match (env(&var), &resolver) {
+            let up = match (env.get(&var), &resolver) {
                 (Some(url), _) => Upstream::new(url),
                 (None, Some(resolver)) => Upstream::dns(
                     svc,
@@ -353,20 +375,94 @@ impl GatewayConfig {
                 None => up,
             };
             let up = up
-                .configure_from_env(&svc.to_uppercase())
+                .configure(&svc.to_uppercase(), |k| env.get(k))
                 .map_err(|e| anyhow::anyhow!(e))?;
             upstreams.insert(svc.to_string(), up);
         }
-        if let Some((id, every)) = &identity {
+        if let (Some((id, every)), false) = (&identity, a.check_config) {
             drop(id.watch(*every));
         }
         Ok(Self {
             listen,
+            check_only: a.check_config,
+            mtls: identity.is_some(),
+            reads: env.names(),
             settings,
             descriptors: a.descriptors,
             upstreams,
             log_format: a.log_format,
             shutdown_grace: duration("SHUTDOWN_GRACE", &a.shutdown_grace)?,
         })
+    }
+}
+
+impl GatewayConfig {
+    /// What `--check-config` prints (the same shape as the services' report): the listen
+    /// address, the drain grace, whether upstream calls use mTLS, and every variable read.
+    pub fn check_report(&self) -> String {
+        let cmd = <GatewayArgs as clap::CommandFactory>::command();
+        let mut reads: std::collections::BTreeSet<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        reads.insert("RUST_LOG".into());
+        reads.extend(self.reads.iter().cloned());
+        serde_json::json!({
+            "service": "gateway",
+            "listen": self.listen.to_string(),
+            "health_listen": null,
+            "http_health": {"liveness": "/healthz", "readiness": "/readyz"},
+            "shutdown_grace_ms": self.shutdown_grace.as_millis() as u64,
+            "mtls": self.mtls,
+            "reads": reads,
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["gateway", "--plaintext-upstreams", "true"];
+            if !extra.contains(&"--mesh-dns") {
+                args.extend_from_slice(&["--mesh-dns", "127.0.0.1:5354"]);
+            }
+            args.extend_from_slice(extra);
+            GatewayConfig::from_args(GatewayArgs::try_parse_from(args).unwrap())
+        };
+        for (flags, var) in [
+            (&["--listen", "nowhere"][..], "GATEWAY_LISTEN"),
+            (&["--max-body", "0"][..], "GATEWAY_MAX_BODY"),
+            (&["--timeout", "soon"][..], "GATEWAY_TIMEOUT"),
+            (&["--rate-limit", "5/fortnight"][..], "GATEWAY_RATE_LIMIT"),
+            (&["--cache", "x.Y/Z"][..], "GATEWAY_CACHE"),
+            (&["--jwt-secret", "short"][..], "GATEWAY_JWT_HS256_SECRET"),
+            (&["--mesh-dns", "not-an-address"][..], "MESH_DNS"),
+        ] {
+            let err = parse(flags).err().unwrap_or_else(|| panic!("{flags:?} accepted")).to_string();
+            assert!(err.starts_with(var), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_check_report_lists_what_is_read() {
+        let args = GatewayArgs::try_parse_from([
+            "gateway", "--plaintext-upstreams", "true", "--mesh-dns", "system", "--check-config",
+        ])
+        .unwrap();
+        let c = GatewayConfig::from_args(args).unwrap();
+        assert!(c.check_only && !c.mtls);
+        let v: serde_json::Value = serde_json::from_str(&c.check_report()).unwrap();
+        let reads: Vec<&str> = v["reads"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        for k in ["GATEWAY_LISTEN", "MESH_DNS", "ORDER_URL", "PAYMENT_BALANCER", "SHIPPING_TIMEOUT", "RUST_LOG"] {
+            assert!(reads.contains(&k), "{k} missing from {reads:?}");
+        }
+        assert_eq!(v["listen"], "127.0.0.1:8080");
     }
 }

@@ -3,6 +3,10 @@ use ordermesh_gateway::{app, server, Gateway, GatewayConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = GatewayConfig::load()?;
+    if config.check_only {
+        println!("{}", config.check_report());
+        return Ok(());
+    }
     ordermesh::telemetry::init(config.log_format);
     let extra = config
         .descriptors

@@ -228,13 +228,7 @@ pub fn participants_from(
 /// The nameserver `MESH_DNS` names: an `address:port`, or `None` for `system` (the resolvers
 /// of `/etc/resolv.conf`).
 pub fn mesh_dns_nameserver(value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
-    let value = value.trim();
-    if value == "system" {
-        return Ok(None);
-    }
-    value.parse().map(Some).map_err(|_| {
-        anyhow::anyhow!("MESH_DNS: '{value}' is not an address:port (or 'system' for the resolvers of /etc/resolv.conf)")
-    })
+    ordermesh::dns::parse_nameserver(value).map_err(|e| anyhow::anyhow!("MESH_DNS: {e}"))
 }
 
 #[cfg(test)]
