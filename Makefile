@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
+.PHONY: schemathesis bench-gateway bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -18,8 +18,12 @@ certs:
 	cargo run --quiet --bin mesh-certs -- --dir var/certs $(if $(ROTATE),--rotate)
 
 ## Everything CI runs: tools, backing services, fmt, clippy, buf lint/format/breaking, the
-## Kubernetes manifests, all tests.
-test: test-deps backing-services lint readme-check deploy-check nextest
+## Kubernetes manifests, schemathesis against the gateway, all tests.
+test: test-deps backing-services lint readme-check deploy-check schemathesis nextest
+
+## schemathesis against the gateway's /openapi.json of a running mesh: no 5xx, no schema violation.
+schemathesis:
+	scripts/schemathesis.sh
 
 ## buf (npm), grpcurl + grpcio + grpcio-tools + kubernetes-validate (pip venv) and googleapis
 ## protos, all under .deps/.
@@ -68,7 +72,13 @@ readme-check:
 
 ## Benchmarks (release build): one hop, bare tonic mTLS channel vs the mesh client stack; then
 ## placed orders per second end to end next to the raw commit rate, on SQLite and PostgreSQL.
-bench:
+bench: bench-gateway
 	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)
 	cargo run --release --quiet -p ordermesh-order --example saga-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench -- --postgres
+
+## The same REST call through ordermesh's gateway and a Go grpc-gateway (built offline from
+## Debian packages) in front of one inventory service, alternating, with wrk; prints the ratios.
+bench-gateway:
+	cargo build --release --quiet -p ordermesh-gateway -p ordermesh-inventory
+	scripts/bench-gateway.sh $(GATEWAY_BENCH_ARGS)

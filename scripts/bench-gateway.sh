@@ -106,7 +106,7 @@ PIDS+=($!); wait_port inventory "$!" "$BACKEND_PORT"
 
 log "grpc-gateway peer on 127.0.0.1:$PEER_PORT -> $BACKEND"
 "$PEER_BIN" -listen "127.0.0.1:$PEER_PORT" -inventory "$BACKEND" >"$WORK/peer.log" 2>&1 &
-PIDS+=($!); wait_port peer "$!" "$PEER_PORT"
+PIDS+=($!); declare -A GW_PID; GW_PID[peer]=$!; wait_port peer "$!" "$PEER_PORT"
 
 # Seed one item over gRPC: grpcurl (scripts/test-deps.sh puts it in .deps/venv) through the
 # service's reflection; without grpcurl, the same CreateItem through the Go peer's REST mapping.
@@ -129,10 +129,12 @@ TARGETS=(peer)
 declare -A URL=([peer]="http://127.0.0.1:$PEER_PORT/v1/inventory/items/$SKU")
 if ! $PEER_ONLY; then
   log "ordermesh gateway on 127.0.0.1:$GATEWAY_PORT -> $BACKEND"
-  # RUST_LOG=warn: no per-request log lines (the peer writes none either).
+  # RUST_LOG=warn: no per-request log lines (the peer writes none either). Like the peer: no
+  # response cache (GetItem is cached for 1s by default) and no per-client rate limit.
   env GATEWAY_LISTEN="127.0.0.1:$GATEWAY_PORT" INVENTORY_URL="http://$BACKEND" GATEWAY_PLAINTEXT_UPSTREAMS=true \
+    GATEWAY_SERVICES=inventory GATEWAY_CACHE= GATEWAY_RATE_LIMIT=off \
     RUST_LOG="${BENCH_GATEWAY_RUST_LOG:-warn}" "$GATEWAY_BIN" >"$WORK/ordermesh.log" 2>&1 &
-  PIDS+=($!); wait_port ordermesh "$!" "$GATEWAY_PORT"
+  PIDS+=($!); GW_PID[ordermesh]=$!; wait_port ordermesh "$!" "$GATEWAY_PORT"
   TARGETS+=(ordermesh)
   URL[ordermesh]="http://127.0.0.1:$GATEWAY_PORT/v1/inventory/items/$SKU"
 fi
@@ -173,10 +175,20 @@ to_ms() { awk -v v="$1" 'BEGIN{ if (match(v,/[a-z]+$/)) { n=substr(v,1,RSTART-1)
   if (f<0) exit 1; printf "%.3f", n*f }'; }
 declare -A SUM_RPS SUM_P50 SUM_P99 N
 RESULTS=()
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+declare -A SUM_CPU
 run_wrk() { # target round
   local t=$1 r=$2 out="$WORK/wrk-$1-$2.txt"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${URL[$t]}" >/dev/null 2>&1 || die "$t: wrk warm-up failed"
+  local before; before=$(cpu_ticks "${GW_PID[$t]}")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${URL[$t]}" >"$out" 2>&1 || { cat "$out" >&2; die "$t: wrk failed"; }
+  local after; after=$(cpu_ticks "${GW_PID[$t]}")
+  # The gateway's own CPU per request: what it costs regardless of how fast the backend is.
+  local requests; requests=$(awk '/requests in/{print $1}' "$out")
+  local cpu_us; cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+  SUM_CPU[$t]=$(awk -v a="${SUM_CPU[$t]:-0}" -v b="$cpu_us" 'BEGIN{print a+b}')
   if grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out"; then
     cat "$out" >&2; die "$t: wrk saw errors or non-2xx answers in round $r (above)"
   fi
@@ -190,7 +202,7 @@ run_wrk() { # target round
   SUM_P50[$t]=$(awk -v a="${SUM_P50[$t]:-0}" -v b="$p50" 'BEGIN{print a+b}')
   SUM_P99[$t]=$(awk -v a="${SUM_P99[$t]:-0}" -v b="$p99" 'BEGIN{print a+b}')
   N[$t]=$(( ${N[$t]:-0} + 1 ))
-  log "$t round $r: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
+  log "$t round $r: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, gateway CPU ${cpu_us} us/request"
 }
 
 log "wrk: GET /v1/inventory/items/$SKU, $THREADS threads, $CONNECTIONS connections, $WARMUP warm-up + $DURATION measured, $ROUNDS rounds, alternating ${TARGETS[*]}"
@@ -204,16 +216,19 @@ echo "wrk $THREADS threads, $CONNECTIONS connections, $DURATION per run after $W
 printf '%-10s %5s %12s %10s %10s\n' gateway round "req/s" "p50 ms" "p99 ms"
 printf '%s\n' "${RESULTS[@]}"
 echo
-printf '%-10s %5s %12s %10s %10s\n' gateway runs "mean req/s" "mean p50" "mean p99"
+printf '%-10s %5s %12s %10s %10s %14s\n' gateway runs "mean req/s" "mean p50" "mean p99" "CPU us/req"
 for t in "${TARGETS[@]}"; do
-  printf '%-10s %5s %12.1f %10.3f %10.3f\n' "$t" "${N[$t]}" \
+  printf '%-10s %5s %12.1f %10.3f %10.3f %14.1f\n' "$t" "${N[$t]}" \
     "$(awk -v s="${SUM_RPS[$t]}" -v n="${N[$t]}" 'BEGIN{print s/n}')" \
     "$(awk -v s="${SUM_P50[$t]}" -v n="${N[$t]}" 'BEGIN{print s/n}')" \
-    "$(awk -v s="${SUM_P99[$t]}" -v n="${N[$t]}" 'BEGIN{print s/n}')"
+    "$(awk -v s="${SUM_P99[$t]}" -v n="${N[$t]}" 'BEGIN{print s/n}')" \
+    "$(awk -v s="${SUM_CPU[$t]}" -v n="${N[$t]}" 'BEGIN{print s/n}')"
 done
 if ! $PEER_ONLY; then
   echo
   awk -v pr="${SUM_RPS[peer]}" -v orr="${SUM_RPS[ordermesh]}" -v p5="${SUM_P50[peer]}" -v o5="${SUM_P50[ordermesh]}" \
       -v p9="${SUM_P99[peer]}" -v o9="${SUM_P99[ordermesh]}" 'BEGIN{
     printf "ordermesh/peer: throughput %.2fx, p50 %.2fx, p99 %.2fx  (throughput >1 and latency <1 favour ordermesh)\n", orr/pr, o5/p5, o9/p9 }'
+  awk -v pc="${SUM_CPU[peer]}" -v oc="${SUM_CPU[ordermesh]}" 'BEGIN{
+    printf "gateway CPU per request: peer/ordermesh %.2fx  (how many requests ordermesh serves on the CPU the peer spends on one)\n", pc/oc }'
 fi

@@ -79,6 +79,46 @@ if [[ $srv == "127.0.0.1:50052" ]]; then
 else
   echo "FAILED: mesh DNS lookup of payment answered: $srv"; failed=$((failed + 1))
 fi
-lines+=(denied bad "${claims[@]}" srv confirmed)
+# "Try it over REST": the curl lines as written (from a scratch folder: one writes a file), each
+# must answer 2xx; the streaming one (--max-time) must print a line before its time is up.
+rest_block() { awk '/^## Try it over REST/{on=1} on && /^```sh/{inblock=1; next} inblock && /^```/{exit} inblock{print}' README.md; }
+mapfile -t curls < <(rest_block | grep '^curl ')
+[[ ${#curls[@]} -ge 5 ]] || { echo "found only ${#curls[@]} curl lines in README.md" >&2; failed=$((failed + 1)); }
+rest_out=""
+for line in "${curls[@]}"; do
+  checked="curl -w '\n%{http_code}'${line#curl}"
+  out=$(cd "$data" && bash -c "$checked" 2>&1) && rc=0 || rc=$?
+  code=${out##*$'\n'}
+  rest_out+="$out"$'\n'
+  if [[ $line == *--max-time* && $out == *'{"result"'* ]] || [[ $rc -eq 0 && $code == 2?? ]]; then
+    echo "ok: ${line:0:140}"
+  else
+    echo "FAILED ($rc, HTTP $code): $line"; echo "$out" | tail -3 | sed 's/^/    /'; failed=$((failed + 1))
+  fi
+done
+[[ -s $data/openapi.json ]] && echo "ok: openapi.json written" || { echo "FAILED: no openapi.json"; failed=$((failed + 1)); }
+rest_confirmed=""
+for _ in $(seq 1 50); do
+  rest_confirmed=$(curl -s "localhost:8080/v1/customers/cust-2/overview" || true)
+  [[ $rest_confirmed == *'"ORDER_STATUS_CONFIRMED"'*'"shipmentId"'*'"partial":false'* ]] && break
+  sleep 0.2
+done
+if [[ $rest_confirmed == *'"ORDER_STATUS_CONFIRMED"'*'"shipmentId"'*'"partial":false'* ]]; then
+  echo "ok: the REST order is confirmed and the overview shows its shipment, not partial"
+else
+  echo "FAILED: the overview of cust-2: $rest_confirmed"; failed=$((failed + 1))
+fi
+if [[ $rest_out == *'"ORDER_STATUS_PENDING"'* && $rest_out == *'"onHand":"5"'* ]]; then
+  echo "ok: REST output shows the pending order and the item's stock"
+else
+  echo "FAILED: REST output lacks ORDER_STATUS_PENDING or onHand 5"; failed=$((failed + 1))
+fi
+bad_rest=$(curl -s -w '\n%{http_code}' -X POST localhost:8080/v1/orders -d '{"customerId": 5}' || true)
+if [[ $bad_rest == *'"status":"INVALID_ARGUMENT"'* && $bad_rest == *'"field":"customerId"'* && $bad_rest == *$'\n400' ]]; then
+  echo "ok: a bad REST body is 400 naming customerId"
+else
+  echo "FAILED: bad REST body answered: $bad_rest"; failed=$((failed + 1))
+fi
+lines+=(denied bad "${claims[@]}" srv confirmed "${curls[@]}" openapi rest_confirmed rest_out bad_rest)
 echo "readme: $(( ${#lines[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]

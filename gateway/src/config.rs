@@ -36,6 +36,14 @@ pub struct GatewayArgs {
     /// The mesh DNS zone.
     #[arg(long, env = "MESH_ZONE", default_value = "mesh.local.")]
     pub mesh_zone: String,
+    /// The services to serve; each needs `<SERVICE>_URL` or `MESH_DNS`.
+    #[arg(
+        long,
+        env = "GATEWAY_SERVICES",
+        value_delimiter = ',',
+        default_value = "order,payment,inventory,shipping"
+    )]
+    pub services: Vec<String>,
     /// Talk plaintext gRPC to the upstreams (development and benchmarks only).
     #[arg(long, env = "GATEWAY_PLAINTEXT_UPSTREAMS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub plaintext_upstreams: bool,
@@ -342,11 +350,19 @@ impl GatewayConfig {
                 .map_err(|e| bad("TLS_DIR", format!("gateway certificate: {e}")))?;
             let want = ordermesh::tls::SpiffeId::new(&a.trust_domain, &a.mesh_namespace, "gateway");
             if id.id() != want {
-                return Err(bad("TLS_CERT", format!("the certificate is {}, not {want}", id.id())));
+                return Err(bad(
+                    "TLS_CERT",
+                    format!("the certificate is {}, not {want}", id.id()),
+                ));
             }
             Some((id, duration("TLS_RELOAD", &a.tls_reload)?))
         };
-        let resolver = match a.mesh_dns.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        let resolver = match a
+            .mesh_dns
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
             Some(ns) => {
                 let ns = ordermesh::dns::parse_nameserver(ns).map_err(|e| bad("MESH_DNS", e))?;
                 Some(Resolver::new(ns).map_err(|e| bad("MESH_DNS", e))?)
@@ -354,7 +370,18 @@ impl GatewayConfig {
             None => None,
         };
         let mut upstreams = HashMap::new();
-        for svc in SERVICES {
+        for svc in a
+            .services
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            if !SERVICES.contains(&svc) {
+                return Err(bad(
+                    "GATEWAY_SERVICES",
+                    format!("unknown service '{svc}' (known: {})", SERVICES.join(", ")),
+                ));
+            }
             let var = format!("{}_URL", svc.to_uppercase());
             let up = match (env.get(&var), &resolver) {
                 (Some(url), _) => Upstream::new(url),
@@ -445,7 +472,10 @@ mod tests {
             (&["--jwt-secret", "short"][..], "GATEWAY_JWT_HS256_SECRET"),
             (&["--mesh-dns", "not-an-address"][..], "MESH_DNS"),
         ] {
-            let err = parse(flags).err().unwrap_or_else(|| panic!("{flags:?} accepted")).to_string();
+            let err = parse(flags)
+                .err()
+                .unwrap_or_else(|| panic!("{flags:?} accepted"))
+                .to_string();
             assert!(err.starts_with(var), "{flags:?}: {err}");
         }
     }
@@ -453,14 +483,31 @@ mod tests {
     #[test]
     fn the_check_report_lists_what_is_read() {
         let args = GatewayArgs::try_parse_from([
-            "gateway", "--plaintext-upstreams", "true", "--mesh-dns", "system", "--check-config",
+            "gateway",
+            "--plaintext-upstreams",
+            "true",
+            "--mesh-dns",
+            "system",
+            "--check-config",
         ])
         .unwrap();
         let c = GatewayConfig::from_args(args).unwrap();
         assert!(c.check_only && !c.mtls);
         let v: serde_json::Value = serde_json::from_str(&c.check_report()).unwrap();
-        let reads: Vec<&str> = v["reads"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-        for k in ["GATEWAY_LISTEN", "MESH_DNS", "ORDER_URL", "PAYMENT_BALANCER", "SHIPPING_TIMEOUT", "RUST_LOG"] {
+        let reads: Vec<&str> = v["reads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        for k in [
+            "GATEWAY_LISTEN",
+            "MESH_DNS",
+            "ORDER_URL",
+            "PAYMENT_BALANCER",
+            "SHIPPING_TIMEOUT",
+            "RUST_LOG",
+        ] {
             assert!(reads.contains(&k), "{k} missing from {reads:?}");
         }
         assert_eq!(v["listen"], "127.0.0.1:8080");

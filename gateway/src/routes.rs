@@ -102,7 +102,7 @@ impl Router {
     }
 
     pub fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.template.specificity()));
         let mut by_method: HashMap<http::Method, Vec<usize>> = HashMap::new();
         for (i, r) in routes.iter().enumerate() {
             by_method.entry(r.http_method.clone()).or_default().push(i);
@@ -138,7 +138,7 @@ impl Router {
         if allowed.is_empty() {
             Resolved::NotFound
         } else {
-            allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            allowed.sort_by_key(|m| m.as_str().to_string());
             allowed.dedup();
             Resolved::WrongMethod(allowed)
         }

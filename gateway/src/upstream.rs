@@ -168,6 +168,27 @@ impl Upstreams {
         Ok((md, msg))
     }
 
+    /// A bidirectional stream fed from a finished list of messages (a REST body).
+    pub async fn bidi_call(
+        &self,
+        route: &Route,
+        msgs: Vec<DynamicMessage>,
+        metadata: MetadataMap,
+        deadline: Option<Instant>,
+    ) -> Result<(MetadataMap, Streaming<DynamicMessage>), Status> {
+        let mut grpc = self.ready(self.streaming(&route.upstream)?).await?;
+        let codec = DynamicCodec::new(route.method.output());
+        let req =
+            tonic::Request::from_parts(metadata, Default::default(), tokio_stream::iter(msgs));
+        let call = grpc.streaming(req, route.grpc_path.clone(), codec);
+        let resp = match deadline {
+            Some(d) => ordermesh::deadline::scope(d, call).await?,
+            None => call.await?,
+        };
+        let (md, stream, _) = resp.into_parts();
+        Ok((md, stream))
+    }
+
     /// Forwards a native gRPC request as it is to `upstream`, answering with its response.
     pub async fn forward(
         &self,

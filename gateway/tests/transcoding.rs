@@ -487,6 +487,39 @@ async fn client_stream_from_a_json_array_or_ndjson() {
 }
 
 #[tokio::test]
+async fn bidirectional_stream_from_a_body_answers_as_ndjson() {
+    let (_echo, gw) = echo_gateway(Settings::default()).await;
+    let r = client()
+        .post(gw.url("/v1/echo:runningSum"))
+        .json(&json!([{"value": 1}, {"value": 2}, {"value": 3}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = r
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let totals: Vec<&str> = lines
+        .iter()
+        .map(|l| l["result"]["total"].as_str().unwrap())
+        .collect();
+    assert_eq!(totals, vec!["1", "3", "6"]);
+    // No messages in, none out: an empty stream, not an error.
+    let r = client()
+        .post(gw.url("/v1/echo:runningSum"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
+}
+
+#[tokio::test]
 async fn native_grpc_passes_through_the_gateway() {
     let (echo, gw) = echo_gateway(Settings::default()).await;
     let mut c = common::pb::echo_service_client::EchoServiceClient::connect(gw.url(""))

@@ -158,6 +158,30 @@ impl EchoService for Echo {
         Ok(Response::new(out))
     }
 
+    type RunningSumStream = Pin<Box<dyn Stream<Item = Result<SumResponse, Status>> + Send>>;
+
+    async fn running_sum(
+        &self,
+        req: Request<Streaming<SumRequest>>,
+    ) -> Result<Response<Self::RunningSumStream>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let s = futures::stream::unfold(
+            (req.into_inner(), SumResponse::default()),
+            |(mut s, mut acc)| async move {
+                match s.message().await {
+                    Ok(Some(m)) => {
+                        acc.total += m.value;
+                        acc.count += 1;
+                        Some((Ok(acc), (s, acc)))
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), (s, acc))),
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(s)))
+    }
+
     async fn sleep(&self, req: Request<SleepRequest>) -> Result<Response<()>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(req.into_inner().millis.max(0) as u64)).await;
