@@ -180,9 +180,14 @@ impl Gateway {
                 } else {
                     match self.router.resolve(&method, &path) {
                         Resolved::Found(route, bindings) => {
-                            let label = format!("{} {}", route.http_method, route.template);
                             let route = route.clone();
-                            (label, self.clone().rest(&route, bindings, req, peer).await)
+                            let r = self.clone().rest(&route, bindings, req, peer).await;
+                            self.metrics.observe(
+                                &route.label,
+                                r.status().as_u16(),
+                                started.elapsed(),
+                            );
+                            return r;
                         }
                         Resolved::WrongMethod(allowed) => {
                             let allow = allowed
@@ -199,10 +204,10 @@ impl Gateway {
                                 Ok(v) => e.with_header(http::header::ALLOW, v),
                                 Err(_) => e,
                             };
-                            ("unmatched".to_string(), e.into_response())
+                            (format!("{method} unmatched"), e.into_response())
                         }
                         Resolved::NotFound => (
-                            "unmatched".to_string(),
+                            format!("{method} unmatched"),
                             GatewayError::new(
                                 Code::NotFound,
                                 format!("no route for {method} {path}"),
@@ -213,12 +218,8 @@ impl Gateway {
                 }
             }
         };
-        self.metrics.observe(
-            method.as_str(),
-            &label,
-            resp.status().as_u16(),
-            started.elapsed(),
-        );
+        self.metrics
+            .observe(&label, resp.status().as_u16(), started.elapsed());
         resp
     }
 
@@ -317,13 +318,8 @@ impl Gateway {
         caller: &Caller,
     ) -> Result<http::Response<Body>, GatewayError> {
         let (parts, incoming) = req.into_parts();
-        let grpc_method = format!(
-            "{}/{}",
-            route.method.parent_service().full_name(),
-            route.method.name()
-        );
         let cache_ttl = (route.http_method == Method::GET && !route.server_streaming())
-            .then(|| self.settings.cache.get(&grpc_method).copied())
+            .then(|| self.settings.cache.get(&route.grpc_method).copied())
             .flatten();
         let no_cache = parts
             .headers
@@ -660,6 +656,7 @@ impl Gateway {
             .routes()
             .iter()
             .find(|r| r.method.full_name() == method)
+            .map(|r| &**r)
     }
 }
 
@@ -700,7 +697,10 @@ fn unary_response(
 
 /// Response metadata back to the client as `Grpc-Metadata-<key>` headers.
 fn metadata_headers(md: &MetadataMap, h: &mut HeaderMap) {
-    for (k, v) in md.clone().into_headers().iter() {
+    for entry in md.iter() {
+        let tonic::metadata::KeyAndValueRef::Ascii(k, v) = entry else {
+            continue;
+        };
         let name = k.as_str();
         if name.starts_with("grpc-")
             || name == "content-type"
@@ -709,8 +709,11 @@ fn metadata_headers(md: &MetadataMap, h: &mut HeaderMap) {
         {
             continue;
         }
-        if let Ok(n) = HeaderName::from_bytes(format!("grpc-metadata-{name}").as_bytes()) {
-            h.append(n, v.clone());
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(format!("grpc-metadata-{name}").as_bytes()),
+            HeaderValue::from_bytes(v.as_encoded_bytes()),
+        ) {
+            h.append(n, v);
         }
     }
 }
@@ -746,15 +749,9 @@ fn is_grpc(h: &HeaderMap) -> bool {
 }
 
 pub fn is_public(rules: &[String], route: &Route) -> bool {
-    let method = format!(
-        "{}/{}",
-        route.method.parent_service().full_name(),
-        route.method.name()
-    );
-    let http_rule = format!("{} {}", route.http_method, route.template);
     rules
         .iter()
-        .any(|p| rule_matches(p, &method, Some(&http_rule)))
+        .any(|p| rule_matches(p, &route.grpc_method, Some(&route.label)))
 }
 
 fn rule_matches(rule: &str, grpc_method: &str, http_rule: Option<&str>) -> bool {

@@ -1,10 +1,10 @@
 //! The gateway's own Prometheus metrics: requests and latency per route and status, open
 //! streams, rate-limit refusals and cache hits, in the text exposition format.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Latency buckets in seconds.
@@ -20,11 +20,17 @@ struct Histogram {
 }
 
 #[derive(Default)]
+struct RouteStats {
+    /// (HTTP status, count), few per route.
+    statuses: Vec<(u16, u64)>,
+    latency: Histogram,
+}
+
+#[derive(Default)]
 pub struct Metrics {
-    /// (method, route, status) -> count
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    /// (method, route) -> latency
-    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// Per route label (`GET /v1/orders/{order_id}`, or `GET unmatched`): one lock, and no
+    /// allocation once a route has been seen.
+    routes: Mutex<HashMap<Arc<str>, RouteStats>>,
     open_streams: AtomicI64,
     rate_limited: AtomicU64,
     cache_hits: AtomicU64,
@@ -33,18 +39,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default() += 1;
+    pub fn observe(&self, label: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        let mut lat = self.latency.lock().expect("metrics lock");
-        let h = lat
-            .entry((method.to_string(), route.to_string()))
-            .or_default();
+        let mut routes = self.routes.lock().expect("metrics lock");
+        let stats = match routes.get_mut(label) {
+            Some(s) => s,
+            None => routes.entry(Arc::from(label)).or_default(),
+        };
+        match stats.statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => stats.statuses.push((status, 1)),
+        }
+        let h = &mut stats.latency;
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
                 h.counts[i] += 1;
@@ -84,17 +90,25 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let routes = self.routes.lock().expect("metrics lock");
+        let mut labels: Vec<&Arc<str>> = routes.keys().collect();
+        labels.sort();
         let _ = writeln!(
             out,
             "# HELP gateway_http_requests_total REST requests answered, by route and HTTP status."
         );
         let _ = writeln!(out, "# TYPE gateway_http_requests_total counter");
-        for ((m, r, s), n) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "gateway_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}",
-                escape(r)
-            );
+        for label in &labels {
+            let method = label.split(' ').next().unwrap_or_default();
+            let mut statuses = routes[*label].statuses.clone();
+            statuses.sort();
+            for (status, n) in statuses {
+                let _ = writeln!(
+                    out,
+                    "gateway_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                    escape(label)
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -104,8 +118,10 @@ impl Metrics {
             out,
             "# TYPE gateway_http_request_duration_seconds histogram"
         );
-        for ((m, r), h) in self.latency.lock().expect("metrics lock").iter() {
-            let labels = format!("method=\"{m}\",route=\"{}\"", escape(r));
+        for label in &labels {
+            let method = label.split(' ').next().unwrap_or_default();
+            let h = &routes[*label].latency;
+            let labels = format!("method=\"{method}\",route=\"{}\"", escape(label));
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -129,6 +145,7 @@ impl Metrics {
                 h.count
             );
         }
+        drop(routes);
         let gauges: [(&str, &str, &str, i64); 5] = [
             (
                 "gateway_open_streams",

@@ -2,6 +2,7 @@
 //! written by hand, so a newly annotated RPC is served as soon as its descriptors are loaded.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
 
@@ -30,6 +31,10 @@ pub struct Route {
     pub upstream: String,
     /// `/package.Service/Method`.
     pub grpc_path: http::uri::PathAndQuery,
+    /// `package.Service/Method` (config keys: public routes, cache).
+    pub grpc_method: String,
+    /// `GET /v1/...` as annotated: the metrics label.
+    pub label: std::sync::Arc<str>,
 }
 
 impl Route {
@@ -50,13 +55,13 @@ pub enum RouteError {
 /// Every annotated method, most specific template first.
 #[derive(Clone, Debug, Default)]
 pub struct Router {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
     by_method: HashMap<http::Method, Vec<usize>>,
 }
 
 /// What a request path resolves to.
 pub enum Resolved<'a> {
-    Found(&'a Route, Bindings),
+    Found(&'a Arc<Route>, Bindings),
     /// The path exists for other HTTP methods (405 with `Allow`).
     WrongMethod(Vec<http::Method>),
     NotFound,
@@ -103,6 +108,7 @@ impl Router {
 
     pub fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by_key(|r| std::cmp::Reverse(r.template.specificity()));
+        let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         let mut by_method: HashMap<http::Method, Vec<usize>> = HashMap::new();
         for (i, r) in routes.iter().enumerate() {
             by_method.entry(r.http_method.clone()).or_default().push(i);
@@ -110,7 +116,7 @@ impl Router {
         Self { routes, by_method }
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
@@ -205,9 +211,11 @@ fn route_of(
             ))
         })?),
     };
-    let grpc_path = format!("/{}/{}", method.parent_service().full_name(), method.name())
+    let grpc_method = format!("{}/{}", method.parent_service().full_name(), method.name());
+    let grpc_path = format!("/{grpc_method}")
         .parse()
         .map_err(|e| fail(format!("bad gRPC path: {e}")))?;
+    let label = format!("{http_method} {path}").into();
     Ok(Route {
         http_method,
         template,
@@ -216,6 +224,8 @@ fn route_of(
         method: method.clone(),
         upstream: upstream.to_string(),
         grpc_path,
+        grpc_method,
+        label,
     })
 }
 

@@ -52,8 +52,13 @@ pub fn build_request(
     body: &[u8],
 ) -> Result<DynamicMessage, GatewayError> {
     let input = route.method.input();
-    let mut root = Map::new();
     let has_body = !body.iter().all(u8::is_ascii_whitespace);
+    if !has_body && query.is_none_or(str::is_empty) {
+        if let Some(msg) = from_path_only(&input, &bindings) {
+            return Ok(msg);
+        }
+    }
+    let mut root = Map::new();
     match &route.body {
         BodyRule::All if has_body => match parse_json(body)? {
             Value::Object(m) => root = m,
@@ -137,6 +142,23 @@ pub fn build_request(
                 .unwrap_or_else(|| GatewayError::bad_request("body", e.to_string()))
         },
     )
+}
+
+/// The common `GET /v1/things/{id}`: only top-level string fields from the path, set directly
+/// (no JSON round trip). `None` when anything else is involved.
+fn from_path_only(input: &MessageDescriptor, bindings: &Bindings) -> Option<DynamicMessage> {
+    let mut msg = DynamicMessage::new(input.clone());
+    for (path, value) in bindings {
+        let [name] = path.as_slice() else {
+            return None;
+        };
+        let field = input.get_field_by_name(name)?;
+        if field.kind() != Kind::String || field.is_list() {
+            return None;
+        }
+        msg.set_field(&field, prost_reflect::Value::String(value.clone()));
+    }
+    Some(msg)
 }
 
 /// Parses a client-streaming body: a JSON array of request messages, or newline-delimited JSON.

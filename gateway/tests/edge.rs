@@ -331,7 +331,7 @@ async fn health_readiness_and_metrics() {
         "{text}"
     );
     assert!(text.contains(
-        "gateway_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"
+        "gateway_http_requests_total{method=\"GET\",route=\"GET unmatched\",status=\"404\"} 1"
     ));
     assert!(text.contains("gateway_http_request_duration_seconds_count{method=\"GET\",route=\"GET /v1/echo/{inner.id}\"} 1"));
 }
