@@ -568,10 +568,46 @@ impl Gateway {
                 }
             }
         }
-        match self.upstreams.forward(&upstream, req).await {
-            Ok(r) => r,
-            Err(s) => grpc_status(s),
-        }
+        // gRPC-Web (browsers) is turned into gRPC here and back on the way out.
+        let web = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc-web"));
+        let upstreams = self.upstreams.clone();
+        let forward = tower::service_fn(move |r: http::Request<tonic::body::Body>| {
+            let upstreams = upstreams.clone();
+            let upstream = upstream.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(match upstreams.forward(&upstream, r).await {
+                    Ok(r) => r,
+                    Err(s) => s.into_http(),
+                })
+            }
+        });
+        let resp = if web {
+            use tower::{Layer, ServiceExt};
+            match tonic_web::GrpcWebLayer::new()
+                .layer(forward)
+                .oneshot(req)
+                .await
+            {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        } else {
+            use tower::ServiceExt;
+            let (parts, body) = req.into_parts();
+            let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
+            match forward.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        };
+        resp.map(|b| {
+            b.map_err(|e| -> body::BoxError { Box::new(e) })
+                .boxed_unsync()
+        })
     }
 
     async fn ready(&self) -> http::Response<Body> {

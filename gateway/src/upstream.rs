@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use tokio::time::Instant;
 
-use bytes::{Buf, BufMut};
-use http_body_util::BodyExt;
 use ordermesh::client::MeshChannel;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
@@ -14,7 +12,6 @@ use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
 use tower::ServiceExt;
 
-use crate::body::Body;
 use crate::routes::Route;
 
 /// Encodes any dynamic message; decodes into the message type it was made for.
@@ -193,37 +190,11 @@ impl Upstreams {
     pub async fn forward(
         &self,
         upstream: &str,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> Result<http::Response<Body>, Status> {
-        let channel = self.streaming(upstream)?;
-        let (parts, body) = req.into_parts();
-        let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
-        let resp = channel
+        req: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, Status> {
+        self.streaming(upstream)?
             .oneshot(req)
             .await
-            .map_err(|e| Status::unavailable(format!("{upstream}: {e}")))?;
-        Ok(resp.map(|b| {
-            b.map_err(|e| -> crate::body::BoxError { Box::new(e) })
-                .boxed_unsync()
-        }))
+            .map_err(|e| Status::unavailable(format!("{upstream}: {e}")))
     }
-}
-
-/// Bytes of a message as a length-prefixed gRPC frame (for tests and benchmarks).
-pub fn grpc_frame(msg: &impl Message) -> bytes::Bytes {
-    let mut out = bytes::BytesMut::with_capacity(5 + msg.encoded_len());
-    out.put_u8(0);
-    out.put_u32(msg.encoded_len() as u32);
-    msg.encode(&mut out).expect("BytesMut grows");
-    out.freeze()
-}
-
-/// Reads one length-prefixed frame back (tests).
-pub fn read_frame(mut b: bytes::Bytes) -> Option<bytes::Bytes> {
-    if b.len() < 5 {
-        return None;
-    }
-    b.advance(1);
-    let len = b.get_u32() as usize;
-    (b.len() >= len).then(|| b.split_to(len))
 }

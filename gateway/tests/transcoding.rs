@@ -560,6 +560,41 @@ async fn native_grpc_passes_through_the_gateway() {
 }
 
 #[tokio::test]
+async fn grpc_web_over_http1_passes_through_the_gateway() {
+    use prost::Message;
+    let (echo, gw) = echo_gateway(Settings::default()).await;
+    let msg = common::pb::EchoMessage {
+        name: "from a browser".into(),
+        ..Default::default()
+    };
+    let mut frame = vec![0u8];
+    frame.extend((msg.encoded_len() as u32).to_be_bytes());
+    msg.encode(&mut frame).unwrap();
+    let r = client()
+        .post(gw.url("/ordermesh.echo.v1.EchoService/Echo"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/grpc-web"));
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(bytes[0], 0, "a data frame first");
+    let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+    let back = common::pb::EchoMessage::decode(&bytes[5..5 + len]).unwrap();
+    assert_eq!(back.name, "from a browser");
+    assert_eq!(bytes[5 + len], 0x80, "then the trailers frame");
+    let trailers = String::from_utf8_lossy(&bytes[5 + len + 5..]).to_lowercase();
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    assert_eq!(echo.calls(), 1);
+}
+
+#[tokio::test]
 async fn openapi_describes_what_is_served() {
     let (_echo, gw) = echo_gateway(Settings::default()).await;
     let (s, doc) = get(&gw.url("/openapi.json")).await;
