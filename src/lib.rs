@@ -29,6 +29,7 @@ pub mod streams;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
+pub mod tombstone;
 
 #[cfg(feature = "testing")]
 pub mod testing;

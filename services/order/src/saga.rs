@@ -236,63 +236,60 @@ impl Step<PlaceOrderData> for AuthorizePayment {
 
     async fn compensate(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
         let mut client = PaymentServiceClient::new(self.0.parts.payment.clone());
-        // Which payments to undo: the one the action saw, or any the order has (the action may
-        // have been applied while its answer was lost).
-        let ids = match &d.payment_id {
-            Some(id) => vec![id.clone()],
-            None => client
-                .list_payments(pay::ListPaymentsRequest {
-                    page_size: 100,
-                    page_token: String::new(),
-                    order_id: d.order_id.clone(),
-                })
-                .await
-                .map_err(|s| classify(&s))?
-                .into_inner()
-                .payments
-                .into_iter()
-                .map(|p| p.payment_id)
-                .collect(),
-        };
-        for id in ids {
-            let void_key = format!("{key}/{id}");
-            match client
+        // The action's answer was lost (or it never arrived): void by order, which also
+        // refuses an authorization still in flight, so none is left behind.
+        let Some(id) = d.payment_id.clone() else {
+            client
                 .void_payment(keyed(
                     pay::VoidPaymentRequest {
-                        payment_id: id.clone(),
-                        idempotency_key: void_key.clone(),
+                        payment_id: String::new(),
+                        idempotency_key: key.to_string(),
+                        order_id: d.order_id.clone(),
                     },
-                    &void_key,
+                    key,
                 ))
                 .await
-            {
-                Ok(_) => {}
-                // Declined: nothing to void. Captured: refund instead (capture's own
-                // compensation does this too; the refund key makes it happen once).
-                Err(s) if s.code() == Code::FailedPrecondition => {
-                    let p = client
-                        .get_payment(pay::GetPaymentRequest {
-                            payment_id: id.clone(),
-                        })
-                        .await
-                        .map_err(|s| classify(&s))?
-                        .into_inner()
-                        .payment;
-                    let captured = p.as_ref().is_some_and(|p| {
-                        p.status == pay::PaymentStatus::Captured as i32
-                            || p.status == pay::PaymentStatus::PartiallyRefunded as i32
-                    });
-                    if captured {
-                        refund(
-                            &mut client,
-                            &id,
-                            &format!("{}/capture_payment/undo", saga_of(key)),
-                        )
-                        .await?;
-                    }
+                .map_err(|s| classify(&s))?;
+            return Ok(());
+        };
+        let void_key = format!("{key}/{id}");
+        match client
+            .void_payment(keyed(
+                pay::VoidPaymentRequest {
+                    payment_id: id.clone(),
+                    idempotency_key: void_key.clone(),
+                    order_id: String::new(),
+                },
+                &void_key,
+            ))
+            .await
+        {
+            Ok(_) => {}
+            // Declined: nothing to void. Captured: refund instead (capture's own
+            // compensation does this too; the refund key makes it happen once).
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                let p = client
+                    .get_payment(pay::GetPaymentRequest {
+                        payment_id: id.clone(),
+                    })
+                    .await
+                    .map_err(|s| classify(&s))?
+                    .into_inner()
+                    .payment;
+                let captured = p.as_ref().is_some_and(|p| {
+                    p.status == pay::PaymentStatus::Captured as i32
+                        || p.status == pay::PaymentStatus::PartiallyRefunded as i32
+                });
+                if captured {
+                    refund(
+                        &mut client,
+                        &id,
+                        &format!("{}/capture_payment/undo", saga_of(key)),
+                    )
+                    .await?;
                 }
-                Err(s) => return Err(classify(&s)),
             }
+            Err(s) => return Err(classify(&s)),
         }
         Ok(())
     }
@@ -366,36 +363,36 @@ impl Step<PlaceOrderData> for CreateShipment {
 
     async fn compensate(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
         let mut client = ShippingServiceClient::new(self.0.parts.shipping.clone());
-        let ids = match &d.shipment_id {
-            Some(id) => vec![id.clone()],
-            None => client
-                .list_shipments(ship::ListShipmentsRequest {
-                    page_size: 100,
-                    page_token: String::new(),
-                    order_id: d.order_id.clone(),
-                })
-                .await
-                .map_err(|s| classify(&s))?
-                .into_inner()
-                .shipments
-                .into_iter()
-                .map(|s| s.shipment_id)
-                .collect(),
-        };
-        for id in ids {
-            let k = format!("{key}/{id}");
+        // The action's answer was lost (or it never arrived): cancel by order, which also
+        // refuses a creation still in flight.
+        let Some(id) = d.shipment_id.clone() else {
             client
                 .cancel_shipment(keyed(
                     ship::CancelShipmentRequest {
-                        shipment_id: id,
-                        idempotency_key: k.clone(),
+                        shipment_id: String::new(),
+                        idempotency_key: key.to_string(),
                         reason: "order placement compensated".into(),
+                        order_id: d.order_id.clone(),
                     },
-                    &k,
+                    key,
                 ))
                 .await
                 .map_err(|s| classify(&s))?;
-        }
+            return Ok(());
+        };
+        let k = format!("{key}/{id}");
+        client
+            .cancel_shipment(keyed(
+                ship::CancelShipmentRequest {
+                    shipment_id: id,
+                    idempotency_key: k.clone(),
+                    reason: "order placement compensated".into(),
+                    order_id: String::new(),
+                },
+                &k,
+            ))
+            .await
+            .map_err(|s| classify(&s))?;
         Ok(())
     }
 

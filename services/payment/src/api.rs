@@ -26,6 +26,7 @@ impl From<PaymentError> for Status {
             IllegalTransition { from, action } => illegal_transition("payment", "", from, action),
             Exceeds { .. } => Status::failed_precondition(e.to_string()),
             ProcessorUnavailable => Status::unavailable(e.to_string()),
+            OrderClosed(_) => Status::failed_precondition(e.to_string()),
         }
     }
 }
@@ -37,6 +38,12 @@ impl From<StoreError> for Status {
             StoreError::Db(db) => ordermesh::status::db_error(db),
         }
     }
+}
+
+/// What a VoidPayment names.
+enum VoidTarget {
+    Payment(PaymentId),
+    Order(OrderId),
 }
 
 #[derive(Clone)]
@@ -171,8 +178,23 @@ impl PaymentService for PaymentApi {
         request: Request<pb::VoidPaymentRequest>,
     ) -> Result<Response<pb::VoidPaymentResponse>, Status> {
         let r = request.into_inner();
-        let id = PaymentId::parse(&r.payment_id)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        let target = match (r.payment_id.is_empty(), r.order_id.is_empty()) {
+            (false, true) => VoidTarget::Payment(PaymentId::parse(&r.payment_id)?),
+            (true, false) => VoidTarget::Order(OrderId::parse(&r.order_id)?),
+            (true, true) => {
+                return Err(
+                    PaymentError::invalid("payment_id", "give payment_id or order_id").into(),
+                )
+            }
+            (false, false) => {
+                return Err(PaymentError::invalid(
+                    "order_id",
+                    "give payment_id or order_id, not both",
+                )
+                .into())
+            }
+        };
         let response = idempotency::execute(
             &self.db,
             "payment.void",
@@ -180,9 +202,19 @@ impl PaymentService for PaymentApi {
             &r,
             move |txn| {
                 async move {
-                    let row = store::void(txn, &id, now()).await?;
-                    Ok(pb::VoidPaymentResponse {
-                        payment: Some(payment_to_proto(&row)),
+                    Ok(match target {
+                        VoidTarget::Payment(id) => pb::VoidPaymentResponse {
+                            payment: Some(payment_to_proto(&store::void(txn, &id, now()).await?)),
+                            payments: Vec::new(),
+                        },
+                        VoidTarget::Order(order_id) => pb::VoidPaymentResponse {
+                            payment: None,
+                            payments: store::void_order(txn, &order_id, now())
+                                .await?
+                                .iter()
+                                .map(payment_to_proto)
+                                .collect(),
+                        },
                     })
                 }
                 .boxed()

@@ -208,6 +208,8 @@ pub enum PaymentError {
     },
     #[error("the card processor is unavailable; nothing was charged, retry later")]
     ProcessorUnavailable,
+    #[error("the payments of order '{0}' were voided; no new authorization is taken for it")]
+    OrderClosed(String),
 }
 
 impl PaymentError {

@@ -215,6 +215,7 @@ async fn capture_void_refund_life_cycle(backend: Backend) {
         .void_payment(pb::VoidPaymentRequest {
             payment_id: id.clone(),
             idempotency_key: "void-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -271,6 +272,7 @@ async fn capture_void_refund_life_cycle(backend: Backend) {
             .void_payment(pb::VoidPaymentRequest {
                 payment_id: other.payment_id.clone(),
                 idempotency_key: key.into(),
+                ..Default::default()
             })
             .await
             .unwrap()

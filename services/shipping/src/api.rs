@@ -35,6 +35,7 @@ impl From<ShippingError> for Status {
             IllegalTransition { id, from, action } => {
                 illegal_transition("shipment", id, from, action)
             }
+            OrderClosed(_) => Status::failed_precondition(e.to_string()),
         }
     }
 }
@@ -308,7 +309,28 @@ impl ShippingService for ShippingApi {
         request: Request<pb::CancelShipmentRequest>,
     ) -> Result<Response<pb::CancelShipmentResponse>, Status> {
         let r = request.into_inner();
-        require_shipment_id(&r.shipment_id)?;
+        let by_order = match (r.shipment_id.is_empty(), r.order_id.is_empty()) {
+            (false, true) => {
+                require_shipment_id(&r.shipment_id)?;
+                false
+            }
+            (true, false) => {
+                ordermesh::ids::OrderId::parse(&r.order_id)?;
+                true
+            }
+            (true, true) => {
+                return Err(
+                    ShippingError::invalid("shipment_id", "give shipment_id or order_id").into(),
+                )
+            }
+            (false, false) => {
+                return Err(ShippingError::invalid(
+                    "order_id",
+                    "give shipment_id or order_id, not both",
+                )
+                .into())
+            }
+        };
         require_idempotency_key(&r.idempotency_key)?;
         domain::check_text("reason", &r.reason)?;
         let reason = r.reason.trim();
@@ -318,6 +340,7 @@ impl ShippingService for ShippingApi {
             reason.to_string()
         };
         let id = r.shipment_id.clone();
+        let order_id = r.order_id.clone();
         let response = idempotency::execute(
             &self.db,
             "shipping.cancel",
@@ -325,17 +348,33 @@ impl ShippingService for ShippingApi {
             &r,
             move |txn| {
                 async move {
+                    if by_order {
+                        let views = store::cancel_order(txn, &order_id, &note, now()).await?;
+                        return Ok(pb::CancelShipmentResponse {
+                            shipment: None,
+                            shipments: views.iter().map(shipment_to_proto).collect(),
+                        });
+                    }
                     let (view, _) = store::cancel(txn, &id, &note, now()).await?;
                     Ok(pb::CancelShipmentResponse {
                         shipment: Some(shipment_to_proto(&view)),
+                        shipments: Vec::new(),
                     })
                 }
                 .boxed()
             },
         )
         .await?;
-        tracing::info!(shipment_id = %r.shipment_id, "shipment cancelled");
-        self.announce(&r.shipment_id).await;
+        let cancelled: Vec<String> = response
+            .shipment
+            .iter()
+            .chain(response.shipments.iter())
+            .map(|s| s.shipment_id.clone())
+            .collect();
+        tracing::info!(shipments = ?cancelled, order_id = %r.order_id, "shipments cancelled");
+        for id in &cancelled {
+            self.announce(id).await;
+        }
         Ok(Response::new(response))
     }
 

@@ -380,6 +380,8 @@ pub enum ShippingError {
         from: &'static str,
         action: String,
     },
+    #[error("the shipments of order '{0}' were cancelled; no new shipment is created for it")]
+    OrderClosed(String),
 }
 
 impl ShippingError {

@@ -110,6 +110,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
             shipment_id: a.shipment_id.clone(),
             idempotency_key: "late-cancel".into(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .is_err());

@@ -105,6 +105,7 @@ async fn cancel(
         shipment_id: id.into(),
         idempotency_key: key.into(),
         reason: reason.into(),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().shipment.expect("shipment"))

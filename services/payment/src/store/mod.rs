@@ -60,11 +60,18 @@ pub struct NewPayment<'a> {
     pub card_last4: String,
 }
 
+/// The gate a void by order closes (see `ordermesh::tombstone`).
+const ORDER_GATE: &str = "payment.order";
+
 pub async fn insert<C: ConnectionTrait>(
     c: &C,
     p: NewPayment<'_>,
     now: DateTime<Utc>,
 ) -> Result<payment::Model> {
+    // A void by order may have come first: then this authorization must not be taken.
+    if ordermesh::tombstone::open(c, ORDER_GATE, p.order_id.as_str()).await? {
+        return Err(PaymentError::OrderClosed(p.order_id.to_string()).into());
+    }
     let status = match p.decline {
         None => PaymentStatus::Authorized,
         Some(_) => PaymentStatus::Declined,
@@ -223,6 +230,34 @@ pub async fn void<C: ConnectionTrait>(
             }),
         )
         .await?;
+    }
+    Ok(after)
+}
+
+/// Voids every open authorization of the order, and every one that arrives later (they are
+/// refused). Returns the order's payments as they are afterwards.
+pub async fn void_order<C: ConnectionTrait>(
+    c: &C,
+    order_id: &OrderId,
+    now: DateTime<Utc>,
+) -> Result<Vec<payment::Model>> {
+    // Close first: an authorization in flight either committed before (and is found below)
+    // or waits on the gate's row and then sees it closed.
+    ordermesh::tombstone::close(c, ORDER_GATE, order_id.as_str()).await?;
+    let rows = payment::Entity::find()
+        .filter(payment::Column::OrderId.eq(order_id.as_str()))
+        .order_by_asc(payment::Column::CreatedAt)
+        .all(c)
+        .await?;
+    let mut after = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.status() == PaymentStatus::Authorized {
+            let id = PaymentId::parse(&row.payment_id)
+                .map_err(|e| PaymentError::invalid("payment_id", e.message()))?;
+            after.push(void(c, &id, now).await?);
+        } else {
+            after.push(row);
+        }
     }
     Ok(after)
 }

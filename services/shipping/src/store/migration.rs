@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(ordermesh::idempotency::Migration),
             Box::new(ordermesh::outbox::Migration),
             Box::new(M0001Init),
+            Box::new(ordermesh::tombstone::Migration),
         ]
     }
 }

@@ -65,11 +65,18 @@ fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
 /// Creates a PENDING shipment with its items and first tracking event. Refused with
 /// `ShipmentExists` while the order has a shipment that is not cancelled; the unique index on
 /// `live_order_id` settles concurrent creates for one order.
+/// The gate a cancel by order closes (see `ordermesh::tombstone`).
+const ORDER_GATE: &str = "shipping.order";
+
 pub async fn create_shipment<C: ConnectionTrait>(
     c: &C,
     new: &NewShipment,
     now: DateTime<Utc>,
 ) -> Result<ShipmentView> {
+    // A cancel by order may have come first: then this shipment must not be created.
+    if ordermesh::tombstone::open(c, ORDER_GATE, new.order_id.as_str()).await? {
+        return Err(ShippingError::OrderClosed(new.order_id.to_string()).into());
+    }
     let live = shipment::Entity::find()
         .filter(shipment::Column::LiveOrderId.eq(new.order_id.as_str()))
         .one(c)
@@ -301,6 +308,29 @@ pub async fn advance<C: ConnectionTrait>(
 
 /// Cancels a shipment that has not been picked up, freeing its order for a new shipment.
 /// Cancelling a cancelled shipment changes nothing and records no event.
+/// Cancels every shipment of the order that is not cancelled yet, and refuses the ones that
+/// arrive later. Returns the order's shipments as they are afterwards.
+pub async fn cancel_order<C: ConnectionTrait>(
+    c: &C,
+    order_id: &str,
+    note: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<ShipmentView>> {
+    // Close first: a creation in flight either committed before (and is found below) or waits
+    // on the gate's row and then sees it closed.
+    ordermesh::tombstone::close(c, ORDER_GATE, order_id).await?;
+    let mut after = Vec::new();
+    // No limit (an order has few shipments); i64::MAX is the largest a database accepts.
+    for view in list_shipments(c, Some(order_id), 0, i64::MAX as u64).await? {
+        if view.status() == ShipmentStatus::Cancelled {
+            after.push(view);
+        } else {
+            after.push(cancel(c, &view.row.shipment_id, note, now).await?.0);
+        }
+    }
+    Ok(after)
+}
+
 pub async fn cancel<C: ConnectionTrait>(
     c: &C,
     id: &str,
