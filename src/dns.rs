@@ -56,7 +56,9 @@ pub fn parse_nameserver(value: &str) -> Result<Option<SocketAddr>, String> {
         return Ok(None);
     }
     value.parse().map(Some).map_err(|_| {
-        format!("'{value}' is not an address:port (or 'system' for the resolvers of /etc/resolv.conf)")
+        format!(
+            "'{value}' is not an address:port (or 'system' for the resolvers of /etc/resolv.conf)"
+        )
     })
 }
 

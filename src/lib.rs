@@ -11,6 +11,7 @@ pub mod authz;
 pub mod client;
 pub mod config;
 pub mod consumer;
+pub mod crash;
 pub mod db;
 pub mod deadline;
 pub mod dns;

@@ -273,21 +273,10 @@ pub enum SagaError {
 /// Environment variable naming a crash point for crash tests, `<step>:<when>` with `when` one
 /// of `before`, `after` (the call succeeded, its outcome not yet recorded), `undo-before` and
 /// `undo-after`. Unset in normal runs.
-pub const CRASH_AT_ENV: &str = "ORDERMESH_CRASH_AT";
+pub use crate::crash::CRASH_AT_ENV;
 
-/// Kills this process with SIGKILL when `ORDERMESH_CRASH_AT` names this point, the way a
-/// power cut or the OOM killer would: no destructors, no flushing, no goodbye.
 fn crash_point(step: &str, when: &str) {
-    let Ok(at) = std::env::var(CRASH_AT_ENV) else {
-        return;
-    };
-    if at.split_once(':') == Some((step, when)) {
-        tracing::warn!(step, when, "crash point reached: SIGKILL");
-        // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
+    crate::crash::point(step, when);
 }
 
 fn backoff(policy: &StepRetry, attempt: u32) -> Duration {

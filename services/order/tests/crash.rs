@@ -1,7 +1,9 @@
 //! The crash matrix: the order service (the real binary) is killed with SIGKILL at every step
-//! boundary of the placement saga, restarted, and once the order is final the invariants hold:
-//! a confirmed order has exactly one capture of its total, one live shipment and its stock
-//! shipped; a rejected one has its stock back and no money taken; stock is conserved.
+//! boundary of the placement saga, and, separately, each participant (the real inventory,
+//! payment and shipping binaries) before and after the commit of every saga call it serves;
+//! the process is restarted, and once the order is final the invariants hold: a confirmed order
+//! has exactly one capture of its total, one live shipment and its stock shipped; a rejected one
+//! has its stock back and no money taken; stock is conserved.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
@@ -41,14 +43,20 @@ fn free_port() -> u16 {
 }
 
 fn start_order(p: &Participants, db_url: &str, port: u16, crash_at: Option<&str>) -> Child {
+    let uris = [p.servers[0].uri(), p.servers[1].uri(), p.servers[2].uri()];
+    start_order_at(&uris, db_url, port, crash_at)
+}
+
+/// The order binary on `port`, its participants at `uris` (inventory, payment, shipping).
+fn start_order_at(uris: &[String; 3], db_url: &str, port: u16, crash_at: Option<&str>) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.env("PLAINTEXT", "true")
         .env("LOG_FORMAT", "json")
         .env("DATABASE_URL", db_url)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("INVENTORY_URL", p.servers[0].uri())
-        .env("PAYMENT_URL", p.servers[1].uri())
-        .env("SHIPPING_URL", p.servers[2].uri())
+        .env("INVENTORY_URL", &uris[0])
+        .env("PAYMENT_URL", &uris[1])
+        .env("SHIPPING_URL", &uris[2])
         .env_remove(ordermesh::saga::CRASH_AT_ENV)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -278,6 +286,235 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// A participant binary (built beside the order binary by a workspace build) on `port`.
+fn start_participant(
+    svc: &str,
+    data: &std::path::Path,
+    port: u16,
+    crash_at: Option<&str>,
+) -> Child {
+    let bin = std::path::Path::new(BIN).with_file_name(svc);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace binaries (cargo build --workspace --bins)",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.env("PLAINTEXT", "true")
+        .env("LOG_FORMAT", "json")
+        .env(
+            "DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                data.join(format!("{svc}.db")).display()
+            ),
+        )
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove(ordermesh::crash::CRASH_AT_ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(at) = crash_at {
+        cmd.env(ordermesh::crash::CRASH_AT_ENV, at);
+    }
+    cmd.spawn().expect("start a participant binary")
+}
+
+/// Kills every process it holds when the test ends, however it ends.
+struct Processes(Vec<(String, Child)>);
+
+impl Processes {
+    fn take(&mut self, name: &str) -> Child {
+        let i = self
+            .0
+            .iter()
+            .position(|(n, _)| n == name)
+            .expect("known process");
+        self.0.remove(i).1
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn wait_port(port: u16) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing listens on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = ["inventory", "payment", "shipping"];
+    let ports: Vec<u16> = services.iter().map(|_| free_port()).collect();
+    let uris: [String; 3] = std::array::from_fn(|i| format!("http://127.0.0.1:{}", ports[i]));
+    let mut procs = Processes(Vec::new());
+    for (svc, port) in services.iter().zip(&ports) {
+        procs.0.push((
+            svc.to_string(),
+            start_participant(svc, dir.path(), *port, None),
+        ));
+        wait_port(*port).await;
+    }
+    let order_port = free_port();
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("order.db").display()
+    );
+    procs.0.push((
+        "order".into(),
+        start_order_at(&uris, &db_url, order_port, None),
+    ));
+    let mut c = connect(order_port).await;
+    let mut inventory = InventoryServiceClient::connect(uris[0].clone())
+        .await
+        .unwrap();
+
+    // (participant, crash point, card): each saga call, before it does anything and after its
+    // transaction committed (the effect applied, the answer lost); and the way back.
+    let mut points: Vec<(&str, String, &str)> = Vec::new();
+    for (svc, op) in [
+        ("inventory", "ReserveStock"),
+        ("payment", "AuthorizePayment"),
+        ("shipping", "CreateShipment"),
+        ("payment", "CapturePayment"),
+        ("inventory", "CommitReservation"),
+    ] {
+        for when in ["before", "after"] {
+            points.push((svc, format!("{svc}.{op}:{when}"), "tok_visa"));
+        }
+    }
+    for when in ["before", "after"] {
+        points.push((
+            "inventory",
+            format!("inventory.ReleaseReservation:{when}"),
+            "tok_decline",
+        ));
+    }
+
+    for (i, (svc, point, card)) in points.iter().enumerate() {
+        let sku = format!("PCRASH-{i}");
+        let customer = format!("pcrash-{i}");
+        inventory
+            .create_item(inv::CreateItemRequest {
+                sku: sku.clone(),
+                name: sku.clone(),
+                price: eur(450),
+                initial_stock: 10,
+                low_stock_threshold: 0,
+            })
+            .await
+            .unwrap();
+        // The participant again, armed.
+        let port = ports[services.iter().position(|s| s == svc).unwrap()];
+        let mut old = procs.take(svc);
+        let _ = old.kill();
+        let _ = old.wait();
+        let mut armed = start_participant(svc, dir.path(), port, Some(point));
+        wait_port(port).await;
+
+        let _ = c.place_order(place_req(&customer, &sku, card)).await;
+        let status = wait_exit(&mut armed, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{point}: the crash point was never reached"));
+        assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
+        procs.0.push((
+            svc.to_string(),
+            start_participant(svc, dir.path(), port, None),
+        ));
+        wait_port(port).await;
+
+        let order = final_order(order_port, &customer).await;
+        let item = inventory
+            .get_item(inv::GetItemRequest { sku: sku.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap();
+        let mut payment = PaymentServiceClient::connect(uris[1].clone())
+            .await
+            .unwrap();
+        let payments = payment
+            .list_payments(pay::ListPaymentsRequest {
+                order_id: order.order_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .payments;
+        let mut shipping = ShippingServiceClient::connect(uris[2].clone())
+            .await
+            .unwrap();
+        let live_shipments = shipping
+            .list_shipments(ship::ListShipmentsRequest {
+                order_id: order.order_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .shipments
+            .into_iter()
+            .filter(|s| s.status != ship::ShipmentStatus::Cancelled as i32)
+            .count();
+        let captured: Vec<&pay::Payment> = payments
+            .iter()
+            .filter(|p| p.status == pay::PaymentStatus::Captured as i32)
+            .collect();
+        assert_eq!(item.reserved, 0, "{point}: nothing left reserved");
+        match pb::OrderStatus::try_from(order.status).unwrap() {
+            pb::OrderStatus::Confirmed => {
+                assert_eq!(*card, "tok_visa", "{point}");
+                assert_eq!(
+                    captured.len(),
+                    1,
+                    "{point}: exactly one capture: {payments:?}"
+                );
+                assert_eq!(captured[0].captured_amount, eur(900), "{point}");
+                assert_eq!(payments.len(), 1, "{point}: one payment: {payments:?}");
+                assert_eq!(live_shipments, 1, "{point}");
+                assert_eq!(item.on_hand, 8, "{point}: two units shipped");
+            }
+            pb::OrderStatus::Rejected => {
+                assert!(captured.is_empty(), "{point}: no money taken: {payments:?}");
+                assert!(
+                    payments
+                        .iter()
+                        .all(|p| p.status != pay::PaymentStatus::Authorized as i32),
+                    "{point}: an authorization was left open: {payments:?}"
+                );
+                assert_eq!(live_shipments, 0, "{point}");
+                assert_eq!(item.on_hand, 10, "{point}: stock conserved");
+            }
+            other => panic!("{point}: unexpected {other:?}"),
+        }
+        // A crash on the happy path must not turn into a rejection: the saga waits it out.
+        if *card == "tok_visa" {
+            assert_eq!(
+                order.status,
+                pb::OrderStatus::Confirmed as i32,
+                "{point}: {order:?}"
+            );
+        }
     }
 }
 
