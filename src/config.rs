@@ -20,6 +20,10 @@ pub struct ServiceArgs {
     /// a mesh certificate (the kubelet's). Off unless set, e.g. 0.0.0.0:50050.
     #[arg(long = "health-listen", env = "HEALTH_LISTEN_ADDR")]
     pub health_listen: Option<String>,
+    /// Plaintext HTTP listener for Prometheus scrapes of `/metrics`. Off unless set, e.g.
+    /// 0.0.0.0:9464.
+    #[arg(long = "metrics-listen", env = "METRICS_ADDR")]
+    pub metrics_listen: Option<String>,
     /// Database URL: sqlite://path?mode=rwc or postgres://user@host/db.
     /// Default: a SQLite file under --data-dir.
     #[arg(long = "database-url", env = "DATABASE_URL")]
@@ -108,6 +112,8 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// Plaintext health-only listener, when configured.
     pub health_listen: Option<SocketAddr>,
+    /// Where `/metrics` is served (`METRICS_ADDR`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub database_url: String,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
@@ -165,6 +171,25 @@ impl ServiceConfig {
             return Err(invalid(
                 "HEALTH_LISTEN_ADDR",
                 "must use another port than LISTEN_ADDR",
+            ));
+        }
+        let metrics_listen = match args.metrics_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "METRICS_ADDR",
+                    format!("'{s}' is not an address:port such as 0.0.0.0:9464"),
+                )
+            })?),
+        };
+        if metrics_listen.is_some_and(|m| {
+            m.port() != 0
+                && (m.port() == listen.port()
+                    || health_listen.is_some_and(|h| h.port() == m.port()))
+        }) {
+            return Err(invalid(
+                "METRICS_ADDR",
+                "must use another port than LISTEN_ADDR and HEALTH_LISTEN_ADDR",
             ));
         }
         let database_url = match args.database_url {
@@ -257,6 +282,7 @@ impl ServiceConfig {
             service,
             listen,
             health_listen,
+            metrics_listen,
             database_url,
             log_format: args.log_format,
             shutdown_grace,
@@ -272,6 +298,7 @@ impl ServiceConfig {
             service,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             health_listen: None,
+            metrics_listen: None,
             database_url: database_url.to_string(),
             log_format: LogFormat::Pretty,
             shutdown_grace: Duration::from_secs(2),
@@ -292,6 +319,7 @@ impl ServiceConfig {
             "service": self.service,
             "listen": self.listen.to_string(),
             "health_listen": self.health_listen.map(|a| a.to_string()),
+            "metrics_listen": self.metrics_listen.map(|a| a.to_string()),
             "shutdown_grace_ms": self.shutdown_grace.as_millis() as u64,
             "mtls": matches!(self.transport, Transport::MutualTls(_)),
             "reads": reads,
@@ -465,6 +493,34 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_listener_is_optional_and_validated() {
+        let c = ServiceConfig::from_args("order", 50051, args(&["--plaintext"])).unwrap();
+        assert_eq!(c.metrics_listen, None);
+        let c = ServiceConfig::from_args(
+            "order",
+            50051,
+            args(&["--plaintext", "--metrics-listen", "0.0.0.0:9464"]),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
+        for bad in [
+            vec!["--metrics-listen", "9464"],
+            vec!["--metrics-listen", "0.0.0.0:50051"],
+            vec![
+                "--metrics-listen",
+                "0.0.0.0:9000",
+                "--health-listen",
+                "0.0.0.0:9000",
+            ],
+        ] {
+            let mut a = vec!["--plaintext"];
+            a.extend(bad);
+            let e = ServiceConfig::from_args("order", 50051, args(&a)).unwrap_err();
+            assert!(e.to_string().starts_with("METRICS_ADDR:"), "{e}");
+        }
+    }
+
+    #[test]
     fn the_check_report_names_what_is_read() {
         let c = ServiceConfig::from_args(
             "payment",
@@ -488,6 +544,7 @@ mod tests {
         for var in [
             "LISTEN_ADDR",
             "HEALTH_LISTEN_ADDR",
+            "METRICS_ADDR",
             "DATABASE_URL",
             "TLS_CERT",
             "PLAINTEXT",

@@ -94,3 +94,32 @@ mod tests {
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }
+
+/// Sets the `db_pool_connections` gauges (idle, in use, max) from the pool's current state.
+pub fn record_pool_metrics(db: &DatabaseConnection) {
+    use sea_orm::DatabaseBackend;
+    let (size, idle, max) = match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let p = db.get_postgres_connection_pool();
+            (
+                p.size(),
+                p.num_idle() as u32,
+                p.options().get_max_connections(),
+            )
+        }
+        DatabaseBackend::Sqlite => {
+            let p = db.get_sqlite_connection_pool();
+            (
+                p.size(),
+                p.num_idle() as u32,
+                p.options().get_max_connections(),
+            )
+        }
+        _ => return,
+    };
+    let g = &crate::telemetry::metrics::DB_POOL;
+    g.with_label_values(&["idle"]).set(f64::from(idle));
+    g.with_label_values(&["in_use"])
+        .set(f64::from(size.saturating_sub(idle)));
+    g.with_label_values(&["max"]).set(f64::from(max));
+}

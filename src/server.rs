@@ -34,6 +34,8 @@ pub struct MeshServer {
     shed: crate::shed::LoadShedLayer,
     health_addr: Option<std::net::SocketAddr>,
     health_listener: Option<TcpListener>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl MeshServer {
@@ -51,6 +53,8 @@ impl MeshServer {
             shed: crate::shed::LoadShedLayer::new(config.max_in_flight),
             health_addr: config.health_listen,
             health_listener: None,
+            metrics_addr: config.metrics_listen,
+            metrics_listener: None,
         }
     }
 
@@ -58,6 +62,13 @@ impl MeshServer {
     /// configured `HEALTH_LISTEN_ADDR`).
     pub fn health_listener(mut self, listener: TcpListener) -> Self {
         self.health_listener = Some(listener);
+        self
+    }
+
+    /// Serves Prometheus `/metrics` on this listener (instead of binding the configured
+    /// `METRICS_ADDR`).
+    pub fn metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
         self
     }
 
@@ -86,6 +97,14 @@ impl MeshServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
+        let metrics_task = match (self.metrics_listener, self.metrics_addr) {
+            (Some(l), _) => {
+                tracing::info!(addr = %l.local_addr()?, "serving Prometheus metrics on /metrics");
+                Some(tokio::spawn(crate::telemetry::metrics::serve(l)))
+            }
+            (None, Some(a)) => Some(crate::telemetry::metrics::bind(a).await?),
+            (None, None) => None,
+        };
         let (reporter, health) = tonic_health::server::health_reporter();
         let mut names: Vec<&str> = vec![""];
         names.extend(self.grpc_names.iter().copied());
@@ -111,6 +130,7 @@ impl MeshServer {
                         _ = tokio::time::sleep(every) => {}
                         _ = drain.draining() => return,
                     }
+                    crate::db::record_pool_metrics(&db);
                     let ok = matches!(
                         tokio::time::timeout(every.max(Duration::from_secs(2)), db.ping()).await,
                         Ok(Ok(()))
@@ -198,8 +218,9 @@ impl MeshServer {
                 (Some(tls.policy.clone()), Some((identity, tls.reload_every)))
             }
         };
+        // The RPC span and RED metrics outermost, so they see every answer, refusals included.
         let router = tonic::transport::Server::builder()
-            .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+            .layer(crate::telemetry::rpc::ServerLayer)
             .layer(
                 tower_http::trace::TraceLayer::new_for_grpc()
                     .on_request(())
@@ -247,6 +268,9 @@ impl MeshServer {
             w.abort();
         }
         if let Some(t) = health_task {
+            t.abort();
+        }
+        if let Some(t) = metrics_task {
             t.abort();
         }
         Ok(())

@@ -150,7 +150,8 @@ impl Gateway {
                 return f.await;
             }
             ("GET", "/metrics") => {
-                let mut r = http::Response::new(body::full(self.metrics.render()));
+                let text = self.metrics.render() + &ordermesh::telemetry::metrics::render();
+                let mut r = http::Response::new(body::full(text));
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -181,6 +182,7 @@ impl Gateway {
                     match self.router.resolve(&method, &path) {
                         Resolved::Found(route, bindings) => {
                             let route = route.clone();
+                            crate::server::record_route(&method, &route.label);
                             let r = self.clone().rest(&route, bindings, req, peer).await;
                             self.metrics.observe(
                                 &route.label,
@@ -218,6 +220,7 @@ impl Gateway {
                 }
             }
         };
+        crate::server::record_route(&method, &label);
         self.metrics
             .observe(&label, resp.status().as_u16(), started.elapsed());
         resp

@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.check_report());
         return Ok(());
     }
-    ordermesh::telemetry::init(config.log_format);
+    let telemetry = ordermesh::telemetry::init("gateway", config.log_format);
     let extra = config
         .descriptors
         .iter()
@@ -20,11 +20,13 @@ async fn main() -> anyhow::Result<()> {
     let gateway = Gateway::new(pool, &config.upstreams, config.settings.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, routes = gateway.router().routes().len(), "gateway listening");
-    server::serve(
+    let served = server::serve(
         gateway,
         listener,
         ordermesh::shutdown::signal(),
         config.shutdown_grace,
     )
-    .await
+    .await;
+    telemetry.shutdown().await;
+    served
 }

@@ -15,6 +15,7 @@ use tower::ServiceBuilder;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tracing::Instrument;
 
 use crate::app::Gateway;
 
@@ -57,9 +58,53 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Entry {
     }
 
     fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let answer = self.gateway.clone().handle(req, self.peer);
-        Box::pin(async move { Ok(answer.await) })
+        let span = http_span(&req, self.peer);
+        let answer = {
+            let _enter = span.enter();
+            self.gateway.clone().handle(req, self.peer)
+        };
+        Box::pin(
+            async move {
+                let resp = answer.await;
+                let status = resp.status().as_u16();
+                let span = tracing::Span::current();
+                span.record("http.response.status_code", status);
+                if status >= 500 {
+                    span.record("otel.status_code", "ERROR");
+                }
+                Ok(resp)
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// The HTTP server span of one request (OpenTelemetry HTTP conventions), continuing the
+/// caller's W3C trace (`traceparent`, `tracestate`, `baggage`). The route is recorded by the
+/// gateway once it has matched one (`http.route`, and the span name `METHOD route`).
+fn http_span<B>(req: &http::Request<B>, peer: SocketAddr) -> tracing::Span {
+    let method = req.method().as_str();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        url.path = %req.uri().path(),
+        url.scheme = "http",
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        client.address = %peer.ip(),
+        network.protocol.version = ?req.version(),
+    );
+    let parent = ordermesh::telemetry::context_from_headers(req.headers());
+    if opentelemetry::trace::TraceContextExt::span(&parent)
+        .span_context()
+        .is_valid()
+    {
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
+    span
 }
 
 /// Accepts connections until `shutdown`, then lets open requests finish for up to `grace`.
@@ -110,4 +155,16 @@ pub async fn serve(
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace over; dropping open connections"),
     }
     Ok(())
+}
+
+/// Names the current HTTP span after the matched route (`label` is `METHOD template`, or
+/// `unmatched`): `http.route` and the span name, as the HTTP conventions ask.
+pub(crate) fn record_route(method: &http::Method, label: &str) {
+    let span = tracing::Span::current();
+    let route = label
+        .strip_prefix(method.as_str())
+        .map(str::trim)
+        .unwrap_or(label);
+    span.record("http.route", route);
+    span.record("otel.name", label);
 }

@@ -59,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    ordermesh::telemetry::init(ordermesh::telemetry::LogFormat::Pretty);
+    let _telemetry =
+        ordermesh::telemetry::init("mesh-dns", ordermesh::telemetry::LogFormat::Pretty);
     let zone = MeshZone::new(&args.zone, args.ttl)?;
     let mut by_service: std::collections::BTreeMap<String, Vec<SocketAddr>> = Default::default();
     for (name, addr) in args.services {

@@ -386,7 +386,9 @@ impl Upstream {
             .map(|p| breaker::CircuitBreakerLayer::new(&self.name, p));
         let handle = breaker.as_ref().map(|b| b.handle());
         let retry = self.retry.map(|p| retry::RetryLayer::new(&self.name, p));
+        // The client span outermost: one span per call, however many attempts it takes.
         let svc = tower::ServiceBuilder::new()
+            .layer(crate::telemetry::rpc::ClientLayer::new(&self.name))
             .layer(ClientDeadlineLayer::new(&self.name, self.default_timeout))
             .option_layer(retry)
             .option_layer(breaker)

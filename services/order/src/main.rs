@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.check_report(&env));
         return Ok(());
     }
-    ordermesh::telemetry::init(config.log_format);
+    let telemetry = ordermesh::telemetry::init(config.service, config.log_format);
     let mut app = order_service::App::build(&config).await?;
     match participants {
         Some(parts) => app = app.with_participants(parts),
@@ -18,5 +18,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    app.serve(listener, ordermesh::shutdown::signal()).await
+    let served = app.serve(listener, ordermesh::shutdown::signal()).await;
+    telemetry.shutdown().await;
+    served
 }

@@ -7,8 +7,10 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.check_report(&Default::default()));
         return Ok(());
     }
-    ordermesh::telemetry::init(config.log_format);
+    let telemetry = ordermesh::telemetry::init(config.service, config.log_format);
     let app = payment_service::App::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    app.serve(listener, ordermesh::shutdown::signal()).await
+    let served = app.serve(listener, ordermesh::shutdown::signal()).await;
+    telemetry.shutdown().await;
+    served
 }

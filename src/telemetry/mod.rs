@@ -1,0 +1,460 @@
+//! Telemetry: one `init` per process for logs and traces, W3C trace-context propagation, the
+//! RPC spans and RED metrics added by the server and client stacks (`rpc`), and the process's
+//! Prometheus registry with its `/metrics` listener (`metrics`).
+//!
+//! Traces go to an OTLP/gRPC collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (batch
+//! export; `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG` as the OpenTelemetry specification defines them; the default
+//! sampler is `parentbased_always_on`). Without an endpoint spans are still made, so every log
+//! line carries a trace id and incoming trace context flows on, but nothing is exported.
+//! `OTEL_SDK_DISABLED=true` turns OpenTelemetry off altogether.
+
+mod json;
+pub mod metrics;
+pub mod rpc;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
+};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::proto::common::v1::TraceContext;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// How traces are sampled and where they go, read from the `OTEL_*` variables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceSettings {
+    /// `OTEL_SDK_DISABLED=true`: no OpenTelemetry layer at all.
+    pub disabled: bool,
+    /// OTLP/gRPC endpoint (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`);
+    /// `None` exports nothing. `OTEL_TRACES_EXPORTER=none` clears it.
+    pub endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`, else the process's own name.
+    pub service_name: String,
+    /// Share of new traces sampled, 0..=1; a call that arrives with a sampled (or unsampled)
+    /// parent follows its parent unless `parent_based` is false.
+    pub ratio: f64,
+    pub parent_based: bool,
+}
+
+impl TraceSettings {
+    /// From the environment; `service` names the process when `OTEL_SERVICE_NAME` does not.
+    pub fn from_env(service: &str) -> Result<Self, String> {
+        Self::from_lookup(service, |k| {
+            std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+        })
+    }
+
+    /// `from_env` over any lookup (tests pass a map).
+    pub fn from_lookup(
+        service: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let disabled =
+            get("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let exporter = get("OTEL_TRACES_EXPORTER").unwrap_or_else(|| "otlp".into());
+        let endpoint = match exporter.trim() {
+            "otlp" => get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT")),
+            "none" => None,
+            other => {
+                return Err(format!(
+                    "OTEL_TRACES_EXPORTER: '{other}' is not otlp or none"
+                ))
+            }
+        };
+        let arg = |default: f64| -> Result<f64, String> {
+            match get("OTEL_TRACES_SAMPLER_ARG") {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| {
+                        format!("OTEL_TRACES_SAMPLER_ARG: '{v}' is not a number from 0 to 1")
+                    }),
+            }
+        };
+        let sampler = get("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
+        let (ratio, parent_based) = match sampler.trim() {
+            "always_on" => (1.0, false),
+            "always_off" => (0.0, false),
+            "traceidratio" => (arg(1.0)?, false),
+            "parentbased_always_on" => (1.0, true),
+            "parentbased_always_off" => (0.0, true),
+            "parentbased_traceidratio" => (arg(1.0)?, true),
+            other => {
+                return Err(format!(
+                    "OTEL_TRACES_SAMPLER: '{other}' is not always_on, always_off, traceidratio or their parentbased_ forms"
+                ))
+            }
+        };
+        Ok(Self {
+            disabled,
+            endpoint,
+            service_name: get("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_string()),
+            ratio,
+            parent_based,
+        })
+    }
+
+    fn sampler(&self) -> Sampler {
+        let root = if self.ratio >= 1.0 {
+            Sampler::AlwaysOn
+        } else if self.ratio <= 0.0 {
+            Sampler::AlwaysOff
+        } else {
+            Sampler::TraceIdRatioBased(self.ratio)
+        };
+        if self.parent_based {
+            Sampler::ParentBased(Box::new(root))
+        } else {
+            root
+        }
+    }
+}
+
+/// The process's tracer provider, kept so `shutdown` can flush it.
+static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+
+/// What `init` set up; `shutdown` flushes the spans still buffered.
+#[must_use = "call shutdown() before the process exits, or buffered spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is buffered and stops the exporter (bounded: 5s).
+    pub async fn shutdown(self) {
+        if let Some(p) = self.provider {
+            let done = tokio::task::spawn_blocking(move || {
+                p.shutdown_with_timeout(Duration::from_secs(5))
+            });
+            match done.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("telemetry: flushing spans on shutdown failed: {e}"),
+                Err(e) => eprintln!("telemetry: flushing spans on shutdown failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Exports the spans buffered so far without stopping (tests, and before a planned exit).
+pub async fn flush() {
+    let provider = PROVIDER.lock().ok().and_then(|p| p.clone());
+    if let Some(p) = provider {
+        let _ = tokio::task::spawn_blocking(move || p.force_flush()).await;
+    }
+}
+
+/// Installs the global subscriber: logs (filter from `RUST_LOG`, default `info`; JSON lines
+/// carry `trace_id` and `span_id`) and, unless `OTEL_SDK_DISABLED`, OpenTelemetry spans from
+/// the `OTEL_*` settings. Calling it twice is harmless (the second call does nothing and
+/// returns a `Telemetry` with nothing to flush), which tests rely on. A bad `OTEL_*` value is
+/// reported on stderr and tracing stays off rather than stopping the process.
+/// Must be called inside a Tokio runtime when an endpoint is set (the exporter's channel).
+pub fn init(service: &str, format: LogFormat) -> Telemetry {
+    let settings = TraceSettings::from_env(service).unwrap_or_else(|e| {
+        eprintln!("telemetry: {e}; OpenTelemetry is off");
+        TraceSettings {
+            disabled: true,
+            endpoint: None,
+            service_name: service.to_string(),
+            ratio: 1.0,
+            parent_based: true,
+        }
+    });
+    init_with(&settings, format)
+}
+
+/// `init` with explicit settings.
+pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
+    if tracing::dispatcher::has_been_set() {
+        return Telemetry { provider: None };
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let provider = (!settings.disabled).then(|| provider(settings));
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("ordermesh"))
+            .with_tracked_inactivity(false)
+    });
+    let fmt = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(json::JsonWithTrace)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(fmt)
+        .try_init()
+        .is_ok();
+    if !installed {
+        return Telemetry { provider: None };
+    }
+    if let Some(p) = &provider {
+        opentelemetry::global::set_text_map_propagator(propagator());
+        opentelemetry::global::set_tracer_provider(p.clone());
+        if let Ok(mut g) = PROVIDER.lock() {
+            *g = Some(p.clone());
+        }
+    }
+    Telemetry { provider }
+}
+
+fn provider(settings: &TraceSettings) -> SdkTracerProvider {
+    // Resource::builder() also reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .build();
+    let mut b = SdkTracerProvider::builder()
+        .with_sampler(settings.sampler())
+        .with_resource(resource);
+    if let Some(endpoint) = &settings.endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+        {
+            Ok(exporter) => b = b.with_batch_exporter(exporter),
+            Err(e) => {
+                eprintln!("telemetry: OTLP exporter to {endpoint}: {e}; spans are not exported")
+            }
+        }
+    }
+    b.build()
+}
+
+fn propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+}
+
+/// Whether this process exports or at least makes OpenTelemetry spans.
+pub fn enabled() -> bool {
+    PROVIDER.lock().map(|p| p.is_some()).unwrap_or(false)
+}
+
+struct Headers<'a>(&'a mut http::HeaderMap);
+
+impl Injector for Headers<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            http::header::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+struct ReadHeaders<'a>(&'a http::HeaderMap);
+
+impl Extractor for ReadHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The W3C context (`traceparent`, `tracestate`, `baggage`) carried by HTTP headers or gRPC
+/// metadata; an empty context when there is none.
+pub fn context_from_headers(headers: &http::HeaderMap) -> Context {
+    propagator().extract(&ReadHeaders(headers))
+}
+
+/// Writes `span`'s context into HTTP headers or gRPC metadata (replacing what was there).
+/// Writes nothing when OpenTelemetry is off.
+pub fn inject_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let cx = span.context();
+    if cx.span().span_context().is_valid() {
+        propagator().inject_context(&cx, &mut Headers(headers));
+    }
+}
+
+/// Writes the current span's context into a string map (an event's headers, a broker
+/// message's properties). Call it where the event is made, inside the request that makes it.
+pub fn inject_into(carrier: &mut HashMap<String, String>) {
+    let cx = tracing::Span::current().context();
+    if cx.span().span_context().is_valid() {
+        propagator().inject_context(&cx, carrier);
+    }
+}
+
+/// The context a string map carries (see `inject_into`).
+pub fn context_from(carrier: &HashMap<String, String>) -> Context {
+    propagator().extract(carrier)
+}
+
+/// The current span's context as the event envelope's `TraceContext` (empty fields when
+/// OpenTelemetry is off). The outbox stores it with the event it writes.
+pub fn trace_context() -> TraceContext {
+    let mut map = HashMap::new();
+    inject_into(&mut map);
+    TraceContext {
+        traceparent: map.remove("traceparent").unwrap_or_default(),
+        tracestate: map.remove("tracestate").unwrap_or_default(),
+        baggage: map.remove("baggage").unwrap_or_default(),
+    }
+}
+
+/// The context an event envelope's `TraceContext` carries.
+pub fn context_from_trace_context(tc: &TraceContext) -> Context {
+    let mut map = HashMap::new();
+    for (k, v) in [
+        ("traceparent", &tc.traceparent),
+        ("tracestate", &tc.tracestate),
+        ("baggage", &tc.baggage),
+    ] {
+        if !v.is_empty() {
+            map.insert(k.to_string(), v.clone());
+        }
+    }
+    context_from(&map)
+}
+
+/// A consumer span for one delivered event, made a *child* of the producer's span (the one
+/// current when the event was written), so the consumer's work sits inside the producer's
+/// trace. Events are delivered after the producer's request has ended, so its span is
+/// usually closed by then; a child is still correct (and is what the OTel messaging
+/// conventions call the "process" span). Enter it (or `.instrument` the handler with it).
+pub fn event_span(
+    tc: Option<&TraceContext>,
+    event_type: &str,
+    producer: &str,
+    consumer: &str,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event.process",
+        otel.name = format!("process {event_type}"),
+        otel.kind = "consumer",
+        messaging.system = "ordermesh",
+        messaging.operation.type = "process",
+        messaging.destination.name = producer,
+        messaging.consumer.group.name = consumer,
+        messaging.message.type = event_type,
+    );
+    if let Some(tc) = tc {
+        let parent = context_from_trace_context(tc);
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn settings_follow_the_otel_variables() {
+        let s = TraceSettings::from_lookup("order", lookup(&[])).unwrap();
+        assert_eq!(
+            s,
+            TraceSettings {
+                disabled: false,
+                endpoint: None,
+                service_name: "order".into(),
+                ratio: 1.0,
+                parent_based: true
+            }
+        );
+        let s = TraceSettings::from_lookup(
+            "order",
+            lookup(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+                ("OTEL_SERVICE_NAME", "order-eu"),
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(s.service_name, "order-eu");
+        assert_eq!((s.ratio, s.parent_based), (0.01, true));
+        let s = TraceSettings::from_lookup(
+            "x",
+            lookup(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_TRACES_EXPORTER", "none"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint, None);
+        assert!(
+            TraceSettings::from_lookup("x", lookup(&[("OTEL_SDK_DISABLED", "true")]))
+                .unwrap()
+                .disabled
+        );
+        for (k, v) in [
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_EXPORTER", "jaeger"),
+        ] {
+            let e = TraceSettings::from_lookup("x", lookup(&[(k, v)])).unwrap_err();
+            assert!(e.starts_with(k), "{e}");
+        }
+        let e = TraceSettings::from_lookup(
+            "x",
+            lookup(&[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("OTEL_TRACES_SAMPLER_ARG"), "{e}");
+    }
+
+    #[test]
+    fn an_envelope_context_round_trips() {
+        let tc = TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: "vendor=x".into(),
+            baggage: String::new(),
+        };
+        let cx = context_from_trace_context(&tc);
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let mut out = HashMap::new();
+        propagator().inject_context(&cx, &mut out);
+        assert_eq!(out["traceparent"], tc.traceparent);
+        assert_eq!(out["tracestate"], "vendor=x");
+    }
+}
