@@ -23,6 +23,7 @@ use sea_orm::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::Code;
+use tracing::Instrument;
 
 pub mod instance {
     use sea_orm::entity::prelude::*;
@@ -371,8 +372,50 @@ where
         Ok(())
     }
 
-    /// Runs (or resumes) an instance to its end.
+    /// Runs (or resumes) an instance to its end, in a `saga` span (a child of the current
+    /// span: the request that started it, or none when resumed at start-up) with one
+    /// `saga.step` span per attempt. A run that moved the saga is counted in
+    /// `saga_finished_total` and `saga_duration_seconds`.
     pub async fn run(&self, db: &DatabaseConnection, saga_id: &str) -> Result<Outcome, SagaError> {
+        let span = tracing::info_span!(
+            "saga",
+            otel.name = format!("saga {}", self.kind),
+            saga.kind = self.kind,
+            saga.id = saga_id,
+            saga.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let mut moved = false;
+        let result = self
+            .drive(db, saga_id, &mut moved)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(Outcome::Completed) => "completed",
+            Ok(Outcome::Compensated { .. }) => "compensated",
+            Err(_) => "error",
+        };
+        span.record("saga.outcome", outcome);
+        if outcome != "completed" {
+            span.record("otel.status_code", "ERROR");
+        }
+        if moved && result.is_ok() {
+            use crate::telemetry::metrics::{SAGAS, SAGA_DURATION};
+            SAGAS.with_label_values(&[self.kind, outcome]).inc();
+            SAGA_DURATION
+                .with_label_values(&[self.kind, outcome])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn drive(
+        &self,
+        db: &DatabaseConnection,
+        saga_id: &str,
+        moved: &mut bool,
+    ) -> Result<Outcome, SagaError> {
         loop {
             let inst = instance::Entity::find_by_id(saga_id)
                 .one(db)
@@ -380,6 +423,9 @@ where
                 .ok_or_else(|| SagaError::NotFound(saga_id.to_string()))?;
             let mut data: D = serde_json::from_str(&inst.data)?;
             let idx = inst.step.max(0) as usize;
+            if matches!(inst.state.as_str(), RUNNING | COMPENSATING) {
+                *moved = true;
+            }
             match inst.state.as_str() {
                 COMPLETED => return Ok(Outcome::Completed),
                 COMPENSATED => {
@@ -554,7 +600,20 @@ where
             } else {
                 "STARTED"
             };
-            Self::mark_step(db, saga_id, idx as i32, step.name(), status, "", true).await?;
+            let span = tracing::info_span!(
+                "saga.step",
+                otel.name = format!("saga step {}", step.name()),
+                saga.id = saga_id,
+                saga.step = step.name(),
+                saga.step.index = idx,
+                saga.attempt = attempt + 1,
+                saga.compensating = compensating,
+                saga.outcome = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            Self::mark_step(db, saga_id, idx as i32, step.name(), status, "", true)
+                .instrument(span.clone())
+                .await?;
             crash_point(
                 step.name(),
                 if compensating {
@@ -570,13 +629,37 @@ where
                     step.action(data, key).await
                 }
             };
-            let result = match tokio::time::timeout(step.timeout(), fut).await {
+            let result = match tokio::time::timeout(step.timeout(), fut)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(StepError::Transient(format!(
                     "timed out after {:?}",
                     step.timeout()
                 ))),
             };
+            let outcome = match &result {
+                Ok(()) => "ok",
+                Err(StepError::Transient(_)) => "transient",
+                Err(_) => "rejected",
+            };
+            span.record("saga.outcome", outcome);
+            if outcome != "ok" {
+                span.record("otel.status_code", "ERROR");
+            }
+            crate::telemetry::metrics::SAGA_STEPS
+                .with_label_values(&[
+                    self.kind,
+                    step.name(),
+                    if compensating {
+                        "compensation"
+                    } else {
+                        "action"
+                    },
+                    outcome,
+                ])
+                .inc();
             if result.is_ok() {
                 crash_point(
                     step.name(),
@@ -585,7 +668,7 @@ where
             }
             match result {
                 Err(StepError::Transient(msg)) if compensating || attempt + 1 < policy.attempts => {
-                    tracing::info!(saga_id, step = step.name(), attempt, error = %msg, "saga step will be retried");
+                    span.in_scope(|| tracing::info!(saga_id, step = step.name(), attempt, error = %msg, "saga step will be retried"));
                     Self::mark_step(db, saga_id, idx as i32, step.name(), status, &msg, false)
                         .await?;
                     tokio::time::sleep(backoff(&policy, attempt)).await;

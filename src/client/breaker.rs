@@ -104,6 +104,7 @@ pub struct CircuitBreakerLayer {
 
 impl CircuitBreakerLayer {
     pub fn new(upstream: &str, policy: BreakerPolicy) -> Self {
+        crate::telemetry::metrics::breaker_state(upstream, "closed");
         Self {
             shared: Arc::new(Shared {
                 upstream: upstream.to_string(),
@@ -156,6 +157,7 @@ impl Shared {
                 };
             }
             tracing::info!(upstream = %self.upstream, "circuit breaker half-open: probing");
+            crate::telemetry::metrics::breaker_transition(&self.upstream, "half_open");
             *g = Inner::HalfOpen {
                 admitted: 0,
                 succeeded: 0,
@@ -183,6 +185,7 @@ impl Shared {
         let p = &self.policy;
         let open = |why: String| {
             tracing::warn!(upstream = %self.upstream, reason = %why, open_for = ?p.reset_timeout, "circuit breaker opened");
+            crate::telemetry::metrics::breaker_transition(&self.upstream, "open");
             Inner::Open {
                 until: Instant::now() + p.reset_timeout,
             }
@@ -218,6 +221,7 @@ impl Shared {
                     *succeeded += 1;
                     if *succeeded >= p.probes {
                         tracing::info!(upstream = %self.upstream, "circuit breaker closed after successful probes");
+                        crate::telemetry::metrics::breaker_transition(&self.upstream, "closed");
                         *g = Inner::Closed {
                             window: VecDeque::new(),
                         };
@@ -282,6 +286,9 @@ where
                 self.shared
                     .fast_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::telemetry::metrics::BREAKER_REJECTED
+                    .with_label_values(&[&self.shared.upstream])
+                    .inc();
                 let msg = format!(
                     "circuit breaker for {} is open; failing fast (next probe in {retry_in:?})",
                     self.shared.upstream

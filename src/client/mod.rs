@@ -332,6 +332,9 @@ impl Upstream {
             Endpoints::Fixed(uri) => {
                 // One fixed address: nothing to balance or eject; the channel reconnects.
                 let channel = self.lazy(self.endpoint(uri)?);
+                crate::telemetry::metrics::BALANCER_ENDPOINTS
+                    .with_label_values(&[&self.name])
+                    .set(1);
                 let direct: Balanced =
                     BoxCloneSyncService::new(channel.map_err(|e| Box::new(e) as BoxError));
                 return Ok(self.resilient(direct));
@@ -443,6 +446,9 @@ impl DnsWatcher {
                         }
                     }
                     current = resolved.endpoints;
+                    crate::telemetry::metrics::BALANCER_ENDPOINTS
+                        .with_label_values(&[&self.upstream.name])
+                        .set(current.len() as i64);
                     resolved.ttl.clamp(self.min_refresh, self.max_refresh)
                 }
                 Err(e) => {

@@ -209,11 +209,17 @@ where
                 }
                 if !budget.withdraw() {
                     tracing::debug!(%upstream, "retry budget spent; not retrying");
+                    crate::telemetry::metrics::RETRY_BUDGET_EXHAUSTED
+                        .with_label_values(&[&upstream])
+                        .inc();
                     break;
                 }
                 tokio::time::sleep(wait).await;
                 attempt += 1;
                 tracing::debug!(%upstream, attempt, "retrying");
+                crate::telemetry::metrics::RETRIES
+                    .with_label_values(&[&upstream])
+                    .inc();
                 let mut svc = inner.clone();
                 result = match svc.ready().await {
                     Ok(s) => s.call(make()).await,

@@ -97,7 +97,7 @@ metric!(SAGA_DURATION: HistogramVec = register_histogram_vec!(
 ));
 metric!(SAGA_STEPS: IntCounterVec = register_int_counter_vec!(
     "saga_step_attempts_total",
-    "Saga step attempts, by saga, step, direction (action, compensation) and outcome (ok, transient, permanent).",
+    "Saga step attempts, by saga, step, direction (action, compensation) and outcome (ok, transient, rejected).",
     &["saga", "step", "direction", "outcome"]
 ));
 metric!(DB_POOL: GaugeVec = register_gauge_vec!(

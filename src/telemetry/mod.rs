@@ -230,6 +230,13 @@ fn provider(settings: &TraceSettings) -> SdkTracerProvider {
     let mut b = SdkTracerProvider::builder()
         .with_sampler(settings.sampler())
         .with_resource(resource);
+    #[cfg(not(feature = "otlp"))]
+    if let Some(endpoint) = &settings.endpoint {
+        eprintln!(
+            "telemetry: built without the otlp feature; spans are not exported to {endpoint}"
+        );
+    }
+    #[cfg(feature = "otlp")]
     if let Some(endpoint) = &settings.endpoint {
         use opentelemetry_otlp::WithExportConfig;
         match opentelemetry_otlp::SpanExporter::builder()

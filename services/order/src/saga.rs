@@ -550,7 +550,8 @@ impl OrderSaga {
         drop(running);
         let this = self.clone();
         let order_id = order_id.to_string();
-        tokio::spawn(async move {
+        // In the placing request's span, so the saga's spans join the order's trace.
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let outcome = this.def.run(&this.ctx.db, &saga_id).await;
             match outcome {
                 Ok(Outcome::Completed) => {
@@ -579,7 +580,7 @@ impl OrderSaga {
             if let Ok(mut running) = this.running.lock() {
                 running.remove(&saga_id);
             }
-        });
+        }));
     }
 
     /// Resumes every unfinished saga (at start-up).
