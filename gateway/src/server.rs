@@ -166,5 +166,9 @@ pub(crate) fn record_route(method: &http::Method, label: &str) {
         .map(str::trim)
         .unwrap_or(label);
     span.record("http.route", route);
-    span.record("otel.name", label);
+    // The OTel span has started by now, so its name is changed on the span itself.
+    use opentelemetry::trace::TraceContextExt;
+    tracing_opentelemetry::OpenTelemetrySpanExt::context(&span)
+        .span()
+        .update_name(label.to_string());
 }

@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::StatusExt;
 
+pub mod mesh;
+
 pub mod pb {
     tonic::include_proto!("ordermesh.echo.v1");
 }

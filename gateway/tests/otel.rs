@@ -1,0 +1,304 @@
+//! One trace from the edge through every service: a real OTLP/gRPC receiver (a tonic server on
+//! the OTLP `TraceService` definition) collects what the process exports over OTLP while an
+//! order placed over REST, with a caller's `traceparent`, runs through the gateway, the order
+//! service, its saga, and inventory, payment and shipping. Every "process" here shares the
+//! one tracer provider, so all their spans reach the one exporter; the links between them
+//! are checked by span ids.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use ordermesh::telemetry::LogFormat;
+
+/// Spans received, with the `service.name` of the resource that sent them.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .and_then(|a| value(a.value.as_ref()?.value.as_ref()?))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    spans.push((service.clone(), s));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn receiver() -> (Receiver, SocketAddr) {
+    let r = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = TraceServiceServer::new(r.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (r, addr)
+}
+
+fn value(v: &AnyValue) -> Option<String> {
+    Some(match v {
+        AnyValue::StringValue(s) => s.clone(),
+        AnyValue::IntValue(i) => i.to_string(),
+        AnyValue::BoolValue(b) => b.to_string(),
+        AnyValue::DoubleValue(d) => d.to_string(),
+        _ => return None,
+    })
+}
+
+fn attr(s: &Span, key: &str) -> Option<String> {
+    s.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| value(a.value.as_ref()?.value.as_ref()?))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
+    let (received, addr) = receiver().await;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_SERVICE_NAME", "ordermesh-test");
+    std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let telemetry = ordermesh::telemetry::init("test", LogFormat::Json);
+    assert!(ordermesh::telemetry::enabled());
+
+    let m = common::mesh::mesh().await;
+    m.create_item("TEA-1").await;
+    let traceparent = format!("00-{TRACE}-{CALLER}-01");
+    let id = m
+        .place(
+            "TEA-1",
+            "otel/1",
+            &[
+                ("traceparent", traceparent.as_str()),
+                ("baggage", "tenant=acme"),
+            ],
+        )
+        .await;
+    assert!(m.confirmed(&id).await, "the saga did not confirm {id}");
+
+    // The saga's span ends once the saga does, a moment after the order reads CONFIRMED.
+    let trace = |r: &Receiver| -> Vec<Span> {
+        r.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| hex(&s.trace_id) == TRACE)
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+    let done = ordermesh::testing::eventually(Duration::from_secs(15), || async {
+        ordermesh::telemetry::flush().await;
+        trace(&received)
+            .iter()
+            .any(|s| attr(s, "saga.outcome").as_deref() == Some("completed"))
+    })
+    .await;
+    assert!(done, "no completed saga span arrived");
+    telemetry.shutdown().await;
+    let spans = trace(&received);
+    let by_id: HashMap<String, &Span> = spans.iter().map(|s| (hex(&s.span_id), s)).collect();
+    let services: Vec<String> = received
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(svc, _)| svc.clone())
+        .collect();
+    assert!(
+        services.iter().all(|s| s == "ordermesh-test"),
+        "{services:?}"
+    );
+
+    // Every span of the trace hangs off the caller's span or another span of the trace.
+    for s in &spans {
+        let parent = hex(&s.parent_span_id);
+        assert!(
+            parent == CALLER || by_id.contains_key(&parent),
+            "span {} has a parent {parent} outside the trace",
+            s.name
+        );
+    }
+    let one = |what: &str, f: &dyn Fn(&Span) -> bool| -> &Span {
+        let found: Vec<&Span> = spans.iter().filter(|s| f(s)).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{what}: {:?}",
+            found.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        found[0]
+    };
+    let parent_of = |s: &Span| by_id.get(&hex(&s.parent_span_id)).copied();
+
+    // The gateway's HTTP span continues the caller's trace.
+    let http = one("gateway HTTP span", &|s| {
+        s.kind == SpanKind::Server as i32 && attr(s, "http.route").as_deref() == Some("/v1/orders")
+    });
+    assert_eq!(hex(&http.parent_span_id), CALLER);
+    assert_eq!(http.name, "POST /v1/orders");
+    assert_eq!(attr(http, "http.request.method").as_deref(), Some("POST"));
+    assert_eq!(
+        attr(http, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+
+    let rpc = |kind: SpanKind, service: &str, method: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| {
+                s.kind == kind as i32
+                    && attr(s, "rpc.system").as_deref() == Some("grpc")
+                    && attr(s, "rpc.service").as_deref() == Some(service)
+                    && attr(s, "rpc.method").as_deref() == Some(method)
+            })
+            .collect()
+    };
+    // gateway -> order: a client span under the HTTP span, the order's server span under it.
+    let place_client = rpc(
+        SpanKind::Client,
+        "ordermesh.order.v1.OrderService",
+        "PlaceOrder",
+    );
+    assert_eq!(place_client.len(), 1);
+    assert_eq!(place_client[0].parent_span_id, http.span_id);
+    let place_server = rpc(
+        SpanKind::Server,
+        "ordermesh.order.v1.OrderService",
+        "PlaceOrder",
+    );
+    assert_eq!(place_server.len(), 1);
+    assert_eq!(place_server[0].parent_span_id, place_client[0].span_id);
+    assert_eq!(
+        attr(place_server[0], "rpc.grpc.status_code").as_deref(),
+        Some("0")
+    );
+
+    // The saga, a child of the PlaceOrder call, with one span per step attempt.
+    let saga = one("saga span", &|s| s.name == "saga place_order");
+    assert_eq!(saga.parent_span_id, place_server[0].span_id);
+    assert_eq!(
+        attr(saga, "saga.id").as_deref(),
+        Some(format!("saga-{id}").as_str())
+    );
+    assert_eq!(attr(saga, "saga.outcome").as_deref(), Some("completed"));
+    let steps: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == saga.span_id && attr(s, "saga.step").is_some())
+        .collect();
+    let mut names: Vec<String> = steps.iter().filter_map(|s| attr(s, "saga.step")).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "authorize_payment",
+            "capture_payment",
+            "commit_stock",
+            "confirm_order",
+            "create_shipment",
+            "reserve_stock"
+        ]
+    );
+    for s in &steps {
+        assert_eq!(attr(s, "saga.outcome").as_deref(), Some("ok"), "{}", s.name);
+        assert_eq!(attr(s, "saga.attempt").as_deref(), Some("1"), "{}", s.name);
+    }
+
+    // Each participant call: order's client span under its step, the participant's server
+    // span under that.
+    for (service, method, step) in [
+        (
+            "ordermesh.inventory.v1.InventoryService",
+            "ReserveStock",
+            "reserve_stock",
+        ),
+        (
+            "ordermesh.payment.v1.PaymentService",
+            "AuthorizePayment",
+            "authorize_payment",
+        ),
+        (
+            "ordermesh.shipping.v1.ShippingService",
+            "CreateShipment",
+            "create_shipment",
+        ),
+        (
+            "ordermesh.payment.v1.PaymentService",
+            "CapturePayment",
+            "capture_payment",
+        ),
+        (
+            "ordermesh.inventory.v1.InventoryService",
+            "CommitReservation",
+            "commit_stock",
+        ),
+    ] {
+        let servers = rpc(SpanKind::Server, service, method);
+        assert_eq!(servers.len(), 1, "{service}/{method}");
+        let server = servers[0];
+        assert_eq!(attr(server, "rpc.grpc.status_code").as_deref(), Some("0"));
+        let client = parent_of(server).expect("server span's parent");
+        assert_eq!(client.kind, SpanKind::Client as i32, "{method}");
+        assert_eq!(attr(client, "rpc.method").as_deref(), Some(method));
+        let step_span = parent_of(client).expect("client span's parent");
+        assert_eq!(
+            attr(step_span, "saga.step").as_deref(),
+            Some(step),
+            "{method}"
+        );
+        assert_eq!(step_span.parent_span_id, saga.span_id);
+    }
+    let servers = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server as i32)
+        .count();
+    let clients = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .count();
+    println!(
+        "trace {TRACE}: {} spans ({servers} server, {clients} client, {} saga steps)",
+        spans.len(),
+        steps.len()
+    );
+}
