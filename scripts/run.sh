@@ -8,6 +8,8 @@ mkdir -p "${DATA_DIR:-var}"
 # The dev mesh CA and one leaf per service, created on first use (make certs does the same).
 "${CARGO_TARGET_DIR:-target}"/debug/mesh-certs --dir "${DATA_DIR:-var}/certs" >/dev/null
 declare -A ports=([order]=50051 [payment]=50052 [inventory]=50053 [shipping]=50054)
+# Prometheus /metrics of each service (the gateway serves its own on its HTTP port).
+declare -A metrics_ports=([order]=9461 [payment]=9462 [inventory]=9463 [shipping]=9464)
 # All four by default; SERVICES="..." starts a subset.
 read -r -a services <<<"${SERVICES:-order payment inventory shipping}"
 pids=()
@@ -29,6 +31,7 @@ pids+=($!)
 for svc in "${services[@]}"; do
   # MESH_DNS: the order service finds its saga participants through the mesh zone.
   LISTEN_ADDR=127.0.0.1:${ports[$svc]} DATA_DIR=${DATA_DIR:-var} TLS_DIR=${DATA_DIR:-var}/certs \
+    METRICS_ADDR=127.0.0.1:${metrics_ports[$svc]} \
     MESH_DNS=${MESH_DNS_LISTEN:-127.0.0.1:5354} \
     LOG_FORMAT=${LOG_FORMAT:-pretty} \
     "${CARGO_TARGET_DIR:-target}"/debug/"$svc" > >(sed -u "s/^/[$svc] /") 2>&1 &
@@ -56,7 +59,7 @@ done
 echo
 echo "ordermesh is running over mTLS (SQLite databases and certs/ in ${DATA_DIR:-var}/):"
 for svc in "${services[@]}"; do
-  printf '  %-10s grpc://127.0.0.1:%s\n' "$svc" "${ports[$svc]}"
+  printf '  %-10s grpc://127.0.0.1:%s  metrics http://127.0.0.1:%s/metrics\n' "$svc" "${ports[$svc]}" "${metrics_ports[$svc]}"
 done
 [[ ${GATEWAY:-on} != off ]] && echo "  gateway    http://$gateway_addr (REST/JSON from the google.api.http rules; /openapi.json, /readyz, /metrics)"
 echo "  dns        udp+tcp://${MESH_DNS_LISTEN:-127.0.0.1:5354} (zone mesh.local., e.g. _grpc._tcp.payment.mesh.local. SRV)"

@@ -35,6 +35,77 @@ struct Args {
     /// Leave retries and the circuit breaker out of the stack (to see what they cost).
     #[arg(long)]
     no_resilience: bool,
+    /// Trace the hop: `off` (no OpenTelemetry), or the percentage of calls sampled (`100`,
+    /// `1`), exported over OTLP/gRPC to a receiver in this process. With this flag the server
+    /// also runs the mesh's RPC server layer, as every `MeshServer` does. Tracing is global to
+    /// a process, so compare modes across runs: `scripts/bench-tracing.sh`.
+    #[arg(long)]
+    tracing: Option<String>,
+}
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+/// An OTLP/gRPC receiver that counts spans and drops them.
+#[derive(Clone, Default)]
+struct SpanSink(Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for SpanSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Starts telemetry for `--tracing MODE`; returns the receiver's span counter.
+async fn tracing_mode(mode: &str) -> anyhow::Result<(ordermesh::telemetry::Telemetry, SpanSink)> {
+    let sink = SpanSink::default();
+    let ratio = match mode {
+        "off" => None,
+        pct => Some(
+            pct.trim_end_matches('%')
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or_else(|| anyhow::anyhow!("--tracing: '{mode}' is not off or a percentage"))?
+                / 100.0,
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(sink.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let settings = ordermesh::telemetry::TraceSettings {
+        disabled: ratio.is_none(),
+        endpoint: Some(endpoint),
+        service_name: "mesh-bench".into(),
+        ratio: ratio.unwrap_or(0.0),
+        parent_based: true,
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    let t = ordermesh::telemetry::init_with(&settings, ordermesh::telemetry::LogFormat::Json);
+    Ok((t, sink))
 }
 
 #[derive(Default)]
@@ -91,6 +162,10 @@ where
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let traced = match &args.tracing {
+        Some(mode) => Some(tracing_mode(mode).await?),
+        None => None,
+    };
     let dir = tempfile_dir()?;
     ensure_dev_certs(&dir, "ordermesh.local", "default", &["inventory", "order"])?;
     let server_id = MeshIdentity::load(CertPaths::in_dir(&dir, "inventory"))?;
@@ -98,11 +173,21 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (_reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tls_incoming(listener, server_id, Duration::from_secs(10))),
-    );
+    let incoming = tls_incoming(listener, server_id, Duration::from_secs(10));
+    if traced.is_some() {
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(ordermesh::telemetry::rpc::ServerLayer)
+                .add_service(health)
+                .serve_with_incoming(incoming),
+        );
+    } else {
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(incoming),
+        );
+    }
 
     let upstream =
         Upstream::new(format!("http://{addr}")).mesh(Arc::clone(&client_id), "inventory");
@@ -189,6 +274,17 @@ async fn main() -> anyhow::Result<()> {
         s50.as_secs_f64() / b50.as_secs_f64(),
         s99.as_secs_f64() / b99.as_secs_f64()
     );
+    if let (Some(mode), Some((telemetry, sink))) = (&args.tracing, traced) {
+        telemetry.shutdown().await;
+        let spans = sink.0.load(std::sync::atomic::Ordering::Relaxed);
+        let calls = (args.rounds * args.requests * 2 + 4_000) as f64;
+        println!(
+            "tracing {mode}: mesh stack {s_rps:.0} req/s, p50 {:.1}us, p99 {:.1}us; {spans} spans exported ({:.2} per call)",
+            s50.as_secs_f64() * 1e6,
+            s99.as_secs_f64() * 1e6,
+            spans as f64 / calls
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

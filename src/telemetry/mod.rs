@@ -190,21 +190,23 @@ pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
     if tracing::dispatcher::has_been_set() {
         return Telemetry { provider: None };
     }
+    // RUST_LOG filters the log lines only: spans at INFO and above are traced whatever it says.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = (!settings.disabled).then(|| provider(settings));
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("ordermesh"))
             .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
     let fmt = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(json::JsonWithTrace)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
-    };
+    }
+    .with_filter(filter);
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(otel)
         .with(fmt)
         .try_init()
@@ -443,6 +445,66 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("OTEL_TRACES_SAMPLER_ARG"), "{e}");
+    }
+
+    /// Keeps what it is given (the SDK's in-memory exporter needs its `testing` feature).
+    #[derive(Clone, Debug, Default)]
+    struct Collect(std::sync::Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Collect {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_event_consumer_span_is_a_child_of_the_span_that_wrote_the_event() {
+        let spans = Collect::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(spans.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            // The producer writes the event inside its request's span...
+            let producer = tracing::info_span!("PlaceOrder");
+            let envelope_context = producer.in_scope(trace_context);
+            drop(producer);
+            assert!(envelope_context.traceparent.starts_with("00-"));
+            // ... and the consumer, later, handles it inside the event's span.
+            let consumer = event_span(Some(&envelope_context), "OrderPlaced", "order", "shipping");
+            consumer.in_scope(|| tracing::info!("handled"));
+            drop(consumer);
+            // An envelope without context starts a trace of its own.
+            drop(event_span(None, "OrderPlaced", "order", "shipping"));
+        });
+        let _ = provider.force_flush();
+        let spans = spans.0.lock().unwrap();
+        let producer = spans.iter().find(|s| s.name == "PlaceOrder").unwrap();
+        let consumers: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "process OrderPlaced")
+            .collect();
+        assert_eq!(consumers.len(), 2);
+        let (linked, alone) = if consumers[0].parent_span_id == producer.span_context.span_id() {
+            (consumers[0], consumers[1])
+        } else {
+            (consumers[1], consumers[0])
+        };
+        assert_eq!(
+            linked.span_context.trace_id(),
+            producer.span_context.trace_id()
+        );
+        assert_eq!(linked.parent_span_id, producer.span_context.span_id());
+        assert_eq!(linked.span_kind, opentelemetry::trace::SpanKind::Consumer);
+        assert_ne!(
+            alone.span_context.trace_id(),
+            producer.span_context.trace_id()
+        );
     }
 
     #[test]
