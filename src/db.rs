@@ -81,20 +81,6 @@ fn sqlite_path(url: &str) -> Option<String> {
     (!path.is_empty() && path != ":memory:").then(|| path.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_paths() {
-        assert_eq!(
-            sqlite_path("sqlite://var/x.db?mode=rwc").as_deref(),
-            Some("var/x.db")
-        );
-        assert_eq!(sqlite_path("sqlite::memory:"), None);
-    }
-}
-
 /// Sets the `db_pool_connections` gauges (idle, in use, max) from the pool's current state.
 pub fn record_pool_metrics(db: &DatabaseConnection) {
     use sea_orm::DatabaseBackend;
@@ -122,4 +108,18 @@ pub fn record_pool_metrics(db: &DatabaseConnection) {
     g.with_label_values(&["in_use"])
         .set(f64::from(size.saturating_sub(idle)));
     g.with_label_values(&["max"]).set(f64::from(max));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite://var/x.db?mode=rwc").as_deref(),
+            Some("var/x.db")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
 }

@@ -197,6 +197,9 @@ pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("ordermesh"))
             .with_tracked_inactivity(false)
+            // Code locations and thread names on every span cost more than they tell here.
+            .with_location(false)
+            .with_threads(false)
             .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
     let fmt = match format {
@@ -215,7 +218,10 @@ pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
         return Telemetry { provider: None };
     }
     if let Some(p) = &provider {
-        opentelemetry::global::set_text_map_propagator(propagator());
+        opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
         opentelemetry::global::set_tracer_provider(p.clone());
         if let Ok(mut g) = PROVIDER.lock() {
             *g = Some(p.clone());
@@ -255,11 +261,16 @@ fn provider(settings: &TraceSettings) -> SdkTracerProvider {
     b.build()
 }
 
-fn propagator() -> TextMapCompositePropagator {
-    TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ])
+/// W3C trace context and baggage, made once.
+fn propagator() -> &'static TextMapCompositePropagator {
+    static PROPAGATOR: std::sync::LazyLock<TextMapCompositePropagator> =
+        std::sync::LazyLock::new(|| {
+            TextMapCompositePropagator::new(vec![
+                Box::new(TraceContextPropagator::new()),
+                Box::new(BaggagePropagator::new()),
+            ])
+        });
+    &PROPAGATOR
 }
 
 /// Whether this process exports or at least makes OpenTelemetry spans.
