@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: schemathesis bench-gateway bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
+.PHONY: schemathesis bench-gateway bench-tracing bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -76,6 +76,10 @@ bench: bench-gateway
 	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)
 	cargo run --release --quiet -p ordermesh-order --example saga-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench -- --postgres
+
+## The mesh hop with tracing off, sampling 100% and 1% (OTLP export in-process), as ratios to off.
+bench-tracing:
+	scripts/bench-tracing.sh
 
 ## The same REST call through ordermesh's gateway and a Go grpc-gateway (built offline from
 ## Debian packages) in front of one inventory service, alternating, with wrk; prints the ratios.
