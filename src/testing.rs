@@ -339,6 +339,27 @@ impl TestVhost {
         .unwrap_or_else(|e| panic!("closing connections: {e}"));
     }
 
+    /// How many ready messages `queue` holds; `None` while it does not exist.
+    pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
+        let conn = lapin::Connection::connect(self.url.as_str(), Default::default())
+            .await
+            .ok()?;
+        let channel = conn.create_channel().await.ok()?;
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .ok();
+        let _ = conn.close(200, "done".into()).await;
+        q.map(|q| q.message_count())
+    }
+
     /// Takes (and acks) every message in `queue`, decoded as event envelopes.
     pub async fn take_all(&self, queue: &str) -> Vec<crate::proto::events::v1::EventEnvelope> {
         use lapin::options::{BasicAckOptions, BasicGetOptions};
