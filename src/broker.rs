@@ -705,3 +705,80 @@ async fn deliver(
     }
     Ok(Flow::Next)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_passwords_not_printed() {
+        let u = BrokerUrl::parse("amqp://guest:s3cret@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(format!("{u:?}"), "amqp://guest@127.0.0.1:5672//");
+        let v = u.with_vhost("om_test").unwrap();
+        let parsed: lapin::uri::AMQPUri = v.as_str().parse().unwrap();
+        assert_eq!(parsed.vhost, "om_test");
+        assert!(
+            v.as_str().contains("s3cret"),
+            "the password is kept for connecting"
+        );
+        for bad in [
+            "",
+            "127.0.0.1:5672",
+            "http://h:5672",
+            "amqp://",
+            "amqp://:5672/x",
+        ] {
+            assert!(BrokerUrl::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(BrokerUrl::parse("amqps://u:p@rabbit.svc:5671/prod").is_ok());
+    }
+
+    #[test]
+    fn names_follow_the_topology() {
+        assert_eq!(exchange("shipping"), "ordermesh.shipping.events");
+        assert_eq!(
+            routing_key("shipment", "ShipmentDelivered"),
+            "shipment.ShipmentDelivered"
+        );
+        assert_eq!(queue("order", "shipping"), "ordermesh.order.from.shipping");
+        assert_eq!(
+            dead_letter_queue("order", "shipping"),
+            "ordermesh.order.from.shipping.dead-letter"
+        );
+        assert_eq!(DELIVERY_LIMIT + 1, crate::consumer::MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let waits: Vec<Duration> = (0..6).map(|_| b.next_wait()).collect();
+        let caps = [100, 200, 400, 800, 800, 800];
+        for (w, cap) in waits.iter().zip(caps) {
+            let cap = Duration::from_millis(cap);
+            assert!(
+                *w <= cap && *w >= cap / 2,
+                "{w:?} outside [{:?}, {cap:?}]",
+                cap / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn delivery_count_reads_the_brokers_header() {
+        assert_eq!(delivery_count(&BasicProperties::default()), 0);
+        let mut h = FieldTable::default();
+        h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(3));
+        assert_eq!(
+            delivery_count(&BasicProperties::default().with_headers(h)),
+            3
+        );
+        let mut h = FieldTable::default();
+        h.insert("x-delivery-count".into(), AMQPValue::LongInt(-1));
+        assert_eq!(
+            delivery_count(&BasicProperties::default().with_headers(h)),
+            0
+        );
+    }
+}
