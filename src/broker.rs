@@ -596,12 +596,11 @@ async fn session(
             None if drain.is_draining() => break,
             None => return Err(BrokerError::ConsumerClosed(sub.queue())),
         };
-        // An ack or a re-publish can hang on a connection that just dropped: watch it.
-        let flow = tokio::select! {
-            f = deliver(db, sub, handler, drain, &requeue, delivery) => f?,
-            e = broken(&connection) => return Err(e),
+        let link = Link {
+            connection: &connection,
+            requeue: &requeue,
         };
-        if let Flow::Drained = flow {
+        if let Flow::Drained = deliver(db, sub, handler, drain, &link, delivery).await? {
             break;
         }
     }
@@ -609,12 +608,38 @@ async fn session(
     Ok(())
 }
 
+/// The consumer's connection and its confirmed channel for re-published retries.
+struct Link<'a> {
+    connection: &'a Connection,
+    requeue: &'a Channel,
+}
+
+impl Link<'_> {
+    /// Runs a broker operation, giving up when the connection drops or the broker does not
+    /// answer in time (an ack can otherwise wait forever on a connection that just died).
+    async fn guard<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, lapin::Error>>,
+    ) -> Result<T, BrokerError> {
+        tokio::select! {
+            r = tokio::time::timeout(CONFIRM_TIMEOUT, op) => match r {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(BrokerError::Timeout(CONFIRM_TIMEOUT)),
+            },
+            e = broken(self.connection) => Err(e),
+        }
+    }
+}
+
+/// Handles one delivery. The handler and its inbox transaction always run to the end (never
+/// cut short by a dropped connection, so `committed` runs for every commit); only the broker
+/// operations around them are guarded.
 async fn deliver(
     db: &DatabaseConnection,
     sub: &Subscription,
     handler: &dyn Handler,
     drain: &Drain,
-    requeue: &Channel,
+    link: &Link<'_>,
     delivery: lapin::message::Delivery,
 ) -> Result<Flow, BrokerError> {
     let returned = delivery_count(&delivery.properties);
@@ -623,16 +648,15 @@ async fn deliver(
         Err(e) => {
             // Can never be applied: straight to the dead-letter queue.
             tracing::error!(consumer = %sub.consumer, error = %e, "undecodable event dead-lettered");
-            delivery
-                .acker
-                .reject(BasicRejectOptions { requeue: false })
+            link.guard(delivery.acker.reject(BasicRejectOptions { requeue: false }))
                 .await?;
             return Ok(Flow::Next);
         }
     };
     match crate::consumer::apply_once(db, &sub.consumer, &sub.producer, handler, &event).await {
         Ok(_) => {
-            delivery.acker.ack(BasicAckOptions::default()).await?;
+            link.guard(delivery.acker.ack(BasicAckOptions::default()))
+                .await?;
         }
         Err(HandlerError::Poison(e)) => {
             let attempt = returned + 1;
@@ -644,13 +668,11 @@ async fn deliver(
             if !pause(Duration::from_millis(50 << returned.min(6)), drain).await {
                 return Ok(Flow::Drained);
             }
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await?;
+            link.guard(delivery.acker.nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            }))
+            .await?;
         }
         Err(HandlerError::Retry(e)) => {
             tracing::info!(consumer = %sub.consumer, event_id = %event.event_id, error = %e, "event not applied yet; retrying");
@@ -659,13 +681,11 @@ async fn deliver(
                 return Ok(Flow::Drained);
             }
             if returned + 1 < DELIVERY_LIMIT {
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
+                link.guard(delivery.acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                }))
+                .await?;
             } else {
                 // One more return would use up the delivery limit meant for poison
                 // events: send a fresh copy to the back of the queue, then drop this one.
@@ -686,20 +706,24 @@ async fn deliver(
                     AMQPValue::LongLongInt(requeued),
                 );
                 let props = delivery.properties.clone().with_headers(headers);
-                let confirm = requeue
-                    .basic_publish(
-                        "".into(),
-                        sub.queue().into(),
-                        BasicPublishOptions::default(),
-                        &delivery.data,
-                        props,
-                    )
-                    .await?
-                    .await?;
+                let publish = async {
+                    link.requeue
+                        .basic_publish(
+                            "".into(),
+                            sub.queue().into(),
+                            BasicPublishOptions::default(),
+                            &delivery.data,
+                            props,
+                        )
+                        .await?
+                        .await
+                };
+                let confirm = link.guard(publish).await?;
                 if !confirm.is_ack() {
                     return Err(BrokerError::Refused(event.event_id.clone()));
                 }
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+                link.guard(delivery.acker.ack(BasicAckOptions::default()))
+                    .await?;
             }
         }
     }

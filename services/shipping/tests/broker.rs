@@ -485,15 +485,26 @@ async fn a_cut_connection_loses_no_event_and_applies_none_twice() {
         shipments * EVENTS_PER_JOURNEY,
         "events recorded"
     );
-    assert!(
-        eventually(PATIENCE, || async {
-            group.effects.applied().len() >= rows.len()
-        })
-        .await,
-        "applied {} of {} events",
-        group.effects.applied().len(),
-        rows.len()
-    );
+    // The consumer's database is the ground truth: wait until it holds every effect.
+    let all_written = eventually(PATIENCE, || async {
+        group.effect_counts().await.len() >= rows.len()
+    })
+    .await;
+    if !all_written {
+        let counts = group.effect_counts().await;
+        let missing: Vec<(i64, Option<i64>, &str)> = rows
+            .iter()
+            .filter(|r| !counts.contains_key(&r.event_id))
+            .map(|r| (r.id, r.sequence, r.event_type.as_str()))
+            .collect();
+        panic!(
+            "effects of {} of {} events written; missing (row, sequence, type) {missing:?}; dead letters {}; queue {:?}",
+            counts.len(),
+            rows.len(),
+            vhost.take_all(&group.sub.dead_letter_queue()).await.len(),
+            vhost.queue_depth(&group.sub.queue()).await
+        );
+    }
     // Stopped, the group applies nothing more: count what it did.
     let (effects, db, sub) = (group.effects.clone(), group.db.clone(), group.sub.clone());
     let counts_before_stop = group.effect_counts().await.len();
