@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the real backing services the tests use answer on 127.0.0.1, starting them if not:
-# PostgreSQL 5432 (trust auth) and RabbitMQ 5672.
+# PostgreSQL 5432 (trust auth) and RabbitMQ 5672 (guest/guest; the RabbitMQ tests create a
+# vhost each with rabbitmqctl, so that must work too).
 set -euo pipefail
 
 answers() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
@@ -25,4 +26,8 @@ if ! answers 5672; then
   echo "starting RabbitMQ"
   rabbitmq-server -detached || true
 fi
-wait_for RabbitMQ 5672 || echo "RabbitMQ is not needed by the current tests; continuing" >&2
+wait_for RabbitMQ 5672
+# The port answers before the broker is ready for vhosts and queues.
+timeout 120 rabbitmqctl await_startup >/dev/null
+rabbitmqctl -q list_vhosts >/dev/null
+echo "RabbitMQ is up (rabbitmqctl works)"

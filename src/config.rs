@@ -77,6 +77,11 @@ pub struct ServiceArgs {
     /// Most calls served at once; more are refused with RESOURCE_EXHAUSTED (load shedding).
     #[arg(long = "max-in-flight", env = "MAX_IN_FLIGHT", default_value = "1024")]
     pub max_in_flight: String,
+    /// RabbitMQ URL (amqp://user:password@host:5672/vhost). When set, outbox relays also
+    /// publish to RabbitMQ and event consumers read from it; unset, events travel only over
+    /// the producers' gRPC `EventLogService` streams.
+    #[arg(long = "broker-url", env = "BROKER_URL")]
+    pub broker_url: Option<String>,
     /// Serve plaintext gRPC without client authentication. Development only.
     #[arg(long = "plaintext", env = "PLAINTEXT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub plaintext: bool,
@@ -122,6 +127,8 @@ pub struct ServiceConfig {
     pub max_in_flight: usize,
     /// `--check-config`: validate, report, exit; serve nothing.
     pub check_only: bool,
+    /// RabbitMQ, when events go through it (`BROKER_URL`).
+    pub broker_url: Option<crate::broker::BrokerUrl>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -216,6 +223,12 @@ impl ServiceConfig {
                     ),
                 )
             })?;
+        let broker_url = match args.broker_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                Some(crate::broker::BrokerUrl::parse(url).map_err(|m| invalid("BROKER_URL", m))?)
+            }
+        };
         let transport = if args.plaintext {
             Transport::Plaintext
         } else {
@@ -289,6 +302,7 @@ impl ServiceConfig {
             transport,
             max_in_flight,
             check_only: args.check_config,
+            broker_url,
         })
     }
 
@@ -305,6 +319,7 @@ impl ServiceConfig {
             transport: Transport::Plaintext,
             max_in_flight: 1024,
             check_only: false,
+            broker_url: None,
         }
     }
 
@@ -517,6 +532,35 @@ mod tests {
             a.extend(bad);
             let e = ServiceConfig::from_args("order", 50051, args(&a)).unwrap_err();
             assert!(e.to_string().starts_with("METRICS_ADDR:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn broker_url_is_optional_and_checked() {
+        let c = ServiceConfig::from_args("order", 1, args(&["--plaintext"])).unwrap();
+        assert!(c.broker_url.is_none());
+        let c = ServiceConfig::from_args(
+            "order",
+            1,
+            args(&[
+                "--plaintext",
+                "--broker-url",
+                "amqp://guest:secret@127.0.0.1:5672/%2f",
+            ]),
+        )
+        .unwrap();
+        let url = c.broker_url.expect("broker url");
+        assert_eq!(url.as_str(), "amqp://guest:secret@127.0.0.1:5672/%2f");
+        assert!(!format!("{url:?}").contains("secret"), "{url:?}");
+        for bad in [
+            "http://127.0.0.1:5672",
+            "amqp://",
+            "amqp://127.0.0.1:notaport",
+        ] {
+            let e =
+                ServiceConfig::from_args("order", 1, args(&["--plaintext", "--broker-url", bad]))
+                    .unwrap_err();
+            assert!(e.to_string().starts_with("BROKER_URL:"), "{bad}: {e}");
         }
     }
 

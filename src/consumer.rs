@@ -1,4 +1,5 @@
-//! Idempotent event consumers over a producer's `EventLogService` stream.
+//! Idempotent event consumers: the inbox every transport shares (`apply_once`), and the
+//! consumer of a producer's `EventLogService` stream (`run`); `broker::run` is the RabbitMQ one.
 //!
 //! A consumer remembers, in its own database, the last sequence it processed from each
 //! producer (`event_checkpoints`) and the ids of the events it applied (`event_inbox`); the
@@ -186,7 +187,7 @@ pub trait Handler: Send + Sync {
     async fn committed(&self, _event: &pb::EventEnvelope) {}
 }
 
-/// One consumer of one producer's log.
+/// One consumer of one producer's gRPC log.
 pub struct Subscription {
     /// Consumer name, e.g. `order`.
     pub consumer: String,
@@ -214,7 +215,8 @@ pub async fn checkpoint_of<C: ConnectionTrait>(
 
 async fn save(
     txn: &DatabaseTransaction,
-    sub: &Subscription,
+    consumer: &str,
+    producer: &str,
     event: &pb::EventEnvelope,
     error: &str,
 ) -> Result<(), sea_orm::DbErr> {
@@ -225,9 +227,9 @@ async fn save(
         .map(crate::outbox::event_type)
         .unwrap_or("");
     inbox::ActiveModel {
-        consumer: Set(sub.consumer.clone()),
+        consumer: Set(consumer.to_string()),
         event_id: Set(event.event_id.clone()),
-        producer: Set(sub.producer.clone()),
+        producer: Set(producer.to_string()),
         sequence: Set(event.sequence as i64),
         event_type: Set(kind.to_string()),
         dead_letter_error: Set(error.to_string()),
@@ -235,18 +237,20 @@ async fn save(
     }
     .insert(txn)
     .await?;
-    let key = (sub.consumer.clone(), sub.producer.clone());
+    let key = (consumer.to_string(), producer.to_string());
     match checkpoint::Entity::find_by_id(key).one(txn).await? {
         Some(row) => {
+            // Never backwards: a broker may hand over a re-published retry after later events.
+            let last = row.last_sequence.max(event.sequence as i64);
             let mut a: checkpoint::ActiveModel = row.into();
-            a.last_sequence = Set(event.sequence as i64);
+            a.last_sequence = Set(last);
             a.updated_at = Set(now);
             a.update(txn).await?;
         }
         None => {
             checkpoint::ActiveModel {
-                consumer: Set(sub.consumer.clone()),
-                producer: Set(sub.producer.clone()),
+                consumer: Set(consumer.to_string()),
+                producer: Set(producer.to_string()),
                 last_sequence: Set(event.sequence as i64),
                 updated_at: Set(now),
             }
@@ -257,6 +261,43 @@ async fn save(
     Ok(())
 }
 
+/// What one try at an event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The handler ran and its effect committed with the inbox row.
+    Now,
+    /// The inbox already had the event: nothing ran.
+    Before,
+}
+
+/// One try at applying `event` for `consumer`, whatever transport brought it: skips an event
+/// the inbox already has, else runs the handler and writes the inbox row and checkpoint in
+/// the handler's transaction. A database error is a `Retry`.
+pub async fn apply_once(
+    db: &DatabaseConnection,
+    consumer: &str,
+    producer: &str,
+    handler: &dyn Handler,
+    event: &pb::EventEnvelope,
+) -> Result<Applied, HandlerError> {
+    let retry = |e: sea_orm::DbErr| HandlerError::Retry(format!("consumer database: {e}"));
+    let seen = inbox::Entity::find_by_id((consumer.to_string(), event.event_id.clone()))
+        .one(db)
+        .await
+        .map_err(retry)?;
+    if seen.is_some() {
+        return Ok(Applied::Before);
+    }
+    let txn = db.begin().await.map_err(retry)?;
+    handler.handle(&txn, event).await?;
+    save(&txn, consumer, producer, event, "")
+        .await
+        .map_err(retry)?;
+    txn.commit().await.map_err(retry)?;
+    handler.committed(event).await;
+    Ok(Applied::Now)
+}
+
 /// Applies one event exactly once. Returns whether the handler ran (false for a repeat).
 async fn apply(
     db: &DatabaseConnection,
@@ -264,32 +305,16 @@ async fn apply(
     handler: &dyn Handler,
     event: &pb::EventEnvelope,
 ) -> Result<bool, String> {
-    let seen = inbox::Entity::find_by_id((sub.consumer.clone(), event.event_id.clone()))
-        .one(db)
-        .await
-        .map_err(|e| e.to_string())?;
-    if seen.is_some() {
-        return Ok(false);
-    }
     let mut last_error = String::new();
     for attempt in 0..MAX_ATTEMPTS {
-        let txn = db.begin().await.map_err(|e| e.to_string())?;
-        match handler.handle(&txn, event).await {
-            Ok(()) => {
-                save(&txn, sub, event, "")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                txn.commit().await.map_err(|e| e.to_string())?;
-                handler.committed(event).await;
-                return Ok(true);
-            }
+        match apply_once(db, &sub.consumer, &sub.producer, handler, event).await {
+            Ok(Applied::Now) => return Ok(true),
+            Ok(Applied::Before) => return Ok(false),
             Err(HandlerError::Retry(e)) => {
-                drop(txn);
                 // Not dead-lettered: the stream is resumed from the checkpoint after a pause.
                 return Err(format!("event {} not applied yet: {e}", event.event_id));
             }
             Err(HandlerError::Poison(e)) => {
-                drop(txn);
                 tracing::warn!(consumer = %sub.consumer, event_id = %event.event_id, attempt, error = %e, "event handler failed");
                 last_error = e;
                 tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
@@ -299,7 +324,7 @@ async fn apply(
     // A poison message: park it in the inbox with its error and move on.
     tracing::error!(consumer = %sub.consumer, event_id = %event.event_id, error = %last_error, "event dead-lettered");
     let txn = db.begin().await.map_err(|e| e.to_string())?;
-    save(&txn, sub, event, &last_error)
+    save(&txn, &sub.consumer, &sub.producer, event, &last_error)
         .await
         .map_err(|e| e.to_string())?;
     txn.commit().await.map_err(|e| e.to_string())?;

@@ -3,11 +3,13 @@
 //! Each module owns one concern and can be used alone: `config` (typed, validated settings),
 //! `db` (connections and migrations), `server` (the one way to serve a service: health,
 //! reflection, graceful drain), `client` (the one way to call another service),
-//! `idempotency` (stored results by key), `money`, `pagination`, `status` (how errors look to
+//! `outbox`/`consumer` (events and the idempotent inbox), `broker` (the RabbitMQ event
+//! transport), `idempotency` (stored results by key), `money`, `pagination`, `status` (how errors look to
 //! callers) and `telemetry` (logs).
 
 pub mod address;
 pub mod authz;
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod consumer;

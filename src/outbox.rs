@@ -6,6 +6,11 @@
 //! still get a later sequence, so a consumer reading "after my last sequence" misses nothing)
 //! and wakes subscribers. Rows are never deleted. `EventLog` serves the log as the gRPC stream
 //! `ordermesh.events.v1.EventLogService/Subscribe`.
+//!
+//! With a `broker::Publisher` (when `BROKER_URL` is set) the relay publishes each row to
+//! RabbitMQ as well, and a row gets its sequence only once the broker confirmed it: "published"
+//! then means "in RabbitMQ and in the gRPC log", so the log keeps serving catch-up and replay.
+//! Rows the broker did not confirm keep no sequence and are sent again (at-least-once).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -21,6 +26,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::broker::{Backoff, BrokerError, OutgoingEvent, Publisher};
 use crate::proto::common::v1::TraceContext;
 use crate::proto::events::v1 as pb;
 use crate::proto::events::v1::event_envelope::Payload;
@@ -193,11 +199,24 @@ pub async fn record<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Publishes recorded events into the log and wakes subscribers.
+/// Why a relay round published nothing or only part of its batch.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("outbox row {id}: stored envelope does not decode: {message}")]
+    Corrupt { id: i64, message: String },
+}
+
+/// Publishes recorded events into the log (and to RabbitMQ when configured) and wakes
+/// subscribers.
 #[derive(Clone)]
 pub struct Outbox {
     db: DatabaseConnection,
     published: watch::Sender<i64>,
+    publisher: Option<std::sync::Arc<Publisher>>,
 }
 
 impl Outbox {
@@ -205,63 +224,109 @@ impl Outbox {
         Self {
             db,
             published: watch::channel(0).0,
+            publisher: None,
         }
+    }
+
+    /// The outbox of the service `config` describes: publishing to RabbitMQ too when it has a
+    /// `BROKER_URL`.
+    pub fn for_service(db: DatabaseConnection, config: &crate::config::ServiceConfig) -> Self {
+        let outbox = Self::new(db);
+        match &config.broker_url {
+            Some(url) => outbox.with_publisher(Publisher::new(url.clone(), config.service)),
+            None => outbox,
+        }
+    }
+
+    /// Also publishes every row to RabbitMQ, marking it published only after the confirm.
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
+        self.publisher = Some(std::sync::Arc::new(publisher));
+        self
+    }
+
+    /// The RabbitMQ publisher, when there is one.
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.publisher.as_deref()
     }
 
     /// Publishes up to `batch` recorded rows in the order they were recorded; returns how many.
-    pub async fn publish_batch(&self, batch: u64) -> Result<usize, sea_orm::DbErr> {
+    pub async fn publish_batch(&self, batch: u64) -> Result<usize, RelayError> {
+        if let Some(publisher) = &self.publisher {
+            return self.publish_batch_to(publisher, batch).await;
+        }
         let txn = self.db.begin().await?;
-        let rows = entity::Entity::find()
-            .filter(entity::Column::Sequence.is_null())
-            .order_by_asc(entity::Column::Id)
-            .limit(batch)
-            .all(&txn)
-            .await?;
+        let rows = unpublished(&txn, batch).await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let last: Option<i64> = entity::Entity::find()
-            .select_only()
-            .column_as(entity::Column::Sequence.max(), "max")
-            .into_tuple::<Option<i64>>()
-            .one(&txn)
-            .await?
-            .flatten();
-        let mut next = last.unwrap_or(0) + 1;
-        let now = crate::time::now();
-        for row in &rows {
-            entity::Entity::update_many()
-                .col_expr(entity::Column::Sequence, Expr::value(next))
-                .col_expr(entity::Column::PublishedAt, Expr::value(now))
-                .filter(entity::Column::Id.eq(row.id))
-                .filter(entity::Column::Sequence.is_null())
-                .exec(&txn)
-                .await?;
-            next += 1;
-        }
+        let first = last_sequence(&txn).await? + 1;
+        let n = assign_sequences(&txn, &rows, first).await?;
         txn.commit().await?;
-        self.published.send_replace(next - 1);
-        Ok(rows.len())
+        self.published.send_replace(first + n as i64 - 1);
+        Ok(n)
+    }
+
+    /// The broker round: sends the batch with its would-be sequences, then gives sequences to
+    /// the unbroken run of rows the broker confirmed. A crash or a lost connection between the
+    /// two sends those rows again (same event ids and sequences); consumers dedupe.
+    async fn publish_batch_to(
+        &self,
+        publisher: &Publisher,
+        batch: u64,
+    ) -> Result<usize, RelayError> {
+        let rows = unpublished(&self.db, batch).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let first = last_sequence(&self.db).await? + 1;
+        let mut outgoing = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let mut e = pb::EventEnvelope::decode(row.payload.as_slice()).map_err(|e| {
+                RelayError::Corrupt {
+                    id: row.id,
+                    message: e.to_string(),
+                }
+            })?;
+            e.sequence = (first + i as i64) as u64;
+            outgoing.push(OutgoingEvent {
+                event_id: row.event_id.clone(),
+                event_type: row.event_type.clone(),
+                routing_key: crate::broker::routing_key(&row.aggregate_type, &row.event_type),
+                body: e.encode_to_vec(),
+            });
+        }
+        let (confirmed, sent) = publisher.publish(&outgoing).await;
+        if confirmed > 0 {
+            let txn = self.db.begin().await?;
+            let n = assign_sequences(&txn, &rows[..confirmed], first).await?;
+            txn.commit().await?;
+            self.published.send_replace(first + n as i64 - 1);
+        }
+        sent?;
+        Ok(confirmed)
     }
 
     /// Runs the relay until `drain` starts: publishes whatever is recorded, then polls again
-    /// after `POLL` (events reach subscribers within about that). Database errors back off up
-    /// to 5s and retry; nothing is lost.
+    /// after `POLL` (events reach subscribers within about that). Database or broker errors
+    /// back off (exponentially, with jitter, up to 5s) and retry; nothing is lost.
     pub async fn run_relay(self, drain: Drain) {
         const POLL: Duration = Duration::from_millis(250);
-        let mut wait = POLL;
+        let mut backoff = Backoff::new(POLL, Duration::from_secs(5));
         loop {
-            match self.publish_batch(256).await {
+            let wait = match self.publish_batch(256).await {
                 Ok(n) if n > 0 => {
-                    wait = POLL;
+                    backoff.reset();
                     continue;
                 }
-                Ok(_) => wait = POLL,
+                Ok(_) => {
+                    backoff.reset();
+                    POLL
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay failed; retrying");
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    backoff.next_wait()
                 }
-            }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = drain.draining() => return,
@@ -277,6 +342,50 @@ impl Outbox {
             drain,
         }
     }
+}
+
+/// Up to `batch` rows without a sequence, oldest first.
+async fn unpublished<C: ConnectionTrait>(
+    c: &C,
+    batch: u64,
+) -> Result<Vec<entity::Model>, sea_orm::DbErr> {
+    entity::Entity::find()
+        .filter(entity::Column::Sequence.is_null())
+        .order_by_asc(entity::Column::Id)
+        .limit(batch)
+        .all(c)
+        .await
+}
+
+/// The highest sequence given so far (0 before the first).
+async fn last_sequence<C: ConnectionTrait>(c: &C) -> Result<i64, sea_orm::DbErr> {
+    Ok(entity::Entity::find()
+        .select_only()
+        .column_as(entity::Column::Sequence.max(), "max")
+        .into_tuple::<Option<i64>>()
+        .one(c)
+        .await?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// Gives `rows` the sequences `first`, `first + 1`, ... in order; returns how many.
+async fn assign_sequences<C: ConnectionTrait>(
+    c: &C,
+    rows: &[entity::Model],
+    first: i64,
+) -> Result<usize, sea_orm::DbErr> {
+    let now = crate::time::now();
+    for (i, row) in rows.iter().enumerate() {
+        entity::Entity::update_many()
+            .col_expr(entity::Column::Sequence, Expr::value(first + i as i64))
+            .col_expr(entity::Column::PublishedAt, Expr::value(now))
+            .filter(entity::Column::Id.eq(row.id))
+            .filter(entity::Column::Sequence.is_null())
+            .exec(c)
+            .await?;
+    }
+    Ok(rows.len())
 }
 
 /// `ordermesh.events.v1.EventLogService` over the outbox.

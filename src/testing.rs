@@ -269,3 +269,127 @@ pub async fn read_event_log(
     }
     out
 }
+
+/// The RabbitMQ tests connect to (`ORDERMESH_TEST_AMQP`, default the local broker as guest).
+pub fn amqp_base_url() -> String {
+    std::env::var("ORDERMESH_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Runs `rabbitmqctl` (`ORDERMESH_RABBITMQCTL` names another) with `args`; the error carries
+/// its output.
+fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
+    let ctl = std::env::var("ORDERMESH_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+    let out = std::process::Command::new(&ctl)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{ctl} could not run: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{ctl} {}: {text}", args.join(" ")))
+    }
+}
+
+/// A RabbitMQ vhost that exists for one test (created with `rabbitmqctl`, guest allowed
+/// everything in it) and is deleted afterwards, queues and all.
+pub struct TestVhost {
+    pub name: String,
+    pub url: crate::broker::BrokerUrl,
+}
+
+impl TestVhost {
+    pub async fn new() -> Self {
+        let name = format!("om_test_{}", uuid::Uuid::new_v4().simple());
+        let base = crate::broker::BrokerUrl::parse(&amqp_base_url())
+            .unwrap_or_else(|e| panic!("ORDERMESH_TEST_AMQP: {e}"));
+        let url = base.with_vhost(&name).expect("vhost url");
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || {
+            rabbitmqctl(&["add_vhost", &n])?;
+            rabbitmqctl(&["set_permissions", "-p", &n, "guest", ".*", ".*", ".*"])
+        })
+        .await
+        .expect("rabbitmqctl task")
+        .unwrap_or_else(|e| panic!("RabbitMQ with rabbitmqctl is needed for this test: {e}"));
+        Self { name, url }
+    }
+
+    /// Closes every client connection to this vhost, as a broker restart would, and leaves
+    /// other vhosts alone.
+    pub async fn close_connections(&self) {
+        let n = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            rabbitmqctl(&[
+                "close_all_connections",
+                "--vhost",
+                &n,
+                "--limit",
+                "1000",
+                "ordermesh test: connection cut",
+            ])
+        })
+        .await
+        .expect("rabbitmqctl task")
+        .unwrap_or_else(|e| panic!("closing connections: {e}"));
+    }
+
+    /// How many ready messages `queue` holds; `None` while it does not exist.
+    pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
+        let conn = lapin::Connection::connect(self.url.as_str(), Default::default())
+            .await
+            .ok()?;
+        let channel = conn.create_channel().await.ok()?;
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .ok();
+        let _ = conn.close(200, "done".into()).await;
+        q.map(|q| q.message_count())
+    }
+
+    /// Takes (and acks) every message in `queue`, decoded as event envelopes.
+    pub async fn take_all(&self, queue: &str) -> Vec<crate::proto::events::v1::EventEnvelope> {
+        use lapin::options::{BasicAckOptions, BasicGetOptions};
+        use prost::Message;
+        let conn = lapin::Connection::connect(self.url.as_str(), Default::default())
+            .await
+            .expect("connect to the test vhost");
+        let channel = conn.create_channel().await.expect("channel");
+        let mut out = Vec::new();
+        while let Some(msg) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get")
+        {
+            let d = msg.delivery;
+            out.push(
+                crate::proto::events::v1::EventEnvelope::decode(d.data.as_slice())
+                    .expect("an event envelope"),
+            );
+            d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        let _ = conn.close(200, "done".into()).await;
+        out
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+            eprintln!("leaving vhost {} behind: {e}", self.name);
+        }
+    }
+}

@@ -45,7 +45,7 @@ impl App {
         let api = InventoryApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
-            outbox: ordermesh::outbox::Outbox::new(db.clone()),
+            outbox: ordermesh::outbox::Outbox::for_service(db.clone(), config),
             db,
             api,
             feed,

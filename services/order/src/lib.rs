@@ -48,7 +48,7 @@ impl App {
         let api = OrderApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
-            outbox: ordermesh::outbox::Outbox::new(db.clone()),
+            outbox: ordermesh::outbox::Outbox::for_service(db.clone(), config),
             db,
             api,
             feed,
@@ -98,19 +98,30 @@ impl App {
                 }
             }));
         }
-        if let Some(parts) = &self.participants {
+        // Shipping's events: from RabbitMQ when BROKER_URL is set, else from shipping's own
+        // event log stream (which needs the participants' channel to shipping).
+        let handler = std::sync::Arc::new(events::ShippingEvents {
+            api: self.api.clone(),
+        });
+        let types: Vec<String> = events::SHIPPING_EVENTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(url) = &self.config.broker_url {
+            let sub = ordermesh::broker::Subscription::new(url.clone(), SERVICE, "shipping", types);
+            tasks.push(tokio::spawn(ordermesh::broker::run(
+                self.db.clone(),
+                sub,
+                handler,
+                self.drain.clone(),
+            )));
+        } else if let Some(parts) = &self.participants {
             let sub = ordermesh::consumer::Subscription {
                 consumer: SERVICE.to_string(),
                 producer: "shipping".to_string(),
-                types: events::SHIPPING_EVENTS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
+                types,
                 channel: parts.shipping.clone(),
             };
-            let handler = std::sync::Arc::new(events::ShippingEvents {
-                api: self.api.clone(),
-            });
             tasks.push(tokio::spawn(ordermesh::consumer::run(
                 self.db.clone(),
                 sub,

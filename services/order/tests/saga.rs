@@ -6,6 +6,7 @@ use std::time::Duration;
 mod common;
 
 use order_service::{App, Participants};
+use ordermesh::broker::BrokerUrl;
 use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
 use ordermesh::proto::common::v1::{Address, Money};
@@ -30,7 +31,12 @@ struct Mesh {
 }
 
 async fn mesh(backend: Backend) -> Mesh {
-    let (mut servers, mut dbs) = common::participants(backend).await;
+    mesh_with(backend, None).await
+}
+
+/// The mesh with every service's `BROKER_URL` at `broker`, when given.
+async fn mesh_with(backend: Backend, broker: Option<&BrokerUrl>) -> Mesh {
+    let (mut servers, mut dbs) = common::participants_with(backend, broker).await;
     let db = || async { TestDatabase::new(backend).await };
 
     let stack = |s: &Spawned| Upstream::new(s.uri()).stack().unwrap();
@@ -40,10 +46,9 @@ async fn mesh(backend: Backend) -> Mesh {
         shipping: stack(&servers[2]),
     };
     let d = db().await;
-    let app = App::build(&ServiceConfig::for_test("order", &d.url))
-        .await
-        .unwrap()
-        .with_participants(parts);
+    let mut config = ServiceConfig::for_test("order", &d.url);
+    config.broker_url = broker.cloned();
+    let app = App::build(&config).await.unwrap().with_participants(parts);
     servers.push(spawn(|l, s| app.serve(l, s)).await);
     dbs.push(d);
 
@@ -484,10 +489,37 @@ async fn cancelling_while_the_saga_runs_compensates_and_stays_cancelled(backend:
 
 async fn shipping_events_move_the_order_to_delivered(backend: Backend) {
     let mut m = mesh(backend).await;
-    stock(&mut m, "TEA-1", 5).await;
-    let o = place(&mut m, order_req("k1", "TEA-1", 1, "tok_visa")).await;
+    follow_a_shipment_to_delivered(&mut m).await;
+}
+
+/// With `BROKER_URL` set everywhere, shipping's events reach the order service through
+/// RabbitMQ (its queue `ordermesh.order.from.shipping`) instead of shipping's gRPC log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shipping_events_move_the_order_to_delivered_over_rabbitmq() {
+    let vhost = ordermesh::testing::TestVhost::new().await;
+    let mut m = mesh_with(Backend::Sqlite, Some(&vhost.url)).await;
+    let queue = ordermesh::broker::queue("order", "shipping");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            vhost.queue_depth(&queue).await.is_some()
+        })
+        .await,
+        "the order service never declared {queue}"
+    );
+    follow_a_shipment_to_delivered(&mut m).await;
+    assert_eq!(vhost.queue_depth(&queue).await, Some(0), "all consumed");
+    assert!(vhost
+        .take_all(&ordermesh::broker::dead_letter_queue("order", "shipping"))
+        .await
+        .is_empty());
+}
+
+/// Places an order, moves its shipment to DELIVERED, and sees the order follow.
+async fn follow_a_shipment_to_delivered(m: &mut Mesh) {
+    stock(m, "TEA-1", 5).await;
+    let o = place(m, order_req("k1", "TEA-1", 1, "tok_visa")).await;
     assert_eq!(status(&o), pb::OrderStatus::Confirmed);
-    let shipment = shipments(&mut m, &o.order_id).await.remove(0);
+    let shipment = shipments(m, &o.order_id).await.remove(0);
     let mut watch = m
         .order
         .watch_order(pb::WatchOrderRequest {

@@ -38,7 +38,7 @@ impl App {
         let api = PaymentApi::new(db.clone());
         Ok(Self {
             config: config.clone(),
-            outbox: ordermesh::outbox::Outbox::new(db.clone()),
+            outbox: ordermesh::outbox::Outbox::for_service(db.clone(), config),
             db,
             api,
         })

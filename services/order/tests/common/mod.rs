@@ -1,16 +1,27 @@
 //! The saga's three participants, each a real service with its own database, on ephemeral
 //! ports: shared by the saga and crash tests and the saga benchmark.
 
+use ordermesh::broker::BrokerUrl;
 use ordermesh::config::ServiceConfig;
 use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
 
 /// Inventory, payment and shipping servers (in that order) and their databases.
+#[allow(dead_code)] // the saga tests call participants_with
 pub async fn participants(backend: Backend) -> (Vec<Spawned>, Vec<TestDatabase>) {
+    participants_with(backend, None).await
+}
+
+/// The same, publishing their events to RabbitMQ at `broker` when given (`BROKER_URL`).
+pub async fn participants_with(
+    backend: Backend,
+    broker: Option<&BrokerUrl>,
+) -> (Vec<Spawned>, Vec<TestDatabase>) {
     let mut servers = Vec::new();
     let mut dbs = Vec::new();
     for svc in ["inventory", "payment", "shipping"] {
         let d = TestDatabase::new(backend).await;
-        let cfg = ServiceConfig::for_test(svc, &d.url);
+        let mut cfg = ServiceConfig::for_test(svc, &d.url);
+        cfg.broker_url = broker.cloned();
         let server = match svc {
             "inventory" => {
                 let app = inventory_service::App::build(&cfg)
