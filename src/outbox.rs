@@ -27,7 +27,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::broker::{Backoff, BrokerError, OutgoingEvent, Publisher};
-use crate::proto::common::v1::TraceContext;
 use crate::proto::events::v1 as pb;
 use crate::proto::events::v1::event_envelope::Payload;
 use crate::shutdown::Drain;
@@ -179,7 +178,8 @@ pub async fn record<C: ConnectionTrait>(
         aggregate_id: aggregate_id.to_string(),
         sequence: 0,
         occurred_at: Some(crate::time::to_proto(now)),
-        trace_context: Some(TraceContext::default()),
+        // The trace of the request that made the change: its consumers' spans join it.
+        trace_context: Some(crate::telemetry::trace_context()),
         producer: producer.to_string(),
         payload: Some(payload),
     };
@@ -217,6 +217,8 @@ pub struct Outbox {
     db: DatabaseConnection,
     published: watch::Sender<i64>,
     publisher: Option<std::sync::Arc<Publisher>>,
+    /// The producing service, for the backlog metrics.
+    producer: &'static str,
 }
 
 impl Outbox {
@@ -225,13 +227,15 @@ impl Outbox {
             db,
             published: watch::channel(0).0,
             publisher: None,
+            producer: "unknown",
         }
     }
 
     /// The outbox of the service `config` describes: publishing to RabbitMQ too when it has a
     /// `BROKER_URL`.
     pub fn for_service(db: DatabaseConnection, config: &crate::config::ServiceConfig) -> Self {
-        let outbox = Self::new(db);
+        let mut outbox = Self::new(db);
+        outbox.producer = config.service;
         match &config.broker_url {
             Some(url) => outbox.with_publisher(Publisher::new(url.clone(), config.service)),
             None => outbox,
@@ -320,10 +324,12 @@ impl Outbox {
                 }
                 Ok(_) => {
                     backoff.reset();
+                    self.measure_backlog().await;
                     POLL
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay failed; retrying");
+                    self.measure_backlog().await;
                     backoff.next_wait()
                 }
             };
@@ -331,6 +337,31 @@ impl Outbox {
                 _ = tokio::time::sleep(wait) => {}
                 _ = drain.draining() => return,
             }
+        }
+    }
+
+    /// Sets the backlog gauges: how many rows wait, and how old the oldest is.
+    async fn measure_backlog(&self) {
+        use sea_orm::PaginatorTrait;
+        let waiting = entity::Entity::find()
+            .filter(entity::Column::Sequence.is_null())
+            .count(&self.db)
+            .await;
+        let oldest = entity::Entity::find()
+            .filter(entity::Column::Sequence.is_null())
+            .order_by_asc(entity::Column::Id)
+            .one(&self.db)
+            .await;
+        if let (Ok(n), Ok(oldest)) = (waiting, oldest) {
+            let lag = oldest
+                .map(|r| {
+                    (chrono::Utc::now() - r.occurred_at)
+                        .num_milliseconds()
+                        .max(0) as f64
+                        / 1000.0
+                })
+                .unwrap_or(0.0);
+            crate::telemetry::metrics::outbox_backlog(self.producer, n as i64, lag);
         }
     }
 

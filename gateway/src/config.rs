@@ -138,6 +138,10 @@ pub struct GatewayArgs {
     pub log_format: LogFormat,
     #[arg(long = "shutdown-grace", env = "SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
+    /// Also serve `/metrics` on this address (e.g. 0.0.0.0:9464, for scrapers that should not
+    /// reach the API port); it is always served on the API port too.
+    #[arg(long = "metrics-listen", env = "METRICS_ADDR")]
+    pub metrics_listen: Option<String>,
     /// Validate the configuration, print what the process would do as one JSON line, and exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
@@ -187,6 +191,8 @@ impl Default for Settings {
 
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// A second listener for `/metrics` only.
+    pub metrics_listen: Option<SocketAddr>,
     /// `--check-config`: validate, report, exit.
     pub check_only: bool,
     /// Whether upstream calls use mTLS.
@@ -409,8 +415,29 @@ impl GatewayConfig {
         if let (Some((id, every)), false) = (&identity, a.check_config) {
             drop(id.watch(*every));
         }
+        let metrics_listen = match a
+            .metrics_listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            Some(v) => {
+                let addr: SocketAddr = v
+                    .parse()
+                    .map_err(|_| bad("METRICS_ADDR", format!("'{v}' is not an address:port")))?;
+                if addr.port() == listen.port() {
+                    return Err(bad(
+                        "METRICS_ADDR",
+                        "must not be the API port (GATEWAY_LISTEN)",
+                    ));
+                }
+                Some(addr)
+            }
+            None => None,
+        };
         Ok(Self {
             listen,
+            metrics_listen,
             check_only: a.check_config,
             mtls: identity.is_some(),
             reads: env.names(),

@@ -334,4 +334,29 @@ async fn health_readiness_and_metrics() {
         "gateway_http_requests_total{method=\"GET\",route=\"GET unmatched\",status=\"404\"} 1"
     ));
     assert!(text.contains("gateway_http_request_duration_seconds_count{method=\"GET\",route=\"GET /v1/echo/{inner.id}\"} 1"));
+    // The same series on a metrics-only listener (METRICS_ADDR), which serves nothing else.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ordermesh_gateway::server::serve_metrics(
+        gw.gateway.clone(),
+        listener,
+    ));
+    let side = c
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        side.contains("route=\"GET /v1/echo/{inner.id}\",status=\"200\"} 1"),
+        "{side}"
+    );
+    let other = c
+        .get(format!("http://{addr}/v1/echo/m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
 }

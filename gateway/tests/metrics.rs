@@ -301,6 +301,23 @@ async fn every_process_serves_metrics_that_move_with_an_order() {
         );
     }
     assert!(sum(&after["order"], "db_pool_connections", &[("state", "max")]) >= 1.0);
+    // Every producer's relay reports its backlog, and it drains: nothing waits once the order's
+    // events are out (the relay measures when it finds nothing more to publish).
+    for producer in ["order", "payment", "inventory", "shipping"] {
+        let drained = ordermesh::testing::eventually(Duration::from_secs(10), || async {
+            let s = parse(&scrape_url(&format!("http://{}/metrics", scrapes.services[0].1)).await);
+            s.iter().any(|(n, l, _)| {
+                n == "outbox_backlog_events"
+                    && l.get("producer").map(String::as_str) == Some(producer)
+            }) && sum(&s, "outbox_backlog_events", &[("producer", producer)]) == 0.0
+                && sum(&s, "outbox_delivery_lag_seconds", &[("producer", producer)]) == 0.0
+        })
+        .await;
+        assert!(
+            drained,
+            "{producer}: no outbox backlog series, or it did not drain"
+        );
+    }
 
     // A dead upstream: reads are retried from the budget, then the breaker opens and calls
     // fail fast.

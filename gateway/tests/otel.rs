@@ -135,6 +135,43 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
     })
     .await;
     assert!(done, "no completed saga span arrived");
+    // The same caller then records the warehouse's first scan of the shipment (same trace).
+    // Shipping records ShipmentStatusChanged in that call's transaction; the order service
+    // consumes shipping's events, and its span joins this trace as a child of that call's span.
+    let shipments: serde_json::Value = common::client()
+        .get(m.gateway.url(&format!("/v1/shipments?orderId={id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shipment_id = shipments["shipments"][0]["shipmentId"]
+        .as_str()
+        .expect("a shipment")
+        .to_string();
+    let scan = common::client()
+        .post(
+            m.gateway
+                .url(&format!("/v1/shipments/{shipment_id}/events")),
+        )
+        .header("traceparent", traceparent.as_str())
+        .json(&serde_json::json!({"status": "SHIPMENT_STATUS_LABEL_CREATED", "location": "Berlin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scan.status(), 200, "{:?}", scan.text().await);
+    let consumed = ordermesh::testing::eventually(Duration::from_secs(15), || async {
+        ordermesh::telemetry::flush().await;
+        trace(&received)
+            .iter()
+            .any(|s| s.name == "process ShipmentStatusChanged")
+    })
+    .await;
+    assert!(
+        consumed,
+        "no consumer span of ShipmentStatusChanged arrived in the trace"
+    );
     telemetry.shutdown().await;
     let spans = trace(&received);
     let by_id: HashMap<String, &Span> = spans.iter().map(|s| (hex(&s.span_id), s)).collect();
@@ -288,6 +325,28 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
         );
         assert_eq!(step_span.parent_span_id, saga.span_id);
     }
+    // The event's consumer span: a child of shipping's RecordTrackingEvent server span (where
+    // the event was recorded, in the same transaction as the scan).
+    let process = spans
+        .iter()
+        .find(|s| s.name == "process ShipmentStatusChanged")
+        .expect("consumer span");
+    assert_eq!(process.kind, SpanKind::Consumer as i32);
+    assert_eq!(
+        attr(process, "messaging.consumer.group.name").as_deref(),
+        Some("order")
+    );
+    let recorded_in = parent_of(process).expect("the consumer span's parent is in the trace");
+    assert_eq!(
+        recorded_in.kind,
+        SpanKind::Server as i32,
+        "{}",
+        recorded_in.name
+    );
+    assert_eq!(
+        attr(recorded_in, "rpc.method").as_deref(),
+        Some("RecordTrackingEvent")
+    );
     let servers = spans
         .iter()
         .filter(|s| s.kind == SpanKind::Server as i32)

@@ -116,6 +116,14 @@ metric!(OUTBOX_LAG: GaugeVec = register_gauge_vec!(
     &["producer"]
 ));
 
+/// The outbox relay's backlog: rows waiting and the age of the oldest, in seconds.
+pub fn outbox_backlog(producer: &str, waiting: i64, oldest_age_secs: f64) {
+    OUTBOX_BACKLOG.with_label_values(&[producer]).set(waiting);
+    OUTBOX_LAG
+        .with_label_values(&[producer])
+        .set(oldest_age_secs);
+}
+
 /// Marks `state` as the breaker's current state (`closed`, `open`, `half_open`).
 pub fn breaker_state(upstream: &str, state: &str) {
     for s in ["closed", "open", "half_open"] {
