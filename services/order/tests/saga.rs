@@ -468,14 +468,13 @@ async fn cancelling_while_the_saga_runs_compensates_and_stays_cancelled(backend:
     let o = settle(&mut m, &placed.order_id).await;
     assert_eq!(status(&o), pb::OrderStatus::Cancelled, "{o:?}");
     assert_eq!(o.status_reason, "changed my mind");
-    let failed: Vec<&pb::SagaStep> = o
-        .saga_steps
-        .iter()
-        .filter(|s| s.error.contains("cancelled"))
-        .collect();
+    // The saga never got past the down processor (whether the cancel stopped its retries or
+    // they ran out first depends on timing): nothing was authorized, everything undone.
     assert!(
-        !failed.is_empty(),
-        "the saga stopped because of the cancel: {o:?}"
+        o.saga_steps
+            .iter()
+            .all(|s| s.name != "authorize_payment" || s.status != "SUCCEEDED"),
+        "{o:?}"
     );
     let tea = item(&mut m, "TEA-1").await;
     assert_eq!(
