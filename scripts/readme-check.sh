@@ -5,19 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.deps/venv/bin:$PATH"
-data=$(mktemp -d)
-log=$data/run.log
-DATA_DIR=$data scripts/run.sh >"$log" 2>&1 &
-runner=$!
-# TERM, not INT: a background job of a non-interactive shell ignores SIGINT.
-cleanup() { kill -TERM "$runner" 2>/dev/null || true; wait "$runner" 2>/dev/null || true; rm -rf "$data"; }
-trap cleanup EXIT
-for _ in $(seq 1 600); do
-  grep -q "ordermesh is running" "$log" && break
-  kill -0 "$runner" 2>/dev/null || { cat "$log"; echo "make run exited early" >&2; exit 1; }
-  sleep 0.5
-done
-grep -q "ordermesh is running" "$log" || { cat "$log"; echo "make run did not start" >&2; exit 1; }
+# shellcheck source=scripts/mesh-up.sh
+source scripts/mesh-up.sh
 block() { awk '/^## Try it/{on=1} on && /^```sh/{inblock=1; next} inblock && /^```/{exit} inblock{print}' README.md; }
 # The lines use var/ as `make run` does; here they point at this run's data folder.
 mapfile -t exports < <(block | grep '^export ' | sed "s#var/#$data/#g")

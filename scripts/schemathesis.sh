@@ -5,18 +5,8 @@
 # generated request would hold them until the time budget ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=$(mktemp -d)
-log=$data/run.log
-DATA_DIR=$data scripts/run.sh >"$log" 2>&1 &
-runner=$!
-cleanup() { kill -TERM "$runner" 2>/dev/null || true; wait "$runner" 2>/dev/null || true; rm -rf "$data"; }
-trap cleanup EXIT
-for _ in $(seq 1 600); do
-  grep -q "ordermesh is running" "$log" && break
-  kill -0 "$runner" 2>/dev/null || { cat "$log"; echo "make run exited early" >&2; exit 1; }
-  sleep 0.5
-done
-grep -q "ordermesh is running" "$log" || { cat "$log"; echo "make run did not start" >&2; exit 1; }
+# shellcheck source=scripts/mesh-up.sh
+source scripts/mesh-up.sh
 # The coverage phase is left out: on this Python it trips over an internal hypothesis error
 # ("AST constructor recursion depth mismatch") that is about the tool, not the API.
 .deps/venv/bin/schemathesis run "http://${GATEWAY_LISTEN:-127.0.0.1:8080}/openapi.json" \

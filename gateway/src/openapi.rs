@@ -210,12 +210,17 @@ impl Spec {
             prefix.push(f.name().to_string());
             if !bound.contains(prefix) {
                 match f.kind() {
-                    Kind::Message(m) if !f.is_list() && !f.is_map() && !is_scalar_wkt(&m) => {
+                    Kind::Message(m)
+                        if !f.is_list()
+                            && !f.is_map()
+                            && !crate::transcode::scalar_json_message(&m) =>
+                    {
                         if depth < MAX_QUERY_DEPTH && m.full_name() != message.full_name() {
                             self.query_params(&m, prefix, bound, out, depth + 1);
                         }
                     }
-                    Kind::Message(m) if f.is_map() || !is_scalar_wkt(&m) => {}
+                    Kind::Message(m)
+                        if f.is_map() || !crate::transcode::scalar_json_message(&m) => {}
                     _ => {
                         let mut p = json!({
                             "name": prefix.join("."),
@@ -318,24 +323,6 @@ fn scalar_schema(kind: &Kind) -> Value {
         }
         Kind::Message(_) => json!({"type": "object"}),
     }
-}
-
-fn is_scalar_wkt(m: &MessageDescriptor) -> bool {
-    matches!(
-        m.full_name(),
-        "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.FieldMask"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.DoubleValue"
-    )
 }
 
 /// Well-known types have a JSON form of their own.

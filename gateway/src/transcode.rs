@@ -12,7 +12,7 @@ use crate::template::Bindings;
 
 /// Well-known message types whose JSON form is a string (or a scalar), so a path variable or
 /// query parameter can set them.
-fn scalar_json_message(m: &MessageDescriptor) -> bool {
+pub(crate) fn scalar_json_message(m: &MessageDescriptor) -> bool {
     matches!(
         m.full_name(),
         "google.protobuf.Timestamp"

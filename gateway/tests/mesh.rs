@@ -4,122 +4,20 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::mesh::Mesh;
 use futures::StreamExt;
-use ordermesh::authz::Policy;
-use ordermesh::client::Upstream;
-use ordermesh::config::{ServiceConfig, TlsSettings, Transport};
-use ordermesh::testing::{eventually, spawn, Backend, Spawned, TestDatabase};
-use ordermesh::tls::{ensure_dev_certs, CertPaths, MeshIdentity};
+use ordermesh::testing::eventually;
 use ordermesh_gateway::Settings;
 use serde_json::{json, Value};
 
-const TD: &str = "ordermesh.local";
-const NS: &str = "default";
-
-struct Mesh {
-    gateway: common::Running,
-    servers: HashMap<&'static str, Spawned>,
-    _dbs: Vec<TestDatabase>,
-    _certs: tempfile::TempDir,
-}
-
-fn identity(dir: &Path, who: &str) -> Arc<MeshIdentity> {
-    MeshIdentity::load(CertPaths::in_dir(dir, who)).unwrap()
-}
-
-fn config(dir: &Path, svc: &'static str, db: &str) -> ServiceConfig {
-    let mut cfg = ServiceConfig::for_test(svc, db);
-    let policy = Policy::parse(include_str!("../../deploy/local/authz.toml"), TD, NS).unwrap();
-    cfg.transport = Transport::MutualTls(TlsSettings {
-        paths: CertPaths::in_dir(dir, svc),
-        trust_domain: TD.into(),
-        namespace: NS.into(),
-        policy,
-        reload_every: Duration::from_secs(5),
-    });
-    cfg
-}
-
 async fn mesh() -> Mesh {
-    let certs = tempfile::tempdir().unwrap();
-    let dir = certs.path();
-    ensure_dev_certs(
-        dir,
-        TD,
-        NS,
-        &["order", "payment", "inventory", "shipping", "gateway"],
-    )
-    .unwrap();
-    let mut servers = HashMap::new();
-    let mut dbs = Vec::new();
-    for svc in ["inventory", "payment", "shipping"] {
-        let db = TestDatabase::new(Backend::Sqlite).await;
-        let cfg = config(dir, svc, &db.url);
-        let s = match svc {
-            "inventory" => {
-                let app = inventory_service::App::build(&cfg).await.unwrap();
-                spawn(|l, s| app.serve(l, s)).await
-            }
-            "payment" => {
-                let app = payment_service::App::build(&cfg).await.unwrap();
-                spawn(|l, s| app.serve(l, s)).await
-            }
-            _ => {
-                let app = shipping_service::App::build(&cfg).await.unwrap();
-                spawn(|l, s| app.serve(l, s)).await
-            }
-        };
-        servers.insert(svc, s);
-        dbs.push(db);
-    }
-    let as_order = identity(dir, "order");
-    let part = |svc: &str| {
-        Upstream::new(servers[svc].uri())
-            .mesh(as_order.clone(), svc)
-            .stack()
-            .unwrap()
-    };
-    let parts = order_service::Participants {
-        inventory: part("inventory"),
-        payment: part("payment"),
-        shipping: part("shipping"),
-    };
-    let db = TestDatabase::new(Backend::Sqlite).await;
-    let app = order_service::App::build(&config(dir, "order", &db.url))
-        .await
-        .unwrap()
-        .with_participants(parts);
-    servers.insert("order", spawn(|l, s| app.serve(l, s)).await);
-    dbs.push(db);
-    let as_gateway = identity(dir, "gateway");
-    let upstreams = servers
-        .iter()
-        .map(|(name, s)| {
-            (
-                name.to_string(),
-                Upstream::new(s.uri()).mesh(as_gateway.clone(), name),
-            )
-        })
-        .collect();
-    let gateway = common::gateway(
-        upstreams,
-        Settings {
-            overview_timeout: Duration::from_millis(1500),
-            ..Settings::default()
-        },
-    )
-    .await;
-    Mesh {
-        gateway,
-        servers,
-        _dbs: dbs,
-        _certs: certs,
-    }
+    common::mesh::mesh_with(Settings {
+        overview_timeout: Duration::from_millis(1500),
+        ..Settings::default()
+    })
+    .await
 }
 
 fn address() -> Value {

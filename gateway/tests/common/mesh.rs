@@ -55,6 +55,11 @@ fn config(dir: &Path, svc: &'static str, db: &str, metrics: SocketAddr) -> Servi
 }
 
 pub async fn mesh() -> Mesh {
+    mesh_with(Settings::default()).await
+}
+
+/// Like `mesh`, with the gateway configured by `settings`.
+pub async fn mesh_with(settings: Settings) -> Mesh {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     ensure_dev_certs(
@@ -120,7 +125,7 @@ pub async fn mesh() -> Mesh {
             )
         })
         .collect();
-    let gateway = super::gateway(upstreams, Settings::default()).await;
+    let gateway = super::gateway(upstreams, settings).await;
     Mesh {
         gateway,
         servers,

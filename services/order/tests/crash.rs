@@ -163,6 +163,79 @@ async fn final_order(port: u16, customer: &str) -> pb::Order {
     }
 }
 
+/// Once an order is final: a confirmed one has exactly one capture of its total, one payment,
+/// one live shipment and its two units shipped; a rejected one took no money, left no open
+/// authorization or live shipment, and has its stock back. Nothing stays reserved either way.
+async fn check_invariants(
+    point: &str,
+    card: &str,
+    order: &pb::Order,
+    sku: &str,
+    inventory: &mut InventoryServiceClient<tonic::transport::Channel>,
+    payment: &mut PaymentServiceClient<tonic::transport::Channel>,
+    shipping: &mut ShippingServiceClient<tonic::transport::Channel>,
+) {
+    let item = inventory
+        .get_item(inv::GetItemRequest { sku: sku.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    let payments = payment
+        .list_payments(pay::ListPaymentsRequest {
+            order_id: order.order_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payments;
+    let live_shipments = shipping
+        .list_shipments(ship::ListShipmentsRequest {
+            order_id: order.order_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .shipments
+        .into_iter()
+        .filter(|s| s.status != ship::ShipmentStatus::Cancelled as i32)
+        .count();
+    let captured: Vec<&pay::Payment> = payments
+        .iter()
+        .filter(|p| p.status == pay::PaymentStatus::Captured as i32)
+        .collect();
+    assert_eq!(item.reserved, 0, "{point}: nothing left reserved");
+    match pb::OrderStatus::try_from(order.status).unwrap() {
+        pb::OrderStatus::Confirmed => {
+            assert_eq!(card, "tok_visa", "{point}");
+            assert_eq!(
+                captured.len(),
+                1,
+                "{point}: exactly one capture: {payments:?}"
+            );
+            assert_eq!(captured[0].captured_amount, eur(900), "{point}");
+            assert_eq!(payments.len(), 1, "{point}: one payment: {payments:?}");
+            assert_eq!(live_shipments, 1, "{point}");
+            assert_eq!(item.on_hand, 8, "{point}: two units shipped");
+        }
+        pb::OrderStatus::Rejected => {
+            assert!(captured.is_empty(), "{point}: no money taken: {payments:?}");
+            assert!(
+                payments
+                    .iter()
+                    .all(|p| p.status != pay::PaymentStatus::Authorized as i32),
+                "{point}: an authorization was left open: {payments:?}"
+            );
+            assert_eq!(live_shipments, 0, "{point}");
+            assert_eq!(item.on_hand, 10, "{point}: stock conserved");
+        }
+        other => panic!("{point}: unexpected {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_saga_survives_sigkill_at_every_step_boundary() {
     let p = participants().await;
@@ -227,63 +300,16 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
 
         let mut child = start_order(&p, &db_url, port, None);
         let order = final_order(port, &customer).await;
-        let item = inventory
-            .get_item(inv::GetItemRequest { sku: sku.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .item
-            .unwrap();
-        let payments = payment
-            .list_payments(pay::ListPaymentsRequest {
-                order_id: order.order_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .payments;
-        let live_shipments = shipping
-            .list_shipments(ship::ListShipmentsRequest {
-                order_id: order.order_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .shipments
-            .into_iter()
-            .filter(|s| s.status != ship::ShipmentStatus::Cancelled as i32)
-            .count();
-        let captured: Vec<&pay::Payment> = payments
-            .iter()
-            .filter(|p| p.status == pay::PaymentStatus::Captured as i32)
-            .collect();
-        assert_eq!(item.reserved, 0, "{point}: nothing left reserved");
-        match pb::OrderStatus::try_from(order.status).unwrap() {
-            pb::OrderStatus::Confirmed => {
-                assert_eq!(*card, "tok_visa", "{point}");
-                assert_eq!(
-                    captured.len(),
-                    1,
-                    "{point}: exactly one capture: {payments:?}"
-                );
-                assert_eq!(captured[0].captured_amount, eur(900), "{point}");
-                assert_eq!(payments.len(), 1, "{point}: one payment: {payments:?}");
-                assert_eq!(live_shipments, 1, "{point}");
-                assert_eq!(item.on_hand, 8, "{point}: two units shipped");
-            }
-            pb::OrderStatus::Rejected => {
-                assert_eq!(*card, "tok_decline", "{point}: {order:?}");
-                assert!(captured.is_empty(), "{point}: no money taken");
-                assert!(payments
-                    .iter()
-                    .all(|p| p.status != pay::PaymentStatus::Authorized as i32));
-                assert_eq!(live_shipments, 0, "{point}");
-                assert_eq!(item.on_hand, 10, "{point}: stock conserved");
-            }
-            other => panic!("{point}: unexpected {other:?}"),
-        }
+        check_invariants(
+            point,
+            card,
+            &order,
+            &sku,
+            &mut inventory,
+            &mut payment,
+            &mut shipping,
+        )
+        .await;
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -442,71 +468,22 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
         wait_port(port).await;
 
         let order = final_order(order_port, &customer).await;
-        let item = inventory
-            .get_item(inv::GetItemRequest { sku: sku.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .item
-            .unwrap();
         let mut payment = PaymentServiceClient::connect(uris[1].clone())
             .await
             .unwrap();
-        let payments = payment
-            .list_payments(pay::ListPaymentsRequest {
-                order_id: order.order_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .payments;
         let mut shipping = ShippingServiceClient::connect(uris[2].clone())
             .await
             .unwrap();
-        let live_shipments = shipping
-            .list_shipments(ship::ListShipmentsRequest {
-                order_id: order.order_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .shipments
-            .into_iter()
-            .filter(|s| s.status != ship::ShipmentStatus::Cancelled as i32)
-            .count();
-        let captured: Vec<&pay::Payment> = payments
-            .iter()
-            .filter(|p| p.status == pay::PaymentStatus::Captured as i32)
-            .collect();
-        assert_eq!(item.reserved, 0, "{point}: nothing left reserved");
-        match pb::OrderStatus::try_from(order.status).unwrap() {
-            pb::OrderStatus::Confirmed => {
-                assert_eq!(*card, "tok_visa", "{point}");
-                assert_eq!(
-                    captured.len(),
-                    1,
-                    "{point}: exactly one capture: {payments:?}"
-                );
-                assert_eq!(captured[0].captured_amount, eur(900), "{point}");
-                assert_eq!(payments.len(), 1, "{point}: one payment: {payments:?}");
-                assert_eq!(live_shipments, 1, "{point}");
-                assert_eq!(item.on_hand, 8, "{point}: two units shipped");
-            }
-            pb::OrderStatus::Rejected => {
-                assert!(captured.is_empty(), "{point}: no money taken: {payments:?}");
-                assert!(
-                    payments
-                        .iter()
-                        .all(|p| p.status != pay::PaymentStatus::Authorized as i32),
-                    "{point}: an authorization was left open: {payments:?}"
-                );
-                assert_eq!(live_shipments, 0, "{point}");
-                assert_eq!(item.on_hand, 10, "{point}: stock conserved");
-            }
-            other => panic!("{point}: unexpected {other:?}"),
-        }
+        check_invariants(
+            point,
+            card,
+            &order,
+            &sku,
+            &mut inventory,
+            &mut payment,
+            &mut shipping,
+        )
+        .await;
         // A crash on the happy path must not turn into a rejection: the saga waits it out.
         if *card == "tok_visa" {
             assert_eq!(

@@ -373,7 +373,7 @@ async fn a_compensation_before_its_action_makes_the_action_a_refused_no_op(backe
 }
 
 async fn a_late_action_racing_its_compensation_leaves_nothing_behind(backend: Backend) {
-    let p = parts(backend).await;
+    let mut p = parts(backend).await;
     let (mut applied, mut refused) = (0, 0);
     for i in 0..20 {
         let o = format!("ord_race_{i}");
@@ -397,34 +397,14 @@ async fn a_late_action_racing_its_compensation_leaves_nothing_behind(backend: Ba
         if let Err(s) = c {
             assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
         }
-        let mut p2 = p.payment.clone();
-        let payments = p2
-            .list_payments(pay::ListPaymentsRequest {
-                page_size: 10,
-                page_token: String::new(),
-                order_id: o.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .payments;
+        let payments = payments_of(&mut p, &o).await;
         assert!(
             payments
                 .iter()
                 .all(|p| p.status == pay::PaymentStatus::Voided as i32),
             "order {o}: a payment survived its void: {payments:?}"
         );
-        let mut s2 = p.shipping.clone();
-        let shipments = s2
-            .list_shipments(ship::ListShipmentsRequest {
-                page_size: 10,
-                page_token: String::new(),
-                order_id: o.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .shipments;
+        let shipments = shipments_of(&mut p, &o).await;
         assert!(
             shipments
                 .iter()
