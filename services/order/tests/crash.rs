@@ -275,6 +275,7 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
         points.push((format!("authorize_payment:{when}"), "tok_decline"));
     }
 
+    let mut finals = Vec::new();
     for (i, (point, card)) in points.iter().enumerate() {
         let sku = format!("CRASH-{i}");
         let customer = format!("crash-{i}");
@@ -300,6 +301,7 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
 
         let mut child = start_order(&p, &db_url, port, None);
         let order = final_order(port, &customer).await;
+        finals.push((order.order_id.clone(), order.status));
         check_invariants(
             point,
             card,
@@ -313,6 +315,13 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // No event lost or written twice across all those kills.
+    let mut child = start_order(&p, &db_url, port, None);
+    connect(port).await;
+    let log = whole_log(&format!("http://127.0.0.1:{port}")).await;
+    check_order_log(&log, &finals);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A participant binary (built beside the order binary by a workspace build) on `port`.
@@ -435,6 +444,7 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
         ));
     }
 
+    let mut finals = Vec::new();
     for (i, (svc, point, card)) in points.iter().enumerate() {
         let sku = format!("PCRASH-{i}");
         let customer = format!("pcrash-{i}");
@@ -468,6 +478,7 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
         wait_port(port).await;
 
         let order = final_order(order_port, &customer).await;
+        finals.push((order.order_id.clone(), order.status));
         let mut payment = PaymentServiceClient::connect(uris[1].clone())
             .await
             .unwrap();
@@ -492,6 +503,73 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
                 "{point}: {order:?}"
             );
         }
+    }
+    // No event lost or written twice: the order log has each order's story once, and every
+    // participant's log is gapless with unique ids, however often its process was killed.
+    check_order_log(
+        &whole_log(&format!("http://127.0.0.1:{order_port}")).await,
+        &finals,
+    );
+    for uri in &uris {
+        check_log(uri, &whole_log(uri).await);
+    }
+}
+
+/// A producer's whole event log: everything it serves until it is quiet for two seconds.
+async fn whole_log(uri: &str) -> Vec<ordermesh::proto::events::v1::EventEnvelope> {
+    use futures::StreamExt;
+    use ordermesh::proto::events::v1 as ev;
+    let mut client = ev::event_log_service_client::EventLogServiceClient::connect(uri.to_string())
+        .await
+        .expect("connect to the event log");
+    let mut stream = client
+        .subscribe(ev::SubscribeRequest {
+            from_sequence: 0,
+            types: Vec::new(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+    {
+        out.extend(msg.event);
+    }
+    out
+}
+
+/// Unique event ids and sequences 1, 2, 3, ... without a gap.
+fn check_log(name: &str, log: &[ordermesh::proto::events::v1::EventEnvelope]) {
+    assert!(!log.is_empty(), "{name}: empty event log");
+    let ids: std::collections::HashSet<&str> = log.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), log.len(), "{name}: an event id appears twice");
+    for (i, e) in log.iter().enumerate() {
+        assert_eq!(
+            e.sequence,
+            i as u64 + 1,
+            "{name}: sequence gap or repeat at {i}"
+        );
+    }
+}
+
+/// Each final order was placed once and ended once, as the order says.
+fn check_order_log(log: &[ordermesh::proto::events::v1::EventEnvelope], finals: &[(String, i32)]) {
+    check_log("order", log);
+    for (id, status) in finals {
+        let types: Vec<&str> = log
+            .iter()
+            .filter(|e| &e.aggregate_id == id)
+            .filter_map(|e| e.payload.as_ref().map(ordermesh::outbox::event_type))
+            .collect();
+        let count = |t: &str| types.iter().filter(|x| **x == t).count();
+        assert_eq!(count("OrderPlaced"), 1, "{id}: {types:?}");
+        let (ended, not) = if *status == pb::OrderStatus::Confirmed as i32 {
+            ("OrderConfirmed", "OrderRejected")
+        } else {
+            ("OrderRejected", "OrderConfirmed")
+        };
+        assert_eq!(count(ended), 1, "{id}: {types:?}");
+        assert_eq!(count(not), 0, "{id}: {types:?}");
     }
 }
 
