@@ -150,7 +150,11 @@ async fn final_order(port: u16, customer: &str) -> pb::Order {
             let steps_done = full
                 .saga_steps
                 .iter()
-                .all(|s| !matches!(s.status.as_str(), "STARTED" | "COMPENSATING"));
+                .all(|s| !matches!(s.status.as_str(), "STARTED" | "COMPENSATING"))
+                // After a failure the saga is over only once nothing it must undo is still
+                // SUCCEEDED (compensations start a moment after the failure is written).
+                && !(full.saga_steps.iter().any(|s| s.status == "FAILED")
+                    && full.saga_steps.iter().any(|s| s.status == "SUCCEEDED"));
             if terminal && steps_done {
                 return full;
             }

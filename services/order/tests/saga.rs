@@ -142,6 +142,10 @@ async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
             .saga_steps
             .iter()
             .all(|s| !matches!(s.status.as_str(), "STARTED" | "COMPENSATING"))
+            // A failed step turns the saga back: it is over only once no step it must undo is
+            // still SUCCEEDED (the compensations start a moment after the failure is written).
+            && !(o.saga_steps.iter().any(|s| s.status == "FAILED")
+                && o.saga_steps.iter().any(|s| s.status == "SUCCEEDED"))
     };
     let done = eventually(Duration::from_secs(20), || {
         let mut c = client.clone();
@@ -480,7 +484,7 @@ async fn cancelling_while_the_saga_runs_compensates_and_stays_cancelled(backend:
     assert_eq!(
         (tea.on_hand, tea.reserved),
         (5, 0),
-        "reserved stock released"
+        "reserved stock released: {o:?}"
     );
     assert!(payments(&mut m, &o.order_id).await.is_empty());
     assert!(shipments(&mut m, &o.order_id).await.is_empty());
