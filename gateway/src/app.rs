@@ -141,7 +141,7 @@ impl Gateway {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         if is_grpc(req.headers()) {
-            return self.grpc(req).await;
+            return self.grpc(req, peer).await;
         }
         let (label, resp) = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => return body::json(r#"{"status":"SERVING"}"#),
@@ -538,7 +538,8 @@ impl Gateway {
     /// Native gRPC (HTTP/2, `application/grpc*`) goes to the service that owns the path.
     async fn grpc(
         self: Arc<Self>,
-        req: http::Request<hyper::body::Incoming>,
+        mut req: http::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
     ) -> http::Response<Body> {
         let service = req
             .uri()
@@ -553,23 +554,25 @@ impl Gateway {
                 "unknown service {service}"
             )));
         };
-        if let Some(auth) = &self.settings.auth {
-            let method = req.uri().path().trim_start_matches('/').to_string();
-            let public = self
-                .settings
-                .public_routes
-                .iter()
-                .any(|p| rule_matches(p, &method, None));
-            let header = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            if !public {
-                if let Err(e) = auth.authenticate(header) {
-                    self.metrics.unauthenticated();
-                    return grpc_status(tonic::Status::unauthenticated(e.to_string()));
-                }
-            }
+        // The same token check and rate limit as REST; the subject is the gateway's to set.
+        let method = req.uri().path().trim_start_matches('/').to_string();
+        let public = self
+            .settings
+            .public_routes
+            .iter()
+            .any(|p| rule_matches(p, &method, None));
+        let caller = match self.admit(req.headers(), peer, public) {
+            Ok(c) => c,
+            Err(e) => return grpc_status(tonic::Status::new(e.code, e.message)),
+        };
+        let headers = req.headers_mut();
+        headers.remove(SUBJECT_METADATA);
+        if let Some(v) = caller
+            .subject
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            headers.insert(SUBJECT_METADATA, v);
         }
         // gRPC-Web (browsers) is turned into gRPC here and back on the way out.
         let web = req

@@ -120,7 +120,31 @@ async fn bearer_tokens_are_checked_and_the_subject_reaches_the_service() {
         "authorization",
         format!("Bearer {}", token("cust_2", 60)).parse().unwrap(),
     );
-    assert!(g.echo(req).await.is_ok());
+    // A subject sent by the client is replaced by the token's.
+    req.metadata_mut()
+        .insert("x-ordermesh-subject", "someone-else".parse().unwrap());
+    let seen = g.echo(req).await.unwrap().into_inner().metadata_seen;
+    assert!(
+        seen.contains(&"x-ordermesh-subject=cust_2".to_string()),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|m| m.contains("someone-else")), "{seen:?}");
+    // A public method needs no token, but a bad one is refused.
+    let ok = g
+        .sum(tokio_stream::iter(vec![common::pb::SumRequest {
+            value: 1,
+        }]))
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    let mut bad = tonic::Request::new(tokio_stream::iter(vec![common::pb::SumRequest {
+        value: 1,
+    }]));
+    bad.metadata_mut()
+        .insert("authorization", "Bearer not-a-token".parse().unwrap());
+    assert_eq!(
+        g.sum(bad).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
     // OpenAPI says which operations need the token.
     let doc: Value = c
         .get(gw.url("/openapi.json"))
@@ -172,6 +196,17 @@ async fn rate_limits_are_per_client_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
+    // Native gRPC counts against the same bucket.
+    let mut g = common::pb::echo_service_client::EchoServiceClient::connect(gw.url(""))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(common::pb::EchoMessage::default());
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    assert_eq!(
+        g.echo(req).await.unwrap_err().code(),
+        tonic::Code::ResourceExhausted
+    );
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -195,7 +230,7 @@ async fn rate_limits_are_per_client_with_retry_after() {
         .gateway
         .metrics
         .render()
-        .contains("gateway_rate_limited_total 1"));
+        .contains("gateway_rate_limited_total 2"));
     // A second later Alice has one token again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = c
