@@ -324,7 +324,13 @@ impl Outbox {
                 }
                 Ok(_) => {
                     backoff.reset();
-                    self.measure_backlog().await;
+                    if self.publisher.is_none() {
+                        // Nothing was found to publish: nothing waits, no need to ask again.
+                        crate::telemetry::metrics::outbox_backlog(self.producer, 0, 0.0);
+                    } else {
+                        // The broker may have confirmed none of what waits.
+                        self.measure_backlog().await;
+                    }
                     POLL
                 }
                 Err(e) => {
