@@ -153,8 +153,9 @@ async fn final_order(port: u16, customer: &str) -> pb::Order {
                 .all(|s| !matches!(s.status.as_str(), "STARTED" | "COMPENSATING"))
                 // After a failure the saga is over only once nothing it must undo is still
                 // SUCCEEDED (compensations start a moment after the failure is written).
-                && !(full.saga_steps.iter().any(|s| s.status == "FAILED")
-                    && full.saga_steps.iter().any(|s| s.status == "SUCCEEDED"));
+                && !(full.saga_steps.iter().any(|s| {
+                    matches!(s.status.as_str(), "FAILED" | "COMPENSATED" | "COMPENSATION_FAILED")
+                }) && full.saga_steps.iter().any(|s| s.status == "SUCCEEDED"));
             if terminal && steps_done {
                 return full;
             }

@@ -142,10 +142,11 @@ async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
             .saga_steps
             .iter()
             .all(|s| !matches!(s.status.as_str(), "STARTED" | "COMPENSATING"))
-            // A failed step turns the saga back: it is over only once no step it must undo is
-            // still SUCCEEDED (the compensations start a moment after the failure is written).
-            && !(o.saga_steps.iter().any(|s| s.status == "FAILED")
-                && o.saga_steps.iter().any(|s| s.status == "SUCCEEDED"))
+            // A saga that turned back (a step failed or was compensated) is over only once no step
+            // it must undo is still SUCCEEDED: compensations go one step at a time.
+            && !(o.saga_steps.iter().any(|s| {
+                matches!(s.status.as_str(), "FAILED" | "COMPENSATED" | "COMPENSATION_FAILED")
+            }) && o.saga_steps.iter().any(|s| s.status == "SUCCEEDED"))
     };
     let done = eventually(Duration::from_secs(20), || {
         let mut c = client.clone();
