@@ -60,8 +60,31 @@ struct Outcome {
     slow: bool,
 }
 
+/// The last outcomes while closed, with running counts (recording one is O(1) under the
+/// lock every call of the upstream takes).
+#[derive(Default)]
+struct Window {
+    outcomes: VecDeque<Outcome>,
+    failed: usize,
+    slow: usize,
+}
+
+impl Window {
+    fn push(&mut self, o: Outcome, cap: usize) {
+        self.outcomes.push_back(o);
+        self.failed += o.failed as usize;
+        self.slow += o.slow as usize;
+        while self.outcomes.len() > cap {
+            if let Some(old) = self.outcomes.pop_front() {
+                self.failed -= old.failed as usize;
+                self.slow -= old.slow as usize;
+            }
+        }
+    }
+}
+
 enum Inner {
-    Closed { window: VecDeque<Outcome> },
+    Closed { window: Window },
     Open { until: Instant },
     HalfOpen { admitted: u32, succeeded: u32 },
 }
@@ -110,7 +133,7 @@ impl CircuitBreakerLayer {
                 upstream: upstream.to_string(),
                 policy,
                 inner: Mutex::new(Inner::Closed {
-                    window: VecDeque::new(),
+                    window: Window::default(),
                 }),
                 fast_failures: Default::default(),
             }),
@@ -149,6 +172,9 @@ impl Shared {
         let Ok(mut g) = self.inner.lock() else {
             return Admit::Yes { probe: false };
         };
+        if matches!(&*g, Inner::Closed { .. }) {
+            return Admit::Yes { probe: false };
+        }
         let now = Instant::now();
         if let Inner::Open { until } = &*g {
             if now < *until {
@@ -192,14 +218,11 @@ impl Shared {
         };
         match &mut *g {
             Inner::Closed { window } if !probe => {
-                window.push_back(outcome);
-                while window.len() > p.window {
-                    window.pop_front();
-                }
-                if window.len() >= p.min_calls {
-                    let n = window.len() as f64;
-                    let failed = window.iter().filter(|o| o.failed).count() as f64 / n;
-                    let slow = window.iter().filter(|o| o.slow).count() as f64 / n;
+                window.push(outcome, p.window);
+                if window.outcomes.len() >= p.min_calls {
+                    let n = window.outcomes.len() as f64;
+                    let failed = window.failed as f64 / n;
+                    let slow = window.slow as f64 / n;
                     if failed >= p.failure_rate {
                         *g = open(format!(
                             "{:.0}% of the last {n} calls failed",
@@ -223,7 +246,7 @@ impl Shared {
                         tracing::info!(upstream = %self.upstream, "circuit breaker closed after successful probes");
                         crate::telemetry::metrics::breaker_transition(&self.upstream, "closed");
                         *g = Inner::Closed {
-                            window: VecDeque::new(),
+                            window: Window::default(),
                         };
                     }
                 }
