@@ -119,6 +119,11 @@ impl Sample {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 
+    fn add(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.elapsed += other.elapsed;
+    }
+
     fn quantile(&mut self, q: f64) -> Duration {
         self.latencies.sort_unstable();
         let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
@@ -126,7 +131,14 @@ impl Sample {
     }
 }
 
-async fn run<T>(client: HealthClient<T>, concurrency: usize, requests: usize) -> Sample
+/// Runs `requests` health checks over `concurrency` callers; `deadline` sets each request's
+/// own `grpc-timeout` (what a tonic caller does with `Request::set_timeout`).
+async fn run<T>(
+    client: HealthClient<T>,
+    concurrency: usize,
+    requests: usize,
+    deadline: Option<Duration>,
+) -> Sample
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
     T::Future: Send,
@@ -144,7 +156,11 @@ where
             let mut lat = Vec::with_capacity(per_task);
             for _ in 0..per_task {
                 let t = Instant::now();
-                if c.check(HealthCheckRequest::default()).await.is_ok() {
+                let mut req = tonic::Request::new(HealthCheckRequest::default());
+                if let Some(d) = deadline {
+                    req.set_timeout(d);
+                }
+                if c.check(req).await.is_ok() {
                     lat.push(t.elapsed());
                 }
             }
@@ -177,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     if traced.is_some() {
         tokio::spawn(
             tonic::transport::Server::builder()
-                .layer(ordermesh::telemetry::rpc::ServerLayer)
+                .layer(ordermesh::telemetry::rpc::ServerLayer::default())
                 .add_service(health)
                 .serve_with_incoming(incoming),
         );
@@ -220,28 +236,34 @@ async fn main() -> anyhow::Result<()> {
     }
     .balancer(args.balancer);
     let stack = HealthClient::new(stacked.stack().map_err(|e| anyhow::anyhow!("{e}"))?);
-    // Warm both paths up (connections, EWMA).
-    run(bare.clone(), args.concurrency, 2_000).await;
-    run(stack.clone(), args.concurrency, 2_000).await;
+    // The stack sends every call with a deadline (`grpc-timeout`, the upstream's default when
+    // the caller has none), which makes the server arm a timer per call; the second baseline
+    // is a bare client that sets the same deadline on each request, as a careful tonic caller
+    // does.
+    let deadline = Some(upstream.default_timeout);
+    // Warm all paths up (connections, EWMA).
+    run(bare.clone(), args.concurrency, 2_000, None).await;
+    run(stack.clone(), args.concurrency, 2_000, None).await;
 
     let mut bare_all = Sample::default();
+    let mut timed_all = Sample::default();
     let mut stack_all = Sample::default();
     for round in 0..args.rounds {
-        let b = run(bare.clone(), args.concurrency, args.requests).await;
-        let s = run(stack.clone(), args.concurrency, args.requests).await;
+        let b = run(bare.clone(), args.concurrency, args.requests, None).await;
+        let t = run(bare.clone(), args.concurrency, args.requests, deadline).await;
+        let s = run(stack.clone(), args.concurrency, args.requests, None).await;
         println!(
-            "round {}: bare {:.0} req/s, stack {:.0} req/s",
+            "round {}: bare {:.0} req/s, bare with deadline {:.0} req/s, stack {:.0} req/s",
             round + 1,
             b.rps(),
+            t.rps(),
             s.rps()
         );
-        bare_all.latencies.extend(b.latencies);
-        bare_all.elapsed += b.elapsed;
-        stack_all.latencies.extend(s.latencies);
-        stack_all.elapsed += s.elapsed;
+        bare_all.add(b);
+        timed_all.add(t);
+        stack_all.add(s);
     }
-    let (b_rps, s_rps) = (bare_all.rps(), stack_all.rps());
-    let (b50, b99) = (bare_all.quantile(0.5), bare_all.quantile(0.99));
+    let s_rps = stack_all.rps();
     let (s50, s99) = (stack_all.quantile(0.5), stack_all.quantile(0.99));
     println!(
         "\none hop over mTLS, {} callers, {} rounds of {} calls each, stack: {}{}",
@@ -259,25 +281,27 @@ async fn main() -> anyhow::Result<()> {
             ""
         }
     );
-    println!("{:<12}{:>12}{:>12}{:>12}", "client", "req/s", "p50", "p99");
-    println!(
-        "{:<12}{:>12.0}{:>12.2?}{:>12.2?}",
-        "bare tonic", b_rps, b50, b99
-    );
-    println!(
-        "{:<12}{:>12.0}{:>12.2?}{:>12.2?}",
-        "mesh stack", s_rps, s50, s99
-    );
-    println!(
-        "stack/bare: throughput {:.3}, p50 {:.3}, p99 {:.3}",
-        s_rps / b_rps,
-        s50.as_secs_f64() / b50.as_secs_f64(),
-        s99.as_secs_f64() / b99.as_secs_f64()
-    );
+    println!("{:<22}{:>10}{:>12}{:>12}", "client", "req/s", "p50", "p99");
+    for (name, sample) in [
+        ("bare tonic", &mut bare_all),
+        ("bare tonic + deadline", &mut timed_all),
+        ("mesh stack", &mut stack_all),
+    ] {
+        let (p50, p99) = (sample.quantile(0.5), sample.quantile(0.99));
+        println!("{name:<22}{:>10.0}{p50:>12.2?}{p99:>12.2?}", sample.rps());
+    }
+    for (name, base) in [("bare", &mut bare_all), ("bare+deadline", &mut timed_all)] {
+        println!(
+            "stack/{name}: throughput {:.3}, p50 {:.3}, p99 {:.3}",
+            s_rps / base.rps(),
+            s50.as_secs_f64() / base.quantile(0.5).as_secs_f64(),
+            s99.as_secs_f64() / base.quantile(0.99).as_secs_f64()
+        );
+    }
     if let (Some(mode), Some((telemetry, sink))) = (&args.tracing, traced) {
         telemetry.shutdown().await;
         let spans = sink.0.load(std::sync::atomic::Ordering::Relaxed);
-        let calls = (args.rounds * args.requests * 2 + 4_000) as f64;
+        let calls = (args.rounds * args.requests * 3 + 4_000) as f64;
         println!(
             "tracing {mode}: mesh stack {s_rps:.0} req/s, p50 {:.1}us, p99 {:.1}us; {spans} spans exported ({:.2} per call)",
             s50.as_secs_f64() * 1e6,
