@@ -32,7 +32,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     } else {
         opts.max_connections(16).min_connections(1);
     }
-    Database::connect(opts).await
+    let mut db = Database::connect(opts).await?;
+    crate::telemetry::db::instrument(&mut db);
+    Ok(db)
 }
 
 /// The PostgreSQL advisory lock key that serializes migrations: "ordermesh" in ASCII.

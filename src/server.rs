@@ -220,7 +220,7 @@ impl MeshServer {
         };
         // The RPC span and RED metrics outermost, so they see every answer, refusals included.
         let router = tonic::transport::Server::builder()
-            .layer(crate::telemetry::rpc::ServerLayer)
+            .layer(crate::telemetry::rpc::ServerLayer::default())
             .layer(
                 tower_http::trace::TraceLayer::new_for_grpc()
                     .on_request(())

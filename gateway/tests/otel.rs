@@ -325,6 +325,54 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
         );
         assert_eq!(step_span.parent_span_id, saga.span_id);
     }
+    // Database calls: every participant's server span has statements under it (client spans
+    // with the database conventions), inside its time, with placeholders and never a value.
+    let under = |span: &Span, ancestor: &Span| {
+        let mut at = parent_of(span);
+        while let Some(p) = at {
+            if p.span_id == ancestor.span_id {
+                return true;
+            }
+            at = parent_of(p);
+        }
+        false
+    };
+    let statements: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attr(s, "db.system.name").is_some())
+        .collect();
+    for (service, method) in [
+        ("ordermesh.inventory.v1.InventoryService", "ReserveStock"),
+        ("ordermesh.payment.v1.PaymentService", "AuthorizePayment"),
+        ("ordermesh.shipping.v1.ShippingService", "CreateShipment"),
+    ] {
+        let server = rpc(SpanKind::Server, service, method)[0];
+        let mine: Vec<&&Span> = statements.iter().filter(|d| under(d, server)).collect();
+        assert!(!mine.is_empty(), "no database span under {method}");
+        for d in mine {
+            assert_eq!(d.kind, SpanKind::Client as i32);
+            assert_eq!(attr(d, "db.system.name").as_deref(), Some("sqlite"));
+            let op = attr(d, "db.operation.name").expect("db.operation.name");
+            assert!(d.name.starts_with(&op), "{} / {op}", d.name);
+            let text = attr(d, "db.query.text").expect("db.query.text");
+            assert!(!text.contains("TEA-1"), "a bound value in {text}");
+            assert!(
+                d.start_time_unix_nano >= server.start_time_unix_nano
+                    && d.end_time_unix_nano <= server.end_time_unix_nano,
+                "{} outside {method}",
+                d.name
+            );
+        }
+    }
+    // The saga's own writes (its log of steps) sit under the saga.
+    assert!(
+        statements
+            .iter()
+            .any(|d| under(d, saga) && attr(d, "db.operation.name").as_deref() != Some("SELECT")),
+        "no saga write among {:?}",
+        statements.iter().map(|d| &d.name).collect::<Vec<_>>()
+    );
+
     // The event's consumer span: a child of shipping's RecordTrackingEvent server span (where
     // the event was recorded, in the same transaction as the scan).
     let process = spans
@@ -356,8 +404,100 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
         .filter(|s| s.kind == SpanKind::Client as i32)
         .count();
     println!(
-        "trace {TRACE}: {} spans ({servers} server, {clients} client, {} saga steps)",
+        "trace {TRACE}: {} spans ({servers} server, {clients} client of which {} database, {} saga steps)",
         spans.len(),
+        statements.len(),
         steps.len()
+    );
+}
+
+/// A caller whose trace is not sampled (`traceparent` flags `00`) leaves no span anywhere: not
+/// at the gateway, not in any service the order goes through, not in the saga or the
+/// database. The not-sampled decision travels with the calls (the services make no span of
+/// their own for it); a sampled order placed after it is traced in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_caller_leaves_no_span_anywhere() {
+    const UNSAMPLED: &str = "0af7651916cd43dd8448eb211c80319c";
+    let (received, addr) = receiver().await;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let telemetry = ordermesh::telemetry::init("test", LogFormat::Json);
+    assert!(ordermesh::telemetry::enabled());
+
+    let m = common::mesh::mesh().await;
+    m.create_item("TEA-2").await;
+    let quiet = format!("00-{UNSAMPLED}-b7ad6b7169203331-00");
+    let id = m
+        .place("TEA-2", "otel/quiet", &[("traceparent", quiet.as_str())])
+        .await;
+    assert!(m.confirmed(&id).await, "the saga did not confirm {id}");
+    let traced = format!("00-{TRACE}-{CALLER}-01");
+    let marker = m
+        .place("TEA-2", "otel/marker", &[("traceparent", traced.as_str())])
+        .await;
+    assert!(
+        m.confirmed(&marker).await,
+        "the saga did not confirm {marker}"
+    );
+    let in_trace = |trace: &str| -> Vec<Span> {
+        received
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| hex(&s.trace_id) == trace)
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+    let done = ordermesh::testing::eventually(Duration::from_secs(15), || async {
+        ordermesh::telemetry::flush().await;
+        in_trace(TRACE)
+            .iter()
+            .any(|s| attr(s, "saga.outcome").as_deref() == Some("completed"))
+    })
+    .await;
+    assert!(done, "the sampled order's saga span did not arrive");
+    telemetry.shutdown().await;
+    let quiet_spans = in_trace(UNSAMPLED);
+    assert!(
+        quiet_spans.is_empty(),
+        "spans of the unsampled trace: {:?}",
+        quiet_spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    // Nor did the unsampled order's saga, which runs in a task of its own, start a trace.
+    let quiet_saga = format!("saga-{id}");
+    assert!(
+        !received
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, s)| attr(s, "saga.id").as_deref() == Some(quiet_saga.as_str())),
+        "the unsampled order's saga made spans"
+    );
+    // And the calls it made carried the decision: no participant started a trace of its own
+    // for them (each saga call shows up once, from the sampled order, as client and server).
+    let all = received.spans.lock().unwrap().clone();
+    for method in [
+        "ReserveStock",
+        "AuthorizePayment",
+        "CreateShipment",
+        "CapturePayment",
+        "CommitReservation",
+    ] {
+        let traces: Vec<String> = all
+            .iter()
+            .filter(|(_, s)| attr(s, "rpc.method").as_deref() == Some(method))
+            .map(|(_, s)| hex(&s.trace_id))
+            .collect();
+        assert_eq!(traces, [TRACE, TRACE], "{method}");
+    }
+    let sampled = in_trace(TRACE);
+    assert!(
+        sampled.iter().any(|s| attr(s, "db.system.name").is_some())
+            && sampled
+                .iter()
+                .any(|s| attr(s, "rpc.method").as_deref() == Some("CapturePayment")),
+        "the sampled order is not traced in full"
     );
 }

@@ -100,6 +100,12 @@ metric!(SAGA_STEPS: IntCounterVec = register_int_counter_vec!(
     "Saga step attempts, by saga, step, direction (action, compensation) and outcome (ok, transient, rejected).",
     &["saga", "step", "direction", "outcome"]
 ));
+metric!(DB_DURATION: HistogramVec = register_histogram_vec!(
+    "db_client_operation_duration_seconds",
+    "Database statements run by this process, by system, operation and outcome (ok, error).",
+    &["db_system", "db_operation", "outcome"],
+    RPC_BUCKETS.to_vec()
+));
 metric!(DB_POOL: GaugeVec = register_gauge_vec!(
     "db_pool_connections",
     "Database pool connections by state (idle, in_use), and the pool's maximum (max).",

@@ -9,21 +9,29 @@
 //! line carries a trace id and incoming trace context flows on, but nothing is exported.
 //! `OTEL_SDK_DISABLED=true` turns OpenTelemetry off altogether.
 
+pub mod db;
 mod json;
 pub mod metrics;
 pub mod rpc;
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use opentelemetry::context::WithContext;
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry::Context;
+use opentelemetry::trace::{
+    Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    IdGenerator, Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample,
+};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -116,19 +124,186 @@ impl TraceSettings {
         })
     }
 
-    fn sampler(&self) -> Sampler {
-        let root = if self.ratio >= 1.0 {
+    /// The sampler of new traces (no parent), by ratio.
+    fn root_sampler(&self) -> Sampler {
+        if self.ratio >= 1.0 {
             Sampler::AlwaysOn
         } else if self.ratio <= 0.0 {
             Sampler::AlwaysOff
         } else {
             Sampler::TraceIdRatioBased(self.ratio)
-        };
-        if self.parent_based {
-            Sampler::ParentBased(Box::new(root))
-        } else {
-            root
         }
+    }
+
+    fn sampler(&self) -> Box<dyn ShouldSample> {
+        let root = RootSampler(self.root_sampler());
+        if self.parent_based {
+            Box::new(Sampler::ParentBased(Box::new(root)))
+        } else {
+            Box::new(root)
+        }
+    }
+}
+
+thread_local! {
+    /// Set while `entry` starts a span whose new trace it has already decided to sample.
+    static PRESAMPLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The ratio sampler of new traces, except where `entry` has rolled the dice already (it
+/// decides before it makes a span, so an unsampled call makes none): the decision is made
+/// once per trace, not once by `entry` and again by the SDK.
+#[derive(Clone, Debug)]
+struct RootSampler(Sampler);
+
+impl ShouldSample for RootSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        if PRESAMPLED.with(Cell::get) {
+            return SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: parent_context
+                    .map(|cx| cx.span().span_context().trace_state().clone())
+                    .unwrap_or_default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+/// What `init` installed, read on every call by `entry` (no lock).
+struct Active {
+    root: Sampler,
+    parent_based: bool,
+    tracer: opentelemetry_sdk::trace::Tracer,
+}
+
+static ACTIVE: OnceLock<Active> = OnceLock::new();
+
+/// How one call is traced: by a span of its own, or, when its trace is not sampled, by the
+/// trace context alone (attached while the call runs, so its log lines and the calls and
+/// events it makes still carry the trace id and the not-sampled decision downstream).
+pub enum Traced {
+    Span(tracing::Span),
+    Context(Context),
+}
+
+impl Traced {
+    /// The call's span (`Span::none()` when it has none): fields recorded on it are kept
+    /// only when the trace is sampled.
+    pub fn span(&self) -> tracing::Span {
+        match self {
+            Traced::Span(s) => s.clone(),
+            Traced::Context(_) => tracing::Span::none(),
+        }
+    }
+
+    /// Runs `f` inside the call's span or context.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Traced::Span(s) => s.in_scope(f),
+            Traced::Context(cx) => {
+                let _attached = cx.clone().attach();
+                f()
+            }
+        }
+    }
+
+    /// `fut` run inside the call's span or context.
+    pub fn instrument<F: std::future::Future>(
+        self,
+        fut: F,
+    ) -> futures::future::Either<tracing::instrument::Instrumented<F>, WithContext<F>> {
+        use futures::future::Either;
+        use opentelemetry::context::FutureExt as _;
+        use tracing::Instrument as _;
+        match self {
+            Traced::Span(s) => Either::Left(fut.instrument(s)),
+            Traced::Context(cx) => Either::Right(fut.with_context(cx)),
+        }
+    }
+
+    /// Writes the call's context into outgoing HTTP headers or gRPC metadata.
+    pub fn inject(&self, headers: &mut http::HeaderMap) {
+        match self {
+            Traced::Span(s) => inject_headers(s, headers),
+            Traced::Context(cx) => propagator().inject_context(cx, &mut Headers(headers)),
+        }
+    }
+}
+
+/// Decides how a call is traced before any span is made. `parent` is the context it arrives
+/// with (a server: the caller's `traceparent`; a client: `Context::current()`), possibly
+/// empty. A parent that was not sampled (parent-based sampling) gives `Traced::Context`; a
+/// new trace is sampled here at the configured ratio, and only a sampled one gets the span
+/// `make` builds. With OpenTelemetry off, `make`'s span is used as it is (log context only).
+pub fn entry(parent: Context, make: impl FnOnce() -> tracing::Span) -> Traced {
+    let Some(active) = ACTIVE.get() else {
+        return Traced::Span(make());
+    };
+    let (valid, sampled) = {
+        let sc = parent.span();
+        let sc = sc.span_context();
+        (sc.is_valid(), sc.is_sampled())
+    };
+    if valid {
+        if active.parent_based && !sampled {
+            return Traced::Context(parent);
+        }
+        let span = make();
+        let _ = span.set_parent(parent);
+        return Traced::Span(span);
+    }
+    let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
+    let trace_id = ids.new_trace_id();
+    let decision = active
+        .root
+        .should_sample(None, trace_id, "", &SpanKind::Internal, &[], &[])
+        .decision;
+    if decision == SamplingDecision::RecordAndSample {
+        let span = make();
+        // Start the span now, while the SDK knows this trace is sampled already.
+        PRESAMPLED.with(|p| p.set(true));
+        let _ = span.context();
+        PRESAMPLED.with(|p| p.set(false));
+        return Traced::Span(span);
+    }
+    let sc = SpanContext::new(
+        trace_id,
+        ids.new_span_id(),
+        TraceFlags::default(),
+        false,
+        TraceState::default(),
+    );
+    Traced::Context(Context::new().with_remote_span_context(sc))
+}
+
+/// `fut`, to be spawned, carried in the current span and trace context: its spans, calls and
+/// events join the trace of the code that spawns it (and an unsampled trace stays unsampled
+/// rather than a new one starting in the task).
+pub fn carry<F: std::future::Future>(fut: F) -> WithContext<tracing::instrument::Instrumented<F>> {
+    use opentelemetry::context::FutureExt as _;
+    use tracing::Instrument as _;
+    fut.in_current_span().with_context(Context::current())
+}
+
+/// The context calls and events made here belong to: the current span's, else the context
+/// attached by `Traced::Context`.
+pub fn current_context() -> Context {
+    let cx = tracing::Span::current().context();
+    if cx.span().span_context().is_valid() {
+        cx
+    } else {
+        Context::current()
     }
 }
 
@@ -226,6 +401,11 @@ pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
         if let Ok(mut g) = PROVIDER.lock() {
             *g = Some(p.clone());
         }
+        let _ = ACTIVE.set(Active {
+            root: settings.root_sampler(),
+            parent_based: settings.parent_based,
+            tracer: p.tracer("ordermesh"),
+        });
     }
     Telemetry { provider }
 }
@@ -273,9 +453,14 @@ fn propagator() -> &'static TextMapCompositePropagator {
     &PROPAGATOR
 }
 
+/// The tracer spans made outside `tracing` use (database calls), when OpenTelemetry is on.
+fn tracer() -> Option<&'static opentelemetry_sdk::trace::Tracer> {
+    ACTIVE.get().map(|a| &a.tracer)
+}
+
 /// Whether this process exports or at least makes OpenTelemetry spans.
 pub fn enabled() -> bool {
-    PROVIDER.lock().map(|p| p.is_some()).unwrap_or(false)
+    ACTIVE.get().is_some()
 }
 
 struct Headers<'a>(&'a mut http::HeaderMap);
@@ -320,7 +505,7 @@ pub fn inject_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
 /// Writes the current span's context into a string map (an event's headers, a broker
 /// message's properties). Call it where the event is made, inside the request that makes it.
 pub fn inject_into(carrier: &mut HashMap<String, String>) {
-    let cx = tracing::Span::current().context();
+    let cx = current_context();
     if cx.span().span_context().is_valid() {
         propagator().inject_context(&cx, carrier);
     }

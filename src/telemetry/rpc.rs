@@ -8,7 +8,9 @@
 //! call's span and duration cover the whole stream. An answer dropped before its end (the
 //! caller went away) counts as CANCELLED.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -17,8 +19,6 @@ use tonic::body::Body;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::field::Empty;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::metrics;
 
@@ -59,17 +59,111 @@ fn status_of(headers: &http::HeaderMap) -> Option<Code> {
         .map(Code::from_i32)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Side {
     Server,
     Client,
 }
 
+/// One method's metric handles, looked up once (labelled handles cost a hash and a lock
+/// each time they are asked for).
+#[derive(Debug)]
+struct Method {
+    service: Box<str>,
+    method: Box<str>,
+    duration: prometheus::Histogram,
+    /// By `Code as usize`; made on a code's first use.
+    requests: [OnceLock<prometheus::IntCounter>; 17],
+}
+
+/// Distinct methods a layer keeps handles for. Server paths come from callers, so the set
+/// is bounded; methods past it share one entry labelled `other`.
+const MAX_METHODS: usize = 512;
+
+/// The methods one layer has seen, by gRPC path.
+#[derive(Debug)]
+struct Methods {
+    side: Side,
+    upstream: Box<str>,
+    seen: RwLock<HashMap<Box<str>, Arc<Method>>>,
+    other: OnceLock<Arc<Method>>,
+}
+
+impl Methods {
+    fn new(side: Side, upstream: &str) -> Arc<Self> {
+        Arc::new(Self {
+            side,
+            upstream: upstream.into(),
+            seen: RwLock::new(HashMap::new()),
+            other: OnceLock::new(),
+        })
+    }
+
+    fn make(&self, service: &str, method: &str) -> Arc<Method> {
+        let duration = match self.side {
+            Side::Server => metrics::RPC_SERVER_DURATION.with_label_values(&[service, method]),
+            Side::Client => {
+                metrics::RPC_CLIENT_DURATION.with_label_values(&[&self.upstream, service, method])
+            }
+        };
+        Arc::new(Method {
+            service: service.into(),
+            method: method.into(),
+            duration,
+            requests: Default::default(),
+        })
+    }
+
+    fn get(&self, path: &str) -> Arc<Method> {
+        if let Some(m) = self.seen.read().ok().and_then(|s| s.get(path).cloned()) {
+            return m;
+        }
+        let Ok(mut seen) = self.seen.write() else {
+            return self.other();
+        };
+        if let Some(m) = seen.get(path) {
+            return m.clone();
+        }
+        if seen.len() >= MAX_METHODS {
+            drop(seen);
+            return self.other();
+        }
+        let (service, method) = split_path(path);
+        let m = self.make(service, method);
+        seen.insert(path.into(), m.clone());
+        m
+    }
+
+    fn other(&self) -> Arc<Method> {
+        self.other
+            .get_or_init(|| self.make("other", "other"))
+            .clone()
+    }
+
+    fn count(&self, m: &Method, code: Code) {
+        m.requests[code as usize]
+            .get_or_init(|| match self.side {
+                Side::Server => metrics::RPC_SERVER_REQUESTS.with_label_values(&[
+                    &m.service,
+                    &m.method,
+                    code_name(code),
+                ]),
+                Side::Client => metrics::RPC_CLIENT_REQUESTS.with_label_values(&[
+                    &self.upstream,
+                    &m.service,
+                    &m.method,
+                    code_name(code),
+                ]),
+            })
+            .inc();
+    }
+}
+
 /// Records a call's end once: span status, counter, histogram.
 struct CallEnd {
-    side: Side,
+    methods: Arc<Methods>,
+    method: Arc<Method>,
     span: tracing::Span,
-    labels: [String; 3],
     started: Instant,
     done: bool,
 }
@@ -79,44 +173,29 @@ impl CallEnd {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let n = code as i32;
-        self.span.record("rpc.grpc.status_code", n);
-        // Server spans: only codes that say the server failed are errors; client spans: all.
-        let error = match self.side {
-            Side::Server => matches!(
-                code,
-                Code::Unknown
-                    | Code::DeadlineExceeded
-                    | Code::Unimplemented
-                    | Code::Internal
-                    | Code::Unavailable
-                    | Code::DataLoss
-            ),
-            Side::Client => code != Code::Ok,
-        };
-        if error {
-            self.span.record("otel.status_code", "ERROR");
-        }
-        let secs = self.started.elapsed().as_secs_f64();
-        let [a, b, c] = &self.labels;
-        match self.side {
-            Side::Server => {
-                metrics::RPC_SERVER_REQUESTS
-                    .with_label_values(&[a, b, code_name(code)])
-                    .inc();
-                metrics::RPC_SERVER_DURATION
-                    .with_label_values(&[a, b])
-                    .observe(secs);
-            }
-            Side::Client => {
-                metrics::RPC_CLIENT_REQUESTS
-                    .with_label_values(&[a, b, c, code_name(code)])
-                    .inc();
-                metrics::RPC_CLIENT_DURATION
-                    .with_label_values(&[a, b, c])
-                    .observe(secs);
+        if !self.span.is_none() {
+            self.span.record("rpc.grpc.status_code", code as i32);
+            // Server spans: only codes that say the server failed are errors; client spans: all.
+            let error = match self.methods.side {
+                Side::Server => matches!(
+                    code,
+                    Code::Unknown
+                        | Code::DeadlineExceeded
+                        | Code::Unimplemented
+                        | Code::Internal
+                        | Code::Unavailable
+                        | Code::DataLoss
+                ),
+                Side::Client => code != Code::Ok,
+            };
+            if error {
+                self.span.record("otel.status_code", "ERROR");
             }
         }
+        self.methods.count(&self.method, code);
+        self.method
+            .duration
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -179,20 +258,35 @@ fn observe<B>(resp: http::Response<B>, mut end: CallEnd) -> http::Response<Obser
     resp.map(|inner| Observed { inner, end })
 }
 
-/// Server side: one span per call, continuing the caller's trace; RED metrics per method.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ServerLayer;
+/// Server side: one span per sampled call, continuing the caller's trace (an unsampled call
+/// runs in the caller's context, with no span); RED metrics per method.
+#[derive(Clone, Debug)]
+pub struct ServerLayer {
+    methods: Arc<Methods>,
+}
+
+impl Default for ServerLayer {
+    fn default() -> Self {
+        Self {
+            methods: Methods::new(Side::Server, ""),
+        }
+    }
+}
 
 impl<S> Layer<S> for ServerLayer {
     type Service = ServerSpan<S>;
     fn layer(&self, inner: S) -> ServerSpan<S> {
-        ServerSpan { inner }
+        ServerSpan {
+            inner,
+            methods: self.methods.clone(),
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct ServerSpan<S> {
     inner: S,
+    methods: Arc<Methods>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for ServerSpan<S>
@@ -209,56 +303,47 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let (service, method) = split_path(req.uri().path());
-        let span = tracing::info_span!(
-            "grpc",
-            otel.name = format!("{service}/{method}"),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = Empty,
-        );
+        let method = self.methods.get(req.uri().path());
         let parent = super::context_from_headers(req.headers());
-        if opentelemetry::trace::TraceContextExt::span(&parent)
-            .span_context()
-            .is_valid()
-        {
-            let _ = span.set_parent(parent);
-        }
+        let traced = super::entry(parent, || {
+            tracing::info_span!(
+                "grpc",
+                otel.name = format!("{}/{}", method.service, method.method),
+                otel.kind = "server",
+                otel.status_code = Empty,
+                rpc.system = "grpc",
+                rpc.service = &*method.service,
+                rpc.method = &*method.method,
+                rpc.grpc.status_code = Empty,
+            )
+        });
         let end = CallEnd {
-            side: Side::Server,
-            span: span.clone(),
-            labels: [service.to_string(), method.to_string(), String::new()],
+            methods: self.methods.clone(),
+            method,
+            span: traced.span(),
             started: Instant::now(),
             done: false,
         };
-        let fut = {
-            let _enter = span.enter();
-            self.inner.call(req)
-        };
-        Box::pin(
-            async move {
-                let resp = fut.await?;
-                Ok(observe(resp, end))
-            }
-            .instrument(span),
-        )
+        let fut = traced.in_scope(|| self.inner.call(req));
+        Box::pin(traced.instrument(async move {
+            let resp = fut.await?;
+            Ok(observe(resp, end))
+        }))
     }
 }
 
-/// Client side: one span per call (around retries), its W3C context written into the
-/// outgoing metadata; RED metrics per upstream and method.
+/// Client side: one span per sampled call (around retries), the call's W3C context written
+/// into the outgoing metadata (a not-sampled one too, so the callee does not sample it
+/// again); RED metrics per upstream and method.
 #[derive(Clone, Debug)]
 pub struct ClientLayer {
-    upstream: String,
+    methods: Arc<Methods>,
 }
 
 impl ClientLayer {
     pub fn new(upstream: &str) -> Self {
         Self {
-            upstream: upstream.to_string(),
+            methods: Methods::new(Side::Client, upstream),
         }
     }
 }
@@ -268,7 +353,7 @@ impl<S> Layer<S> for ClientLayer {
     fn layer(&self, inner: S) -> ClientSpan<S> {
         ClientSpan {
             inner,
-            upstream: self.upstream.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -276,7 +361,7 @@ impl<S> Layer<S> for ClientLayer {
 #[derive(Clone, Debug)]
 pub struct ClientSpan<S> {
     inner: S,
-    upstream: String,
+    methods: Arc<Methods>,
 }
 
 impl<S> Service<http::Request<Body>> for ClientSpan<S>
@@ -293,47 +378,44 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let path = req.uri().path().to_string();
-        let (service, method) = split_path(&path);
-        let span = tracing::info_span!(
-            "grpc.client",
-            otel.name = format!("{service}/{method}"),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = Empty,
-            server.address = %self.upstream,
-        );
-        super::inject_headers(&span, req.headers_mut());
+        let method = self.methods.get(req.uri().path());
+        let traced = if super::enabled() {
+            super::entry(super::current_context(), || {
+                tracing::info_span!(
+                    "grpc.client",
+                    otel.name = format!("{}/{}", method.service, method.method),
+                    otel.kind = "client",
+                    otel.status_code = Empty,
+                    rpc.system = "grpc",
+                    rpc.service = &*method.service,
+                    rpc.method = &*method.method,
+                    rpc.grpc.status_code = Empty,
+                    server.address = &*self.methods.upstream,
+                )
+            })
+        } else {
+            // No OpenTelemetry: a span would carry nothing but log context, which the
+            // caller's span gives already.
+            super::Traced::Span(tracing::Span::none())
+        };
+        traced.inject(req.headers_mut());
         let mut end = CallEnd {
-            side: Side::Client,
-            span: span.clone(),
-            labels: [
-                self.upstream.clone(),
-                service.to_string(),
-                method.to_string(),
-            ],
+            methods: self.methods.clone(),
+            method,
+            span: traced.span(),
             started: Instant::now(),
             done: false,
         };
-        let fut = {
-            let _enter = span.enter();
-            self.inner.call(req)
-        };
-        Box::pin(
-            async move {
-                match fut.await {
-                    Ok(resp) => Ok(observe(resp, end).map(Body::new)),
-                    Err(e) => {
-                        end.finish(Code::Unavailable);
-                        Err(e)
-                    }
+        let fut = traced.in_scope(|| self.inner.call(req));
+        Box::pin(traced.instrument(async move {
+            match fut.await {
+                Ok(resp) => Ok(observe(resp, end).map(Body::new)),
+                Err(e) => {
+                    end.finish(Code::Unavailable);
+                    Err(e)
                 }
             }
-            .instrument(span),
-        )
+        }))
     }
 }
 
@@ -362,7 +444,7 @@ mod tests {
             ]));
             Ok::<_, std::convert::Infallible>(http::Response::new(Body::new(body)))
         });
-        let mut svc = ServerLayer.layer(inner);
+        let mut svc = ServerLayer::default().layer(inner);
         let req = http::Request::builder()
             .uri("/test.Svc/Counted")
             .body(Body::empty())

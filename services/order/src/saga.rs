@@ -550,8 +550,8 @@ impl OrderSaga {
         drop(running);
         let this = self.clone();
         let order_id = order_id.to_string();
-        // In the placing request's span, so the saga's spans join the order's trace.
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
+        // In the placing request's span and trace, so the saga's spans join the order's trace.
+        tokio::spawn(ordermesh::telemetry::carry(async move {
             let outcome = this.def.run(&this.ctx.db, &saga_id).await;
             match outcome {
                 Ok(Outcome::Completed) => {

@@ -1,0 +1,91 @@
+//! Sampling is decided once per trace, where the trace starts, before any span is made: at a
+//! ratio of 0.5 about half the new traces get a span (and every one of those is sampled,
+//! not rolled a second time by the SDK), the rest carry a not-sampled context and no span;
+//! a caller's decision is followed either way. Its own process (nextest), as telemetry is
+//! global.
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+use ordermesh::telemetry::{self, LogFormat, TraceSettings, Traced};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+fn remote(sampled: bool) -> Context {
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
+fn sampled(t: &Traced) -> Option<(String, bool)> {
+    let cx = match t {
+        Traced::Span(s) => s.context(),
+        Traced::Context(cx) => cx.clone(),
+    };
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.is_sampled()))
+}
+
+#[test]
+fn a_new_trace_is_sampled_once_at_the_ratio_and_a_parent_is_followed() {
+    let settings = TraceSettings {
+        disabled: false,
+        endpoint: None,
+        service_name: "sampling-test".into(),
+        ratio: 0.5,
+        parent_based: true,
+    };
+    let _telemetry = telemetry::init_with(&settings, LogFormat::Json);
+    assert!(telemetry::enabled());
+
+    const N: usize = 4000;
+    let mut spans = 0;
+    for _ in 0..N {
+        let t = telemetry::entry(Context::new(), || tracing::info_span!("root"));
+        let (_, is_sampled) = sampled(&t).expect("every new trace has a valid context");
+        match t {
+            Traced::Span(_) => {
+                spans += 1;
+                assert!(is_sampled, "a span made for a new trace was not sampled");
+            }
+            Traced::Context(_) => assert!(!is_sampled),
+        }
+    }
+    // Binomial(4000, 0.5): sd 32. Sampling twice would give about 1000.
+    assert!(
+        (1700..=2300).contains(&spans),
+        "{spans} of {N} new traces sampled at ratio 0.5"
+    );
+
+    let caller = "4bf92f3577b34da6a3ce929d0e0e4736".to_string();
+    let t = telemetry::entry(remote(true), || tracing::info_span!("server"));
+    assert!(matches!(t, Traced::Span(_)));
+    assert_eq!(sampled(&t), Some((caller.clone(), true)));
+    let t = telemetry::entry(remote(false), || tracing::info_span!("server"));
+    assert!(matches!(t, Traced::Context(_)));
+    assert_eq!(sampled(&t), Some((caller.clone(), false)));
+
+    // Inside an unsampled call, an outgoing call carries the same not-sampled context.
+    let t = telemetry::entry(remote(false), || tracing::info_span!("server"));
+    let inner = t.in_scope(|| {
+        telemetry::entry(telemetry::current_context(), || {
+            tracing::info_span!("client")
+        })
+    });
+    assert!(matches!(inner, Traced::Context(_)));
+    let mut headers = http::HeaderMap::new();
+    inner.inject(&mut headers);
+    let traceparent = headers["traceparent"].to_str().unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{caller}-")) && traceparent.ends_with("-00"),
+        "{traceparent}"
+    );
+}
