@@ -15,7 +15,6 @@ use tower::ServiceBuilder;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tracing::Instrument;
 
 use crate::app::Gateway;
 
@@ -58,53 +57,43 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Entry {
     }
 
     fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let span = http_span(&req, self.peer);
-        let answer = {
-            let _enter = span.enter();
-            self.gateway.clone().handle(req, self.peer)
-        };
-        Box::pin(
-            async move {
-                let resp = answer.await;
-                let status = resp.status().as_u16();
-                let span = tracing::Span::current();
-                span.record("http.response.status_code", status);
-                if status >= 500 {
-                    span.record("otel.status_code", "ERROR");
-                }
-                Ok(resp)
+        let traced = http_span(&req, self.peer);
+        let answer = traced.in_scope(|| self.gateway.clone().handle(req, self.peer));
+        Box::pin(traced.instrument(async move {
+            let resp = answer.await;
+            let status = resp.status().as_u16();
+            let span = tracing::Span::current();
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
             }
-            .instrument(span),
-        )
+            Ok(resp)
+        }))
     }
 }
 
 /// The HTTP server span of one request (OpenTelemetry HTTP conventions), continuing the
-/// caller's W3C trace (`traceparent`, `tracestate`, `baggage`). The route is recorded by the
-/// gateway once it has matched one (`http.route`, and the span name `METHOD route`).
-fn http_span<B>(req: &http::Request<B>, peer: SocketAddr) -> tracing::Span {
+/// caller's W3C trace (`traceparent`, `tracestate`, `baggage`); a request whose trace is not
+/// sampled gets no span, only its context. The route is recorded by the gateway once it has
+/// matched one (`http.route`, and the span name `METHOD route`).
+fn http_span<B>(req: &http::Request<B>, peer: SocketAddr) -> ordermesh::telemetry::Traced {
     let method = req.method().as_str();
-    let span = tracing::info_span!(
-        "http",
-        otel.name = %method,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        url.path = %req.uri().path(),
-        url.scheme = "http",
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        client.address = %peer.ip(),
-        network.protocol.version = ?req.version(),
-    );
     let parent = ordermesh::telemetry::context_from_headers(req.headers());
-    if opentelemetry::trace::TraceContextExt::span(&parent)
-        .span_context()
-        .is_valid()
-    {
-        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
-    }
-    span
+    ordermesh::telemetry::entry(parent, || {
+        tracing::info_span!(
+            "http",
+            otel.name = %method,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            url.path = %req.uri().path(),
+            url.scheme = "http",
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            client.address = %peer.ip(),
+            network.protocol.version = ?req.version(),
+        )
+    })
 }
 
 /// Accepts connections until `shutdown`, then lets open requests finish for up to `grace`.

@@ -301,6 +301,30 @@ async fn every_process_serves_metrics_that_move_with_an_order() {
         );
     }
     assert!(sum(&after["order"], "db_pool_connections", &[("state", "max")]) >= 1.0);
+    // Database statements, by operation: the order's rows, its saga's log, the reservation,
+    // the payment and the shipment are all written (and nothing failed).
+    let statements = |op: &str, outcome: &str| {
+        moved(
+            "order",
+            "db_client_operation_duration_seconds_count",
+            &[
+                ("db_system", "sqlite"),
+                ("db_operation", op),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert!(
+        statements("INSERT", "ok") >= 5.0,
+        "{}",
+        statements("INSERT", "ok")
+    );
+    assert!(
+        statements("SELECT", "ok") >= 5.0,
+        "{}",
+        statements("SELECT", "ok")
+    );
+    assert_eq!(statements("INSERT", "error"), 0.0);
     // Every producer's relay reports its backlog, and it drains: nothing waits once the order's
     // events are out (the relay measures when it finds nothing more to publish).
     for producer in ["order", "payment", "inventory", "shipping"] {
