@@ -52,14 +52,27 @@ pub fn parse_grpc_timeout(v: &HeaderValue) -> Option<Duration> {
 /// Encodes a duration as a `grpc-timeout` value, in the finest unit that fits 8 digits.
 pub fn encode_grpc_timeout(d: Duration) -> HeaderValue {
     const MAX: u128 = 99_999_999;
-    let text = if d.as_micros() <= MAX {
-        format!("{}u", d.as_micros().max(1))
+    let (n, unit) = if d.as_micros() <= MAX {
+        (d.as_micros().max(1), b'u')
     } else if d.as_millis() <= MAX {
-        format!("{}m", d.as_millis())
+        (d.as_millis(), b'm')
     } else {
-        format!("{}S", d.as_secs().min(MAX as u64))
+        (u128::from(d.as_secs()).min(MAX), b'S')
     };
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("99999999S"))
+    // At most 8 digits and the unit, written without a String (this runs on every call).
+    let mut buf = [0u8; 9];
+    let mut at = buf.len() - 1;
+    buf[at] = unit;
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[at..]).unwrap_or(HeaderValue::from_static("99999999S"))
 }
 
 /// Server side: enforces the caller's `grpc-timeout` and makes it the task's deadline.
@@ -94,7 +107,7 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let timeout = req
             .headers()
-            .get("grpc-timeout")
+            .get(crate::headers::GRPC_TIMEOUT)
             .and_then(parse_grpc_timeout);
         let fut = self.inner.call(req);
         match timeout {
@@ -176,7 +189,7 @@ where
         let mut deadline = now + self.layer.default;
         if let Some(t) = req
             .headers()
-            .get("grpc-timeout")
+            .get(crate::headers::GRPC_TIMEOUT)
             .and_then(parse_grpc_timeout)
         {
             deadline = deadline.min(now + t);
@@ -195,7 +208,7 @@ where
             });
         }
         req.headers_mut()
-            .insert("grpc-timeout", encode_grpc_timeout(budget));
+            .insert(crate::headers::GRPC_TIMEOUT, encode_grpc_timeout(budget));
         req.extensions_mut().insert(CallDeadline(deadline));
         // No timer here: the transport under the balancer enforces grpc-timeout once the call
         // is sent, and waiting for an endpoint is bounded by `CallDeadline` (client::shared).
@@ -231,6 +244,16 @@ mod tests {
                 back <= d && d - back < Duration::from_secs(1),
                 "{d:?} {back:?}"
             );
+        }
+        for (d, text) in [
+            (Duration::ZERO, "1u"),
+            (Duration::from_millis(200), "200000u"),
+            (Duration::from_secs(30), "30000000u"),
+            (Duration::from_secs(150), "150000m"),
+            (Duration::from_secs(86_400 * 3), "259200S"),
+            (Duration::from_secs(u64::MAX), "99999999S"),
+        ] {
+            assert_eq!(encode_grpc_timeout(d), text, "{d:?}");
         }
         assert_eq!(
             parse_grpc_timeout(&HeaderValue::from_static("5H")),

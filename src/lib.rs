@@ -17,6 +17,7 @@ pub mod crash;
 pub mod db;
 pub mod deadline;
 pub mod dns;
+pub mod headers;
 pub mod idempotency;
 pub mod ids;
 pub mod money;

@@ -105,7 +105,7 @@ mod tests {
 
     fn grpc_status(r: &http::Response<Body>) -> Option<String> {
         r.headers()
-            .get("grpc-status")
+            .get(crate::headers::GRPC_STATUS)
             .map(|v| v.to_str().unwrap().to_string())
     }
 

@@ -283,7 +283,9 @@ impl Drop for Pending {
 /// Codes that say the upstream is failing, as opposed to the request being wrong.
 fn failed_status(resp: &http::Response<Body>) -> bool {
     matches!(
-        resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+        resp.headers()
+            .get(crate::headers::GRPC_STATUS)
+            .map(|v| v.as_bytes()),
         Some(b"14" | b"4" | b"13" | b"2" | b"8")
     )
 }

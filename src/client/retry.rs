@@ -88,8 +88,8 @@ pub struct Retry<S> {
 /// Whether a call may be sent more than once.
 pub fn is_retry_safe(req: &http::Request<Body>) -> bool {
     let h = req.headers();
-    if h.contains_key("idempotency-key")
-        || h.get("x-ordermesh-idempotent")
+    if h.contains_key(crate::headers::IDEMPOTENCY_KEY)
+        || h.get(crate::headers::IDEMPOTENT)
             .is_some_and(|v| v.as_bytes() == b"true")
     {
         return true;
@@ -101,7 +101,9 @@ pub fn is_retry_safe(req: &http::Request<Body>) -> bool {
 fn retryable(result: &Result<http::Response<Body>, impl Sized>) -> bool {
     match result {
         Ok(resp) => matches!(
-            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            resp.headers()
+                .get(crate::headers::GRPC_STATUS)
+                .map(|v| v.as_bytes()),
             Some(b"14" | b"8")
         ),
         Err(_) => true,
@@ -193,8 +195,10 @@ where
                 );
                 if let Some(d) = deadline {
                     let left = d.saturating_duration_since(Instant::now());
-                    req.headers_mut()
-                        .insert("grpc-timeout", crate::deadline::encode_grpc_timeout(left));
+                    req.headers_mut().insert(
+                        crate::headers::GRPC_TIMEOUT,
+                        crate::deadline::encode_grpc_timeout(left),
+                    );
                     req.extensions_mut()
                         .insert(crate::deadline::CallDeadline(d));
                 }
