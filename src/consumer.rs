@@ -17,7 +17,6 @@ use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, Set,
     TransactionTrait,
 };
-use tracing::Instrument;
 
 use crate::client::MeshChannel;
 use crate::proto::events::v1 as pb;
@@ -291,7 +290,7 @@ pub async fn apply_once(
     }
     // The handler runs in a span that continues the producer's trace (a child of the span that
     // recorded the event), whichever transport brought it.
-    let span = crate::telemetry::event_span(
+    let traced = crate::telemetry::event_span(
         event.trace_context.as_ref(),
         event
             .payload
@@ -301,18 +300,18 @@ pub async fn apply_once(
         producer,
         consumer,
     );
-    async {
-        let txn = db.begin().await.map_err(retry)?;
-        handler.handle(&txn, event).await?;
-        save(&txn, consumer, producer, event, "")
-            .await
-            .map_err(retry)?;
-        txn.commit().await.map_err(retry)?;
-        handler.committed(event).await;
-        Ok(Applied::Now)
-    }
-    .instrument(span)
-    .await
+    traced
+        .instrument(async {
+            let txn = db.begin().await.map_err(retry)?;
+            handler.handle(&txn, event).await?;
+            save(&txn, consumer, producer, event, "")
+                .await
+                .map_err(retry)?;
+            txn.commit().await.map_err(retry)?;
+            handler.committed(event).await;
+            Ok(Applied::Now)
+        })
+        .await
 }
 
 /// Applies one event exactly once. Returns whether the handler ran (false for a repeat).

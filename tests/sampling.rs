@@ -34,17 +34,18 @@ fn sampled(t: &Traced) -> Option<(String, bool)> {
         .then(|| (sc.trace_id().to_string(), sc.is_sampled()))
 }
 
-#[test]
-fn a_new_trace_is_sampled_once_at_the_ratio_and_a_parent_is_followed() {
+#[tokio::test]
+async fn a_new_trace_is_sampled_once_at_the_ratio_and_a_parent_is_followed() {
+    // Spans are made only to be exported: an endpoint (nothing listens; none is flushed).
     let settings = TraceSettings {
         disabled: false,
-        endpoint: None,
+        endpoint: Some("http://127.0.0.1:9".into()),
         service_name: "sampling-test".into(),
         ratio: 0.5,
         parent_based: true,
     };
     let _telemetry = telemetry::init_with(&settings, LogFormat::Json);
-    assert!(telemetry::enabled());
+    assert!(telemetry::enabled() && telemetry::exporting());
 
     const N: usize = 4000;
     let mut spans = 0;
@@ -88,4 +89,40 @@ fn a_new_trace_is_sampled_once_at_the_ratio_and_a_parent_is_followed() {
         traceparent.starts_with(&format!("00-{caller}-")) && traceparent.ends_with("-00"),
         "{traceparent}"
     );
+}
+
+/// Without an exporter no span is made at all, but the context flows: a caller's as it came,
+/// and a new trace gets one of its own, sampled at the ratio for the services after this one.
+#[test]
+fn without_an_exporter_no_span_is_made_and_the_context_flows() {
+    let settings = TraceSettings {
+        disabled: false,
+        endpoint: None,
+        service_name: "sampling-test".into(),
+        ratio: 1.0,
+        parent_based: true,
+    };
+    let _telemetry = telemetry::init_with(&settings, LogFormat::Json);
+    assert!(telemetry::enabled() && !telemetry::exporting());
+    let caller = "4bf92f3577b34da6a3ce929d0e0e4736".to_string();
+    for parent_sampled in [true, false] {
+        let t = telemetry::entry(remote(parent_sampled), || tracing::info_span!("server"));
+        assert!(matches!(t, Traced::Context(_)));
+        assert_eq!(sampled(&t), Some((caller.clone(), parent_sampled)));
+        let mut headers = http::HeaderMap::new();
+        t.inject(&mut headers);
+        assert_eq!(
+            headers["traceparent"],
+            format!("00-{caller}-00f067aa0ba902b7-0{}", u8::from(parent_sampled))
+        );
+    }
+    let mut traces = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let t = telemetry::entry(Context::new(), || tracing::info_span!("root"));
+        assert!(matches!(t, Traced::Context(_)));
+        let (trace, is_sampled) = sampled(&t).expect("a new trace has a context");
+        assert!(is_sampled, "ratio 1.0");
+        traces.insert(trace);
+    }
+    assert_eq!(traces.len(), 100, "every new trace has an id of its own");
 }

@@ -35,8 +35,9 @@ struct Args {
     /// Leave retries and the circuit breaker out of the stack (to see what they cost).
     #[arg(long)]
     no_resilience: bool,
-    /// Trace the hop: `off` (no OpenTelemetry), or the percentage of calls sampled (`100`,
-    /// `1`), exported over OTLP/gRPC to a receiver in this process. With this flag the server
+    /// Trace the hop: `off` (no OpenTelemetry), `context` (W3C context propagated and in the
+    /// logs, no exporter, so no spans), or the percentage of calls sampled (`100`, `1`),
+    /// exported over OTLP/gRPC to a receiver in this process. With this flag the server
     /// also runs the mesh's RPC server layer, as every `MeshServer` does. Tracing is global to
     /// a process, so compare modes across runs: `scripts/bench-tracing.sh`.
     #[arg(long)]
@@ -78,6 +79,7 @@ async fn tracing_mode(mode: &str) -> anyhow::Result<(ordermesh::telemetry::Telem
     let sink = SpanSink::default();
     let ratio = match mode {
         "off" => None,
+        "context" => Some(1.0),
         pct => Some(
             pct.trim_end_matches('%')
                 .parse::<f64>()
@@ -96,7 +98,7 @@ async fn tracing_mode(mode: &str) -> anyhow::Result<(ordermesh::telemetry::Telem
     );
     let settings = ordermesh::telemetry::TraceSettings {
         disabled: ratio.is_none(),
-        endpoint: Some(endpoint),
+        endpoint: (mode != "context").then_some(endpoint),
         service_name: "mesh-bench".into(),
         ratio: ratio.unwrap_or(0.0),
         parent_based: true,

@@ -184,7 +184,8 @@ impl ShouldSample for RootSampler {
 struct Active {
     root: Sampler,
     parent_based: bool,
-    tracer: opentelemetry_sdk::trace::Tracer,
+    /// `None` when nothing is exported: then no span is made, only trace context.
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
 }
 
 static ACTIVE: OnceLock<Active> = OnceLock::new();
@@ -242,21 +243,28 @@ impl Traced {
 }
 
 /// Decides how a call is traced before any span is made. `parent` is the context it arrives
-/// with (a server: the caller's `traceparent`; a client: `Context::current()`), possibly
+/// with (a server: the caller's `traceparent`; a client: `current_context()`), possibly
 /// empty. A parent that was not sampled (parent-based sampling) gives `Traced::Context`; a
 /// new trace is sampled here at the configured ratio, and only a sampled one gets the span
-/// `make` builds. With OpenTelemetry off, `make`'s span is used as it is (log context only).
+/// `make` builds. Without an exporter no span is made: the caller's context flows on as it
+/// came, and a new trace gets a context of its own (sampled at the ratio, for the services
+/// after this one). With OpenTelemetry off, `make`'s span is used as it is (log context only).
 pub fn entry(parent: Context, make: impl FnOnce() -> tracing::Span) -> Traced {
-    let Some(active) = ACTIVE.get() else {
-        return Traced::Span(make());
-    };
     let (valid, sampled) = {
         let sc = parent.span();
         let sc = sc.span_context();
         (sc.is_valid(), sc.is_sampled())
     };
+    let Some(active) = ACTIVE.get() else {
+        let span = make();
+        if valid {
+            let _ = span.set_parent(parent);
+        }
+        return Traced::Span(span);
+    };
+    let exporting = active.tracer.is_some();
     if valid {
-        if active.parent_based && !sampled {
+        if !exporting || (active.parent_based && !sampled) {
             return Traced::Context(parent);
         }
         let span = make();
@@ -269,7 +277,8 @@ pub fn entry(parent: Context, make: impl FnOnce() -> tracing::Span) -> Traced {
         .root
         .should_sample(None, trace_id, "", &SpanKind::Internal, &[], &[])
         .decision;
-    if decision == SamplingDecision::RecordAndSample {
+    let sampled = decision == SamplingDecision::RecordAndSample;
+    if sampled && exporting {
         let span = make();
         // Start the span now, while the SDK knows this trace is sampled already.
         PRESAMPLED.with(|p| p.set(true));
@@ -277,10 +286,15 @@ pub fn entry(parent: Context, make: impl FnOnce() -> tracing::Span) -> Traced {
         PRESAMPLED.with(|p| p.set(false));
         return Traced::Span(span);
     }
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
     let sc = SpanContext::new(
         trace_id,
         ids.new_span_id(),
-        TraceFlags::default(),
+        flags,
         false,
         TraceState::default(),
     );
@@ -296,15 +310,12 @@ pub fn carry<F: std::future::Future>(fut: F) -> WithContext<tracing::instrument:
     fut.in_current_span().with_context(Context::current())
 }
 
-/// The context calls and events made here belong to: the current span's, else the context
-/// attached by `Traced::Context`.
+/// The context calls and events made here belong to: that of the innermost span entered (the
+/// OpenTelemetry layer attaches a span's context while it is entered), else the context
+/// attached by `Traced::Context`. Read from the thread's attached context alone, which is
+/// cheaper than asking the current `tracing` span for it.
 pub fn current_context() -> Context {
-    let cx = tracing::Span::current().context();
-    if cx.span().span_context().is_valid() {
-        cx
-    } else {
-        Context::current()
-    }
+    Context::current()
 }
 
 /// The process's tracer provider, kept so `shutdown` can flush it.
@@ -367,7 +378,13 @@ pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
     }
     // RUST_LOG filters the log lines only: spans at INFO and above are traced whatever it says.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let provider = (!settings.disabled).then(|| provider(settings));
+    // Spans are made only to be exported: without an exporter the trace context still flows
+    // (calls, events, log lines), with no span made anywhere.
+    let provider = if settings.disabled {
+        None
+    } else {
+        provider(settings)
+    };
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("ordermesh"))
@@ -392,53 +409,63 @@ pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
     if !installed {
         return Telemetry { provider: None };
     }
-    if let Some(p) = &provider {
+    if !settings.disabled {
         opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
         ]));
-        opentelemetry::global::set_tracer_provider(p.clone());
-        if let Ok(mut g) = PROVIDER.lock() {
-            *g = Some(p.clone());
+        if let Some(p) = &provider {
+            opentelemetry::global::set_tracer_provider(p.clone());
+            if let Ok(mut g) = PROVIDER.lock() {
+                *g = Some(p.clone());
+            }
         }
         let _ = ACTIVE.set(Active {
             root: settings.root_sampler(),
             parent_based: settings.parent_based,
-            tracer: p.tracer("ordermesh"),
+            tracer: provider.as_ref().map(|p| p.tracer("ordermesh")),
         });
     }
     Telemetry { provider }
 }
 
-fn provider(settings: &TraceSettings) -> SdkTracerProvider {
-    // Resource::builder() also reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
-    let resource = Resource::builder()
-        .with_service_name(settings.service_name.clone())
-        .build();
-    let mut b = SdkTracerProvider::builder()
-        .with_sampler(settings.sampler())
-        .with_resource(resource);
+/// The tracer provider exporting to the configured endpoint; `None` when there is none (or
+/// its exporter cannot be made, which is reported).
+fn provider(settings: &TraceSettings) -> Option<SdkTracerProvider> {
+    let endpoint = settings.endpoint.as_ref()?;
     #[cfg(not(feature = "otlp"))]
-    if let Some(endpoint) = &settings.endpoint {
+    {
         eprintln!(
             "telemetry: built without the otlp feature; spans are not exported to {endpoint}"
         );
+        None
     }
     #[cfg(feature = "otlp")]
-    if let Some(endpoint) = &settings.endpoint {
+    {
         use opentelemetry_otlp::WithExportConfig;
-        match opentelemetry_otlp::SpanExporter::builder()
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
             .build()
         {
-            Ok(exporter) => b = b.with_batch_exporter(exporter),
+            Ok(exporter) => exporter,
             Err(e) => {
-                eprintln!("telemetry: OTLP exporter to {endpoint}: {e}; spans are not exported")
+                eprintln!("telemetry: OTLP exporter to {endpoint}: {e}; spans are not exported");
+                return None;
             }
-        }
+        };
+        // Resource::builder() also reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+        let resource = Resource::builder()
+            .with_service_name(settings.service_name.clone())
+            .build();
+        Some(
+            SdkTracerProvider::builder()
+                .with_sampler(settings.sampler())
+                .with_resource(resource)
+                .with_batch_exporter(exporter)
+                .build(),
+        )
     }
-    b.build()
 }
 
 /// W3C trace context and baggage, made once.
@@ -455,22 +482,43 @@ fn propagator() -> &'static TextMapCompositePropagator {
 
 /// The tracer spans made outside `tracing` use (database calls), when OpenTelemetry is on.
 fn tracer() -> Option<&'static opentelemetry_sdk::trace::Tracer> {
-    ACTIVE.get().map(|a| &a.tracer)
+    ACTIVE.get().and_then(|a| a.tracer.as_ref())
 }
 
-/// Whether this process exports or at least makes OpenTelemetry spans.
+/// Whether this process takes part in traces: it propagates W3C context (and exports spans
+/// when an endpoint is set). False with `OTEL_SDK_DISABLED=true`.
 pub fn enabled() -> bool {
     ACTIVE.get().is_some()
 }
 
+/// Whether this process exports spans (an OTLP endpoint is set).
+pub fn exporting() -> bool {
+    tracer().is_some()
+}
+
 struct Headers<'a>(&'a mut http::HeaderMap);
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+
+/// The propagators' header names, made once (they are written and read on every call).
+fn header_name(key: &str) -> Option<http::HeaderName> {
+    match key {
+        "traceparent" => Some(TRACEPARENT),
+        "tracestate" => Some(TRACESTATE),
+        "baggage" => Some(BAGGAGE),
+        other => http::HeaderName::from_bytes(other.as_bytes()).ok(),
+    }
+}
 
 impl Injector for Headers<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (
-            http::header::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
+        // An empty `tracestate` (the usual case) is not sent at all.
+        if value.is_empty() {
+            return;
+        }
+        if let (Some(k), Ok(v)) = (header_name(key), http::HeaderValue::try_from(value)) {
             self.0.insert(k, v);
         }
     }
@@ -480,7 +528,13 @@ struct ReadHeaders<'a>(&'a http::HeaderMap);
 
 impl Extractor for ReadHeaders<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        let value = match key {
+            "traceparent" => self.0.get(TRACEPARENT),
+            "tracestate" => self.0.get(TRACESTATE),
+            "baggage" => self.0.get(BAGGAGE),
+            other => self.0.get(other),
+        };
+        value.and_then(|v| v.to_str().ok())
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
@@ -543,34 +597,31 @@ pub fn context_from_trace_context(tc: &TraceContext) -> Context {
     context_from(&map)
 }
 
-/// A consumer span for one delivered event, made a *child* of the producer's span (the one
-/// current when the event was written), so the consumer's work sits inside the producer's
-/// trace. Events are delivered after the producer's request has ended, so its span is
+/// How one delivered event is handled: in a consumer span made a *child* of the producer's
+/// span (the one current when the event was written), so the consumer's work sits inside the
+/// producer's trace; or, when that trace is not sampled (or nothing is exported), in its
+/// context alone. Events are delivered after the producer's request has ended, so its span is
 /// usually closed by then; a child is still correct (and is what the OTel messaging
-/// conventions call the "process" span). Enter it (or `.instrument` the handler with it).
+/// conventions call the "process" span). Run the handler with `Traced::instrument`.
 pub fn event_span(
     tc: Option<&TraceContext>,
     event_type: &str,
     producer: &str,
     consumer: &str,
-) -> tracing::Span {
-    let span = tracing::info_span!(
-        "event.process",
-        otel.name = format!("process {event_type}"),
-        otel.kind = "consumer",
-        messaging.system = "ordermesh",
-        messaging.operation.type = "process",
-        messaging.destination.name = producer,
-        messaging.consumer.group.name = consumer,
-        messaging.message.type = event_type,
-    );
-    if let Some(tc) = tc {
-        let parent = context_from_trace_context(tc);
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
-    }
-    span
+) -> Traced {
+    let parent = tc.map(context_from_trace_context).unwrap_or_default();
+    entry(parent, || {
+        tracing::info_span!(
+            "event.process",
+            otel.name = format!("process {event_type}"),
+            otel.kind = "consumer",
+            messaging.system = "ordermesh",
+            messaging.operation.type = "process",
+            messaging.destination.name = producer,
+            messaging.consumer.group.name = consumer,
+            messaging.message.type = event_type,
+        )
+    })
 }
 
 #[cfg(test)]
