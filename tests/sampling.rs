@@ -52,10 +52,16 @@ async fn a_new_trace_is_sampled_once_at_the_ratio_and_a_parent_is_followed() {
     for _ in 0..N {
         let t = telemetry::entry(Context::new(), || tracing::info_span!("root"));
         let (_, is_sampled) = sampled(&t).expect("every new trace has a valid context");
-        match t {
+        match &t {
             Traced::Span(_) => {
                 spans += 1;
                 assert!(is_sampled, "a span made for a new trace was not sampled");
+                // Its children agree.
+                let child = t.in_scope(|| {
+                    let child = tracing::info_span!("child");
+                    child.context().span().span_context().clone()
+                });
+                assert!(child.is_sampled());
             }
             Traced::Context(_) => assert!(!is_sampled),
         }
@@ -125,4 +131,45 @@ fn without_an_exporter_no_span_is_made_and_the_context_flows() {
         traces.insert(trace);
     }
     assert_eq!(traces.len(), 100, "every new trace has an id of its own");
+}
+
+/// With `traceidratio` (no parent-based sampling) every span of a trace is sampled on the
+/// trace id alone: the root span `entry` makes carries the very id the ratio was rolled on, so
+/// the spans below it (rolled again by the SDK) agree with it.
+#[tokio::test]
+async fn with_traceidratio_every_span_of_a_sampled_trace_agrees() {
+    let settings = TraceSettings {
+        disabled: false,
+        endpoint: Some("http://127.0.0.1:9".into()),
+        service_name: "sampling-test".into(),
+        ratio: 0.3,
+        parent_based: false,
+    };
+    let _telemetry = telemetry::init_with(&settings, LogFormat::Json);
+    let mut roots = 0;
+    for _ in 0..3000 {
+        let t = telemetry::entry(Context::new(), || tracing::info_span!("root"));
+        if let Traced::Span(_) = &t {
+            roots += 1;
+            let (children, root) = t.in_scope(|| {
+                let kids: Vec<bool> = (0..3)
+                    .map(|_| {
+                        tracing::info_span!("child")
+                            .context()
+                            .span()
+                            .span_context()
+                            .is_sampled()
+                    })
+                    .collect();
+                (kids, sampled(&t))
+            });
+            assert_eq!(root.map(|r| r.1), Some(true));
+            assert_eq!(children, [true, true, true], "a child was not sampled");
+        }
+    }
+    // Binomial(3000, 0.3): mean 900, sd 25.
+    assert!(
+        (750..=1050).contains(&roots),
+        "{roots} of 3000 sampled at 0.3"
+    );
 }

@@ -479,6 +479,7 @@ async fn an_unsampled_caller_leaves_no_span_anywhere() {
     // for them (each saga call shows up once, from the sampled order, as client and server).
     let all = received.spans.lock().unwrap().clone();
     for method in [
+        "PlaceOrder",
         "ReserveStock",
         "AuthorizePayment",
         "CreateShipment",
@@ -492,6 +493,14 @@ async fn an_unsampled_caller_leaves_no_span_anywhere() {
             .collect();
         assert_eq!(traces, [TRACE, TRACE], "{method}");
     }
+    // One order's HTTP span: the sampled one (the gateway did not start a trace of its own for
+    // the unsampled request either).
+    let orders_http: Vec<String> = all
+        .iter()
+        .filter(|(_, s)| attr(s, "http.route").as_deref() == Some("/v1/orders"))
+        .map(|(_, s)| hex(&s.trace_id))
+        .collect();
+    assert_eq!(orders_http, [TRACE]);
     let sampled = in_trace(TRACE);
     assert!(
         sampled.iter().any(|s| attr(s, "db.system.name").is_some())

@@ -5,8 +5,9 @@
 //! Traces go to an OTLP/gRPC collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (batch
 //! export; `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
 //! `OTEL_TRACES_SAMPLER_ARG` as the OpenTelemetry specification defines them; the default
-//! sampler is `parentbased_always_on`). Without an endpoint spans are still made, so every log
-//! line carries a trace id and incoming trace context flows on, but nothing is exported.
+//! sampler is `parentbased_always_on`). Sampling is decided before a span is made (`entry`):
+//! an unsampled call runs in its trace context with no span. Without an endpoint no span is
+//! made at all, but trace context still flows (calls, events, log lines).
 //! `OTEL_SDK_DISABLED=true` turns OpenTelemetry off altogether.
 
 pub mod db;
@@ -24,13 +25,13 @@ use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
 use opentelemetry::trace::{
-    Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
     TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::Context;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
-    IdGenerator, Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample,
+    IdGenerator, Sampler, SamplingDecision, SdkTracerProvider, ShouldSample,
 };
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -135,48 +136,53 @@ impl TraceSettings {
         }
     }
 
-    fn sampler(&self) -> Box<dyn ShouldSample> {
-        let root = RootSampler(self.root_sampler());
+    fn sampler(&self) -> Sampler {
+        let root = self.root_sampler();
         if self.parent_based {
-            Box::new(Sampler::ParentBased(Box::new(root)))
+            Sampler::ParentBased(Box::new(root))
         } else {
-            Box::new(root)
+            root
         }
     }
 }
 
 thread_local! {
-    /// Set while `entry` starts a span whose new trace it has already decided to sample.
-    static PRESAMPLED: Cell<bool> = const { Cell::new(false) };
+    /// The trace id `entry` rolled the ratio on, for the root span it starts next.
+    static PRESET_TRACE: Cell<Option<TraceId>> = const { Cell::new(None) };
 }
 
-/// The ratio sampler of new traces, except where `entry` has rolled the dice already (it
-/// decides before it makes a span, so an unsampled call makes none): the decision is made
-/// once per trace, not once by `entry` and again by the SDK.
-#[derive(Clone, Debug)]
-struct RootSampler(Sampler);
+/// Random ids, except the trace id `entry` has already sampled a new trace on: the root span
+/// it starts gets that id, so the SDK's own ratio sampler (a function of the trace id) comes
+/// to the same decision, and so does every later span of the trace that is sampled on its id
+/// (`traceidratio`, which ignores the parent).
+#[derive(Debug, Default)]
+struct PresetIds(opentelemetry_sdk::trace::RandomIdGenerator);
 
-impl ShouldSample for RootSampler {
-    fn should_sample(
-        &self,
-        parent_context: Option<&Context>,
-        trace_id: TraceId,
-        name: &str,
-        span_kind: &SpanKind,
-        attributes: &[KeyValue],
-        links: &[Link],
-    ) -> SamplingResult {
-        if PRESAMPLED.with(Cell::get) {
-            return SamplingResult {
-                decision: SamplingDecision::RecordAndSample,
-                attributes: Vec::new(),
-                trace_state: parent_context
-                    .map(|cx| cx.span().span_context().trace_state().clone())
-                    .unwrap_or_default(),
-            };
-        }
-        self.0
-            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+impl IdGenerator for PresetIds {
+    fn new_trace_id(&self) -> TraceId {
+        PRESET_TRACE
+            .with(Cell::take)
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+/// Clears `PRESET_TRACE` however the span start it was set for ends.
+struct Preset;
+
+impl Preset {
+    fn set(id: TraceId) -> Self {
+        PRESET_TRACE.with(|p| p.set(Some(id)));
+        Preset
+    }
+}
+
+impl Drop for Preset {
+    fn drop(&mut self) {
+        PRESET_TRACE.with(|p| p.set(None));
     }
 }
 
@@ -280,10 +286,9 @@ pub fn entry(parent: Context, make: impl FnOnce() -> tracing::Span) -> Traced {
     let sampled = decision == SamplingDecision::RecordAndSample;
     if sampled && exporting {
         let span = make();
-        // Start the span now, while the SDK knows this trace is sampled already.
-        PRESAMPLED.with(|p| p.set(true));
+        // Start the span now, with the trace id the ratio was rolled on.
+        let _preset = Preset::set(trace_id);
         let _ = span.context();
-        PRESAMPLED.with(|p| p.set(false));
         return Traced::Span(span);
     }
     let flags = if sampled {
@@ -461,6 +466,7 @@ fn provider(settings: &TraceSettings) -> Option<SdkTracerProvider> {
         Some(
             SdkTracerProvider::builder()
                 .with_sampler(settings.sampler())
+                .with_id_generator(PresetIds::default())
                 .with_resource(resource)
                 .with_batch_exporter(exporter)
                 .build(),
@@ -514,11 +520,14 @@ fn header_name(key: &str) -> Option<http::HeaderName> {
 
 impl Injector for Headers<'_> {
     fn set(&mut self, key: &str, value: String) {
-        // An empty `tracestate` (the usual case) is not sent at all.
-        if value.is_empty() {
+        let Some(k) = header_name(key) else {
             return;
-        }
-        if let (Some(k), Ok(v)) = (header_name(key), http::HeaderValue::try_from(value)) {
+        };
+        // An empty value (`tracestate`, usually) is not sent, and none forwarded from a caller
+        // whose trace this one does not continue goes on with it.
+        if value.is_empty() {
+            self.0.remove(k);
+        } else if let Ok(v) = http::HeaderValue::try_from(value) {
             self.0.insert(k, v);
         }
     }
@@ -752,6 +761,26 @@ mod tests {
             alone.span_context.trace_id(),
             producer.span_context.trace_id()
         );
+    }
+
+    #[test]
+    fn a_forwarded_tracestate_does_not_outlive_its_trace() {
+        // Headers forwarded from a caller, then the context of a trace this process started.
+        let mut headers = http::HeaderMap::new();
+        headers.insert("tracestate", http::HeaderValue::from_static("vendor=old"));
+        let cx = Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ));
+        propagator().inject_context(&cx, &mut Headers(&mut headers));
+        assert_eq!(
+            headers["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert!(headers.get("tracestate").is_none(), "{headers:?}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -66,18 +66,30 @@ enum Side {
 }
 
 /// One method's metric handles, looked up once (labelled handles cost a hash and a lock
-/// each time they are asked for).
+/// each time they are asked for) and made on first use.
 #[derive(Debug)]
 struct Method {
     service: Box<str>,
     method: Box<str>,
-    duration: prometheus::Histogram,
-    /// By `Code as usize`; made on a code's first use.
+    duration: OnceLock<prometheus::Histogram>,
+    /// By `Code as usize`.
     requests: [OnceLock<prometheus::IntCounter>; 17],
 }
 
-/// Distinct methods a layer keeps handles for. Server paths come from callers, so the set
-/// is bounded; methods past it share one entry labelled `other`.
+impl Method {
+    fn new(service: &str, method: &str) -> Arc<Self> {
+        Arc::new(Self {
+            service: service.into(),
+            method: method.into(),
+            duration: OnceLock::new(),
+            requests: Default::default(),
+        })
+    }
+}
+
+/// Distinct methods a layer keeps series for. Server paths come from callers, so the set is
+/// bounded: a path is kept only once a call to it was answered by something other than
+/// UNIMPLEMENTED, and past this many, calls to methods not yet kept are counted as `other`.
 const MAX_METHODS: usize = 512;
 
 /// The methods one layer has seen, by gRPC path.
@@ -86,7 +98,14 @@ struct Methods {
     side: Side,
     upstream: Box<str>,
     seen: RwLock<HashMap<Box<str>, Arc<Method>>>,
-    other: OnceLock<Arc<Method>>,
+    other: Arc<Method>,
+}
+
+/// A call's method: one kept in `Methods`, or one named after a path not kept yet.
+struct Called {
+    method: Arc<Method>,
+    /// The path, while it is not kept.
+    path: Option<Box<str>>,
 }
 
 impl Methods {
@@ -95,52 +114,46 @@ impl Methods {
             side,
             upstream: upstream.into(),
             seen: RwLock::new(HashMap::new()),
-            other: OnceLock::new(),
+            other: Method::new("other", "other"),
         })
     }
 
-    fn make(&self, service: &str, method: &str) -> Arc<Method> {
-        let duration = match self.side {
-            Side::Server => metrics::RPC_SERVER_DURATION.with_label_values(&[service, method]),
-            Side::Client => {
-                metrics::RPC_CLIENT_DURATION.with_label_values(&[&self.upstream, service, method])
-            }
-        };
-        Arc::new(Method {
-            service: service.into(),
-            method: method.into(),
-            duration,
-            requests: Default::default(),
-        })
-    }
-
-    fn get(&self, path: &str) -> Arc<Method> {
-        if let Some(m) = self.seen.read().ok().and_then(|s| s.get(path).cloned()) {
-            return m;
-        }
-        let Ok(mut seen) = self.seen.write() else {
-            return self.other();
-        };
+    fn get(&self, path: &str) -> Called {
+        let seen = self.seen.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(m) = seen.get(path) {
+            return Called {
+                method: m.clone(),
+                path: None,
+            };
+        }
+        drop(seen);
+        let (service, method) = split_path(path);
+        Called {
+            method: Method::new(service, method),
+            path: Some(path.into()),
+        }
+    }
+
+    /// The method a call that ended with `code` is counted under.
+    fn settle(&self, called: &Called, code: Code) -> Arc<Method> {
+        let Some(path) = &called.path else {
+            return called.method.clone();
+        };
+        if code == Code::Unimplemented {
+            return self.other.clone();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = seen.get(&**path) {
             return m.clone();
         }
         if seen.len() >= MAX_METHODS {
-            drop(seen);
-            return self.other();
+            return self.other.clone();
         }
-        let (service, method) = split_path(path);
-        let m = self.make(service, method);
-        seen.insert(path.into(), m.clone());
-        m
+        seen.insert(path.clone(), called.method.clone());
+        called.method.clone()
     }
 
-    fn other(&self) -> Arc<Method> {
-        self.other
-            .get_or_init(|| self.make("other", "other"))
-            .clone()
-    }
-
-    fn count(&self, m: &Method, code: Code) {
+    fn record(&self, m: &Method, code: Code, secs: f64) {
         m.requests[code as usize]
             .get_or_init(|| match self.side {
                 Side::Server => metrics::RPC_SERVER_REQUESTS.with_label_values(&[
@@ -156,13 +169,25 @@ impl Methods {
                 ]),
             })
             .inc();
+        m.duration
+            .get_or_init(|| match self.side {
+                Side::Server => {
+                    metrics::RPC_SERVER_DURATION.with_label_values(&[&m.service, &m.method])
+                }
+                Side::Client => metrics::RPC_CLIENT_DURATION.with_label_values(&[
+                    &self.upstream,
+                    &m.service,
+                    &m.method,
+                ]),
+            })
+            .observe(secs);
     }
 }
 
 /// Records a call's end once: span status, counter, histogram.
 struct CallEnd {
     methods: Arc<Methods>,
-    method: Arc<Method>,
+    called: Called,
     span: tracing::Span,
     started: Instant,
     done: bool,
@@ -192,10 +217,9 @@ impl CallEnd {
                 self.span.record("otel.status_code", "ERROR");
             }
         }
-        self.methods.count(&self.method, code);
-        self.method
-            .duration
-            .observe(self.started.elapsed().as_secs_f64());
+        let method = self.methods.settle(&self.called, code);
+        self.methods
+            .record(&method, code, self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -303,7 +327,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let method = self.methods.get(req.uri().path());
+        let called = self.methods.get(req.uri().path());
+        let method = &called.method;
         let parent = super::context_from_headers(req.headers());
         let traced = super::entry(parent, || {
             tracing::info_span!(
@@ -319,7 +344,7 @@ where
         });
         let end = CallEnd {
             methods: self.methods.clone(),
-            method,
+            called,
             span: traced.span(),
             started: Instant::now(),
             done: false,
@@ -378,7 +403,8 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let method = self.methods.get(req.uri().path());
+        let called = self.methods.get(req.uri().path());
+        let method = &called.method;
         let traced = if super::enabled() {
             super::entry(super::current_context(), || {
                 tracing::info_span!(
@@ -401,7 +427,7 @@ where
         traced.inject(req.headers_mut());
         let mut end = CallEnd {
             methods: self.methods.clone(),
-            method,
+            called,
             span: traced.span(),
             started: Instant::now(),
             done: false,
@@ -430,6 +456,35 @@ mod tests {
             ("ordermesh.order.v1.OrderService", "PlaceOrder")
         );
         assert_eq!(split_path("/odd"), ("odd", ""));
+    }
+
+    #[test]
+    fn unknown_paths_are_not_kept_and_the_kept_set_is_bounded() {
+        let methods = Methods::new(Side::Server, "");
+        let kept = || methods.seen.read().unwrap().len();
+        // Paths nobody serves are counted as `other` and never kept.
+        for i in 0..1000 {
+            let c = methods.get(&format!("/junk.Svc/M{i}"));
+            assert_eq!(&*methods.settle(&c, Code::Unimplemented).service, "other");
+        }
+        assert_eq!(kept(), 0);
+        // A served method is kept after its first answer, whatever the answer.
+        let c = methods.get("/real.Svc/Get");
+        assert!(c.path.is_some());
+        assert_eq!(&*methods.settle(&c, Code::NotFound).method, "Get");
+        assert!(methods.get("/real.Svc/Get").path.is_none());
+        for i in 0..2 * MAX_METHODS {
+            let c = methods.get(&format!("/many.Svc/M{i}"));
+            methods.settle(&c, Code::Ok);
+        }
+        assert_eq!(kept(), MAX_METHODS);
+        // Past the bound a new method is counted as `other` (its span keeps its name), and
+        // the ones kept before keep their own series.
+        let c = methods.get("/late.Svc/New");
+        assert_eq!((&*c.method.service, &*c.method.method), ("late.Svc", "New"));
+        assert_eq!(&*methods.settle(&c, Code::Ok).service, "other");
+        let c = methods.get("/real.Svc/Get");
+        assert_eq!(&*methods.settle(&c, Code::Ok).method, "Get");
     }
 
     #[tokio::test]
