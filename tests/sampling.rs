@@ -24,6 +24,17 @@ fn remote(sampled: bool) -> Context {
     ))
 }
 
+/// Settings exporting to `endpoint` (nothing listens there; nothing is flushed).
+fn settings(endpoint: Option<&str>, ratio: f64, parent_based: bool) -> TraceSettings {
+    TraceSettings {
+        disabled: false,
+        endpoint: endpoint.map(str::to_string),
+        service_name: "sampling-test".into(),
+        ratio,
+        parent_based,
+    }
+}
+
 fn sampled(t: &Traced) -> Option<(String, bool)> {
     let cx = match t {
         Traced::Span(s) => s.context(),
@@ -36,14 +47,8 @@ fn sampled(t: &Traced) -> Option<(String, bool)> {
 
 #[tokio::test]
 async fn a_new_trace_is_sampled_once_at_the_ratio_and_a_parent_is_followed() {
-    // Spans are made only to be exported: an endpoint (nothing listens; none is flushed).
-    let settings = TraceSettings {
-        disabled: false,
-        endpoint: Some("http://127.0.0.1:9".into()),
-        service_name: "sampling-test".into(),
-        ratio: 0.5,
-        parent_based: true,
-    };
+    // Spans are made only to be exported: an endpoint.
+    let settings = settings(Some("http://127.0.0.1:9"), 0.5, true);
     let _telemetry = telemetry::init_with(&settings, LogFormat::Json);
     assert!(telemetry::enabled() && telemetry::exporting());
 
@@ -101,13 +106,7 @@ async fn a_new_trace_is_sampled_once_at_the_ratio_and_a_parent_is_followed() {
 /// and a new trace gets one of its own, sampled at the ratio for the services after this one.
 #[test]
 fn without_an_exporter_no_span_is_made_and_the_context_flows() {
-    let settings = TraceSettings {
-        disabled: false,
-        endpoint: None,
-        service_name: "sampling-test".into(),
-        ratio: 1.0,
-        parent_based: true,
-    };
+    let settings = settings(None, 1.0, true);
     let _telemetry = telemetry::init_with(&settings, LogFormat::Json);
     assert!(telemetry::enabled() && !telemetry::exporting());
     let caller = "4bf92f3577b34da6a3ce929d0e0e4736".to_string();
@@ -138,13 +137,7 @@ fn without_an_exporter_no_span_is_made_and_the_context_flows() {
 /// the spans below it (rolled again by the SDK) agree with it.
 #[tokio::test]
 async fn with_traceidratio_every_span_of_a_sampled_trace_agrees() {
-    let settings = TraceSettings {
-        disabled: false,
-        endpoint: Some("http://127.0.0.1:9".into()),
-        service_name: "sampling-test".into(),
-        ratio: 0.3,
-        parent_based: false,
-    };
+    let settings = settings(Some("http://127.0.0.1:9"), 0.3, false);
     let _telemetry = telemetry::init_with(&settings, LogFormat::Json);
     let mut roots = 0;
     for _ in 0..3000 {

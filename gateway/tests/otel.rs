@@ -53,6 +53,43 @@ impl TraceService for Receiver {
     }
 }
 
+impl Receiver {
+    /// The spans received so far of one trace.
+    fn in_trace(&self, trace: &str) -> Vec<Span> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| hex(&s.trace_id) == trace)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
+    /// Waits (flushing) for the completed saga span of `trace`: the saga's span ends once the
+    /// saga does, a moment after the order reads CONFIRMED.
+    async fn saga_completed(&self, trace: &str) -> bool {
+        ordermesh::testing::eventually(Duration::from_secs(15), || async {
+            ordermesh::telemetry::flush().await;
+            self.in_trace(trace)
+                .iter()
+                .any(|s| attr(s, "saga.outcome").as_deref() == Some("completed"))
+        })
+        .await
+    }
+}
+
+/// A receiver, and this process's telemetry exporting to it (flushed every 100ms).
+async fn exporting_to_a_receiver() -> (Receiver, ordermesh::telemetry::Telemetry) {
+    let (received, addr) = receiver().await;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_SERVICE_NAME", "ordermesh-test");
+    std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let telemetry = ordermesh::telemetry::init("test", LogFormat::Json);
+    assert!(ordermesh::telemetry::exporting());
+    (received, telemetry)
+}
+
 async fn receiver() -> (Receiver, SocketAddr) {
     let r = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -94,13 +131,7 @@ const CALLER: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
-    let (received, addr) = receiver().await;
-    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
-    std::env::set_var("OTEL_SERVICE_NAME", "ordermesh-test");
-    std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let telemetry = ordermesh::telemetry::init("test", LogFormat::Json);
-    assert!(ordermesh::telemetry::enabled());
+    let (received, telemetry) = exporting_to_a_receiver().await;
 
     let m = common::mesh::mesh().await;
     m.create_item("TEA-1").await;
@@ -117,23 +148,7 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
         .await;
     assert!(m.confirmed(&id).await, "the saga did not confirm {id}");
 
-    // The saga's span ends once the saga does, a moment after the order reads CONFIRMED.
-    let trace = |r: &Receiver| -> Vec<Span> {
-        r.spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, s)| hex(&s.trace_id) == TRACE)
-            .map(|(_, s)| s.clone())
-            .collect()
-    };
-    let done = ordermesh::testing::eventually(Duration::from_secs(15), || async {
-        ordermesh::telemetry::flush().await;
-        trace(&received)
-            .iter()
-            .any(|s| attr(s, "saga.outcome").as_deref() == Some("completed"))
-    })
-    .await;
+    let done = received.saga_completed(TRACE).await;
     assert!(done, "no completed saga span arrived");
     // The same caller then records the warehouse's first scan of the shipment (same trace).
     // Shipping records ShipmentStatusChanged in that call's transaction; the order service
@@ -163,7 +178,8 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
     assert_eq!(scan.status(), 200, "{:?}", scan.text().await);
     let consumed = ordermesh::testing::eventually(Duration::from_secs(15), || async {
         ordermesh::telemetry::flush().await;
-        trace(&received)
+        received
+            .in_trace(TRACE)
             .iter()
             .any(|s| s.name == "process ShipmentStatusChanged")
     })
@@ -173,7 +189,7 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
         "no consumer span of ShipmentStatusChanged arrived in the trace"
     );
     telemetry.shutdown().await;
-    let spans = trace(&received);
+    let spans = received.in_trace(TRACE);
     let by_id: HashMap<String, &Span> = spans.iter().map(|s| (hex(&s.span_id), s)).collect();
     let services: Vec<String> = received
         .spans
@@ -418,11 +434,7 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsampled_caller_leaves_no_span_anywhere() {
     const UNSAMPLED: &str = "0af7651916cd43dd8448eb211c80319c";
-    let (received, addr) = receiver().await;
-    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let telemetry = ordermesh::telemetry::init("test", LogFormat::Json);
-    assert!(ordermesh::telemetry::enabled());
+    let (received, telemetry) = exporting_to_a_receiver().await;
 
     let m = common::mesh::mesh().await;
     m.create_item("TEA-2").await;
@@ -439,26 +451,10 @@ async fn an_unsampled_caller_leaves_no_span_anywhere() {
         m.confirmed(&marker).await,
         "the saga did not confirm {marker}"
     );
-    let in_trace = |trace: &str| -> Vec<Span> {
-        received
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, s)| hex(&s.trace_id) == trace)
-            .map(|(_, s)| s.clone())
-            .collect()
-    };
-    let done = ordermesh::testing::eventually(Duration::from_secs(15), || async {
-        ordermesh::telemetry::flush().await;
-        in_trace(TRACE)
-            .iter()
-            .any(|s| attr(s, "saga.outcome").as_deref() == Some("completed"))
-    })
-    .await;
+    let done = received.saga_completed(TRACE).await;
     assert!(done, "the sampled order's saga span did not arrive");
     telemetry.shutdown().await;
-    let quiet_spans = in_trace(UNSAMPLED);
+    let quiet_spans = received.in_trace(UNSAMPLED);
     assert!(
         quiet_spans.is_empty(),
         "spans of the unsampled trace: {:?}",
@@ -501,7 +497,7 @@ async fn an_unsampled_caller_leaves_no_span_anywhere() {
         .map(|(_, s)| hex(&s.trace_id))
         .collect();
     assert_eq!(orders_http, [TRACE]);
-    let sampled = in_trace(TRACE);
+    let sampled = received.in_trace(TRACE);
     assert!(
         sampled.iter().any(|s| attr(s, "db.system.name").is_some())
             && sampled
