@@ -118,17 +118,34 @@ fn order_req(key: &str, sku: &str, quantity: i32, card: &str) -> pb::PlaceOrderR
     }
 }
 
-/// Places an order and waits for its saga to end; returns the final order.
-async fn place(m: &mut Mesh, req: pb::PlaceOrderRequest) -> pb::Order {
-    let placed = m
-        .order
+/// Places an order; returns it as placed (its saga has started, not ended).
+async fn start(m: &mut Mesh, req: pb::PlaceOrderRequest) -> pb::Order {
+    m.order
         .place_order(req)
         .await
         .unwrap()
         .into_inner()
         .order
-        .unwrap();
+        .unwrap()
+}
+
+/// Places an order and waits for its saga to end; returns the final order.
+async fn place(m: &mut Mesh, req: pb::PlaceOrderRequest) -> pb::Order {
+    let placed = start(m, req).await;
     settle(m, &placed.order_id).await
+}
+
+/// The order as it is now.
+async fn get(m: &mut Mesh, order_id: &str) -> pb::Order {
+    m.order
+        .get_order(pb::GetOrderRequest {
+            order_id: order_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
 }
 
 async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
@@ -159,16 +176,7 @@ async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
         }
     })
     .await;
-    let order = m
-        .order
-        .get_order(pb::GetOrderRequest {
-            order_id: order_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = get(m, order_id).await;
     assert!(done, "saga did not finish: {order:?}");
     order
 }
@@ -281,14 +289,7 @@ async fn a_placed_order_is_reserved_paid_shipped_and_confirmed(backend: Backend)
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
 
     // Placing the same order again (same key) returns it and runs nothing twice.
-    let again = m
-        .order
-        .place_order(order_req("k1", "TEA-1", 2, "tok_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let again = start(&mut m, order_req("k1", "TEA-1", 2, "tok_visa")).await;
     assert_eq!(again.order_id, o.order_id);
     let o2 = settle(&mut m, &o.order_id).await;
     assert_eq!(status(&o2), pb::OrderStatus::Confirmed);
@@ -339,22 +340,8 @@ async fn out_of_stock_rejects_before_any_payment(backend: Backend) {
 async fn two_orders_for_the_last_unit_never_both_succeed(backend: Backend) {
     let mut m = mesh(backend).await;
     stock(&mut m, "LAST-1", 1).await;
-    let a = m
-        .order
-        .place_order(order_req("a", "LAST-1", 1, "tok_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    let b = m
-        .order
-        .place_order(order_req("b", "LAST-1", 1, "tok_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let a = start(&mut m, order_req("a", "LAST-1", 1, "tok_visa")).await;
+    let b = start(&mut m, order_req("b", "LAST-1", 1, "tok_visa")).await;
     let a = settle(&mut m, &a.order_id).await;
     let b = settle(&mut m, &b.order_id).await;
     let mut outcomes = [status(&a), status(&b)];
@@ -382,26 +369,10 @@ async fn a_failing_shipment_voids_the_payment_and_releases_the_stock(backend: Ba
     // the saga turns back (its compensation waits for shipping to return).
     let shipping_addr = m._servers[2].addr;
     m._servers[2].shut_down().await.unwrap();
-    let placed = m
-        .order
-        .place_order(order_req("k1", "TEA-1", 2, "tok_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let placed = start(&mut m, order_req("k1", "TEA-1", 2, "tok_visa")).await;
     let started = std::time::Instant::now();
     loop {
-        let o = m
-            .order
-            .get_order(pb::GetOrderRequest {
-                order_id: placed.order_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .order
-            .unwrap();
+        let o = get(&mut m, &placed.order_id).await;
         if o.saga_steps
             .iter()
             .any(|s| s.name == "create_shipment" && s.status != "STARTED")
@@ -450,14 +421,7 @@ async fn cancelling_while_the_saga_runs_compensates_and_stays_cancelled(backend:
     let mut m = mesh(backend).await;
     stock(&mut m, "TEA-1", 5).await;
     // The processor is down: the saga keeps retrying the authorization for a few seconds.
-    let placed = m
-        .order
-        .place_order(order_req("k1", "TEA-1", 2, "tok_processor_down"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let placed = start(&mut m, order_req("k1", "TEA-1", 2, "tok_processor_down")).await;
     let cancelled = m
         .order
         .cancel_order(pb::CancelOrderRequest {
@@ -563,16 +527,7 @@ async fn follow_a_shipment_to_delivered(m: &mut Mesh) {
         [pb::OrderStatus::Shipped, pb::OrderStatus::Delivered],
         "the stream ends at DELIVERED"
     );
-    let o = m
-        .order
-        .get_order(pb::GetOrderRequest {
-            order_id: o.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let o = get(m, &o.order_id).await;
     assert_eq!(status(&o), pb::OrderStatus::Delivered);
 }
 
@@ -582,27 +537,11 @@ async fn a_participant_that_restarts_mid_saga_is_waited_for(backend: Backend) {
     // Payment goes down: the saga reserves the stock, then keeps retrying the authorization.
     let payment_addr = m._servers[1].addr;
     m._servers[1].shut_down().await.unwrap();
-    let placed = m
-        .order
-        .place_order(order_req("k1", "TEA-1", 2, "tok_visa"))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let placed = start(&mut m, order_req("k1", "TEA-1", 2, "tok_visa")).await;
     // Wait until the saga has tried the authorization at least twice.
     let started = std::time::Instant::now();
     let waiting = loop {
-        let o = m
-            .order
-            .get_order(pb::GetOrderRequest {
-                order_id: placed.order_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .order
-            .unwrap();
+        let o = get(&mut m, &placed.order_id).await;
         let tries = o
             .saga_steps
             .iter()
