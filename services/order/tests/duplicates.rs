@@ -24,6 +24,21 @@ struct Parts {
     _dbs: Vec<TestDatabase>,
 }
 
+/// Sends the same request twice on `client.method`; the second answer must equal the first,
+/// which is given back.
+macro_rules! twice {
+    ($client:expr, $method:ident, $req:expr) => {{
+        let req = $req;
+        let first = $client.$method(req.clone()).await.unwrap().into_inner();
+        let second = $client.$method(req).await.unwrap().into_inner();
+        assert_eq!(
+            first, second,
+            concat!(stringify!($method), " answered otherwise the second time")
+        );
+        first
+    }};
+}
+
 async fn parts(backend: Backend) -> Parts {
     let (servers, dbs) = common::participants(backend).await;
     let ch = |s: &Spawned| Channel::from_shared(s.uri()).unwrap().connect_lazy();
@@ -162,67 +177,27 @@ async fn every_call_twice_changes_nothing_the_second_time(backend: Backend) {
     item(&mut p, "DUP-1", 10).await;
     let o = "ord_dup_1";
     // Forward steps, each twice with the same key: the same answer, one effect.
-    let r1 = p
-        .inventory
-        .reserve_stock(reserve(o, "DUP-1", 2, "s/reserve"))
-        .await
-        .unwrap()
-        .into_inner();
-    let r2 = p
-        .inventory
-        .reserve_stock(reserve(o, "DUP-1", 2, "s/reserve"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r1, r2);
+    twice!(
+        p.inventory,
+        reserve_stock,
+        reserve(o, "DUP-1", 2, "s/reserve")
+    );
     assert_eq!(stock(&mut p, "DUP-1").await, (10, 2, 8));
-    let a1 = p
-        .payment
-        .authorize_payment(authorize(o, "s/authorize"))
-        .await
-        .unwrap()
-        .into_inner();
-    let a2 = p
-        .payment
-        .authorize_payment(authorize(o, "s/authorize"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(a1, a2);
+    let a1 = twice!(p.payment, authorize_payment, authorize(o, "s/authorize"));
     assert_eq!(payments_of(&mut p, o).await.len(), 1);
     let pid = a1.payment.unwrap().payment_id;
-    let c1 = p
-        .shipping
-        .create_shipment(create_shipment(o, "DUP-1", "s/ship"))
-        .await
-        .unwrap()
-        .into_inner();
-    let c2 = p
-        .shipping
-        .create_shipment(create_shipment(o, "DUP-1", "s/ship"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(c1, c2);
+    twice!(
+        p.shipping,
+        create_shipment,
+        create_shipment(o, "DUP-1", "s/ship")
+    );
     assert_eq!(shipments_of(&mut p, o).await.len(), 1);
     let capture = pay::CapturePaymentRequest {
         payment_id: pid.clone(),
         amount: None,
         idempotency_key: "s/capture".into(),
     };
-    let k1 = p
-        .payment
-        .capture_payment(capture.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let k2 = p
-        .payment
-        .capture_payment(capture)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(k1, k2);
+    let k1 = twice!(p.payment, capture_payment, capture);
     assert_eq!(
         k1.payment.unwrap().captured_amount.unwrap().amount_minor,
         1000
@@ -231,11 +206,7 @@ async fn every_call_twice_changes_nothing_the_second_time(backend: Backend) {
         order_id: o.into(),
         idempotency_key: "s/commit".into(),
     };
-    p.inventory
-        .commit_reservation(commit.clone())
-        .await
-        .unwrap();
-    p.inventory.commit_reservation(commit).await.unwrap();
+    twice!(p.inventory, commit_reservation, commit);
     assert_eq!(stock(&mut p, "DUP-1").await, (8, 0, 8));
     // The same key with another payload is refused, not applied.
     let other = p
@@ -264,48 +235,12 @@ async fn every_call_twice_changes_nothing_the_second_time(backend: Backend) {
         order_id: o.into(),
         idempotency_key: "t/reserve/undo".into(),
     };
-    let l1 = p
-        .inventory
-        .release_reservation(release.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let l2 = p
-        .inventory
-        .release_reservation(release)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(l1, l2);
+    twice!(p.inventory, release_reservation, release);
     assert_eq!(stock(&mut p, "DUP-1").await, (8, 0, 8));
-    let v1 = p
-        .payment
-        .void_payment(void_order(o, "t/authorize/undo"))
-        .await
-        .unwrap()
-        .into_inner();
-    let v2 = p
-        .payment
-        .void_payment(void_order(o, "t/authorize/undo"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(v1, v2);
+    let v1 = twice!(p.payment, void_payment, void_order(o, "t/authorize/undo"));
     assert_eq!(v1.payments.len(), 1);
     assert_eq!(v1.payments[0].status, pay::PaymentStatus::Voided as i32);
-    let x1 = p
-        .shipping
-        .cancel_shipment(cancel_order(o, "t/ship/undo"))
-        .await
-        .unwrap()
-        .into_inner();
-    let x2 = p
-        .shipping
-        .cancel_shipment(cancel_order(o, "t/ship/undo"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(x1, x2);
+    let x1 = twice!(p.shipping, cancel_shipment, cancel_order(o, "t/ship/undo"));
     assert_eq!(x1.shipments.len(), 1);
     assert_eq!(
         x1.shipments[0].status,
