@@ -34,6 +34,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use prost::Message;
 use sea_orm::DatabaseConnection;
 
+use crate::backoff::Backoff;
 use crate::consumer::{Handler, HandlerError};
 use crate::proto::events::v1 as pb;
 use crate::shutdown::Drain;
@@ -137,36 +138,6 @@ pub enum BrokerError {
     Lost(String),
 }
 
-/// Exponential back-off with jitter: each wait is a random point in [d/2, d], d doubling from
-/// `first` up to `max`.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    /// The next wait, and doubles the one after.
-    pub fn next_wait(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d.mul_f64(rand::random_range(0.5..=1.0))
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
-
 /// How long the broker may take to confirm a batch, or to answer an ack.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -209,6 +180,19 @@ fn durable_exchange() -> ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     }
+}
+
+/// Declares the producer's topic exchange (both sides do, so either may start first).
+async fn declare_exchange(channel: &Channel, producer: &str) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            exchange(producer).into(),
+            lapin::ExchangeKind::Topic,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
 }
 
 fn durable_queue() -> QueueDeclareOptions {
@@ -273,14 +257,7 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        channel
-            .exchange_declare(
-                exchange(&self.producer).into(),
-                lapin::ExchangeKind::Topic,
-                durable_exchange(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(&channel, &self.producer).await?;
         self.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(producer = %self.producer, broker = ?self.url, "connected to RabbitMQ");
         Ok(PublishLink {
@@ -294,20 +271,12 @@ impl Publisher {
     /// after an error the connection is dropped and the next call reconnects.
     pub async fn publish(&self, events: &[OutgoingEvent]) -> (usize, Result<(), BrokerError>) {
         let mut link = self.link.lock().await;
-        if link
-            .as_ref()
-            .is_none_or(|l| !l.connection.status().connected())
-        {
-            match self.open().await {
-                Ok(l) => *link = Some(l),
-                Err(e) => {
-                    *link = None;
-                    return (0, Err(e));
-                }
-            }
-        }
-        let Some(current) = link.as_ref() else {
-            return (0, Ok(()));
+        let current = match link.take() {
+            Some(l) if l.connection.status().connected() => link.insert(l),
+            _ => match self.open().await {
+                Ok(l) => link.insert(l),
+                Err(e) => return (0, Err(e)),
+            },
         };
         // A confirm can stay pending forever when the connection drops under it: watch the
         // connection too, and give the broker a bounded time to confirm.
@@ -423,14 +392,7 @@ impl Subscription {
             args.insert("x-queue-type".into(), text("quorum"));
             args
         };
-        channel
-            .exchange_declare(
-                exchange(&self.producer).into(),
-                lapin::ExchangeKind::Topic,
-                durable_exchange(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(channel, &self.producer).await?;
         channel
             .exchange_declare(
                 DEAD_LETTER_EXCHANGE.into(),
@@ -770,23 +732,6 @@ mod tests {
             "ordermesh.order.from.shipping.dead-letter"
         );
         assert_eq!(DELIVERY_LIMIT + 1, crate::consumer::MAX_ATTEMPTS);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let waits: Vec<Duration> = (0..6).map(|_| b.next_wait()).collect();
-        let caps = [100, 200, 400, 800, 800, 800];
-        for (w, cap) in waits.iter().zip(caps) {
-            let cap = Duration::from_millis(cap);
-            assert!(
-                *w <= cap && *w >= cap / 2,
-                "{w:?} outside [{:?}, {cap:?}]",
-                cap / 2
-            );
-        }
-        b.reset();
-        assert!(b.next_wait() <= Duration::from_millis(100));
     }
 
     #[test]

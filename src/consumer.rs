@@ -355,7 +355,8 @@ pub async fn run(
     handler: std::sync::Arc<dyn Handler>,
     drain: Drain,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let attempt = async {
             let from = checkpoint_of(&db, &sub.consumer, &sub.producer)
@@ -382,15 +383,14 @@ pub async fn run(
                 if let Err(e) = r {
                     tracing::info!(consumer = %sub.consumer, producer = %sub.producer, error = %e, "event stream interrupted; resuming");
                 } else {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                 }
             }
             _ = drain.draining() => return,
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
             _ = drain.draining() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod authz;
+pub mod backoff;
 pub mod broker;
 pub mod client;
 pub mod config;

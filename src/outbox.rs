@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Backoff, BrokerError, OutgoingEvent, Publisher};
+use crate::backoff::Backoff;
+use crate::broker::{BrokerError, OutgoingEvent, Publisher};
 use crate::proto::events::v1 as pb;
 use crate::proto::events::v1::event_envelope::Payload;
 use crate::shutdown::Drain;
@@ -323,14 +324,10 @@ impl Outbox {
                     continue;
                 }
                 Ok(_) => {
+                    // Nothing was found to publish (with a broker too: a round that found rows
+                    // either confirms some or fails), so nothing waits: no need to ask again.
                     backoff.reset();
-                    if self.publisher.is_none() {
-                        // Nothing was found to publish: nothing waits, no need to ask again.
-                        crate::telemetry::metrics::outbox_backlog(self.producer, 0, 0.0);
-                    } else {
-                        // The broker may have confirmed none of what waits.
-                        self.measure_backlog().await;
-                    }
+                    crate::telemetry::metrics::outbox_backlog(self.producer, 0, 0.0);
                     POLL
                 }
                 Err(e) => {

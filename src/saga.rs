@@ -281,11 +281,7 @@ fn crash_point(step: &str, when: &str) {
 }
 
 fn backoff(policy: &StepRetry, attempt: u32) -> Duration {
-    let exp = policy
-        .backoff
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(policy.max_backoff);
-    exp.mul_f64(rand::random_range(0.5..=1.0))
+    crate::backoff::jittered(policy.backoff, policy.max_backoff, attempt)
 }
 
 impl<D> Saga<D>

@@ -111,13 +111,7 @@ fn retryable(result: &Result<http::Response<Body>, impl Sized>) -> bool {
 }
 
 fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    let exp = policy
-        .base_backoff
-        .saturating_mul(1u32 << retry.min(16))
-        .min(policy.max_backoff);
-    // Full jitter between half and all of the exponential step.
-    let factor = rand::random_range(0.5..=1.0);
-    exp.mul_f64(factor)
+    crate::backoff::jittered(policy.base_backoff, policy.max_backoff, retry)
 }
 
 fn rebuild(
