@@ -137,6 +137,18 @@ pub enum ConfigError {
     Invalid { var: &'static str, message: String },
 }
 
+/// An optional listener address (`HEALTH_LISTEN_ADDR`, `METRICS_ADDR`): unset or blank is
+/// `None`; otherwise an address:port, or a message that shows `example`.
+pub fn optional_addr(value: Option<&str>, example: &str) -> Result<Option<SocketAddr>, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("'{s}' is not an address:port such as {example}")),
+    }
+}
+
 fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         var,
@@ -165,30 +177,16 @@ impl ServiceConfig {
                 )
             })?,
         };
-        let health_listen = match args.health_listen.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    "HEALTH_LISTEN_ADDR",
-                    format!("'{s}' is not an address:port such as 0.0.0.0:50050"),
-                )
-            })?),
-        };
+        let health_listen = optional_addr(args.health_listen.as_deref(), "0.0.0.0:50050")
+            .map_err(|m| invalid("HEALTH_LISTEN_ADDR", m))?;
         if health_listen.is_some_and(|h| h.port() != 0 && h.port() == listen.port()) {
             return Err(invalid(
                 "HEALTH_LISTEN_ADDR",
                 "must use another port than LISTEN_ADDR",
             ));
         }
-        let metrics_listen = match args.metrics_listen.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    "METRICS_ADDR",
-                    format!("'{s}' is not an address:port such as 0.0.0.0:9464"),
-                )
-            })?),
-        };
+        let metrics_listen = optional_addr(args.metrics_listen.as_deref(), "0.0.0.0:9464")
+            .map_err(|m| invalid("METRICS_ADDR", m))?;
         if metrics_listen.is_some_and(|m| {
             m.port() != 0
                 && (m.port() == listen.port()

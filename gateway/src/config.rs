@@ -415,26 +415,15 @@ impl GatewayConfig {
         if let (Some((id, every)), false) = (&identity, a.check_config) {
             drop(id.watch(*every));
         }
-        let metrics_listen = match a
-            .metrics_listen
-            .as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
-            Some(v) => {
-                let addr: SocketAddr = v
-                    .parse()
-                    .map_err(|_| bad("METRICS_ADDR", format!("'{v}' is not an address:port")))?;
-                if addr.port() == listen.port() {
-                    return Err(bad(
-                        "METRICS_ADDR",
-                        "must not be the API port (GATEWAY_LISTEN)",
-                    ));
-                }
-                Some(addr)
-            }
-            None => None,
-        };
+        let metrics_listen =
+            ordermesh::config::optional_addr(a.metrics_listen.as_deref(), "0.0.0.0:9464")
+                .map_err(|m| bad("METRICS_ADDR", m))?;
+        if metrics_listen.is_some_and(|m| m.port() == listen.port()) {
+            return Err(bad(
+                "METRICS_ADDR",
+                "must not be the API port (GATEWAY_LISTEN)",
+            ));
+        }
         Ok(Self {
             listen,
             metrics_listen,
