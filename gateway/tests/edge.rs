@@ -175,6 +175,10 @@ async fn rate_limits_are_per_client_with_retry_after() {
     .await;
     let c = client();
     let alice = token("alice", 600);
+    // Connected before the burst, so no refill fits between the burst and its gRPC call.
+    let mut g = common::pb::echo_service_client::EchoServiceClient::connect(gw.url(""))
+        .await
+        .unwrap();
     for i in 0..3 {
         let r = c
             .get(gw.url("/v1/echo/x"))
@@ -197,9 +201,6 @@ async fn rate_limits_are_per_client_with_retry_after() {
         .unwrap();
     assert_eq!(r.status(), 429);
     // Native gRPC counts against the same bucket.
-    let mut g = common::pb::echo_service_client::EchoServiceClient::connect(gw.url(""))
-        .await
-        .unwrap();
     let mut req = tonic::Request::new(common::pb::EchoMessage::default());
     req.metadata_mut()
         .insert("authorization", format!("Bearer {alice}").parse().unwrap());

@@ -86,7 +86,10 @@ async fn exporting_to_a_receiver() -> (Receiver, ordermesh::telemetry::Telemetry
     std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
     let telemetry = ordermesh::telemetry::init("test", LogFormat::Json);
-    assert!(ordermesh::telemetry::exporting());
+    assert!(
+        telemetry.exports(),
+        "telemetry was set up before in this process: run each test in a process of its own (cargo nextest)"
+    );
     (received, telemetry)
 }
 
@@ -434,6 +437,8 @@ async fn one_trace_covers_the_gateway_the_saga_and_every_participant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsampled_caller_leaves_no_span_anywhere() {
     const UNSAMPLED: &str = "0af7651916cd43dd8448eb211c80319c";
+    // The sampled order's trace, not the first test's.
+    const TRACE: &str = "5b8efff798038103d269b633813fc60c";
     let (received, telemetry) = exporting_to_a_receiver().await;
 
     let m = common::mesh::mesh().await;

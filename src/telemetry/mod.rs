@@ -333,6 +333,12 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Whether this `init` set up an exporter (false when an earlier `init` in the process
+    /// already installed telemetry, or when no endpoint is set).
+    pub fn exports(&self) -> bool {
+        self.provider.is_some()
+    }
+
     /// Exports what is buffered and stops the exporter (bounded: 5s).
     pub async fn shutdown(self) {
         if let Some(p) = self.provider {

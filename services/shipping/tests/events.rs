@@ -2,13 +2,14 @@
 //! `EventLogService/Subscribe`, and consumed exactly once by an idempotent consumer that
 //! resumes from its checkpoint and dead-letters a poison event.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
 use ordermesh::consumer::{Handler, HandlerError, Subscription};
-use ordermesh::proto::common::v1::{Address, SkuQuantity};
 use ordermesh::proto::events::v1 as ev;
 use ordermesh::proto::shipping::v1 as pb;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
@@ -17,24 +18,7 @@ use ordermesh::testing::{eventually, spawn, Backend, TestDatabase};
 use sea_orm::{DatabaseTransaction, EntityTrait};
 use shipping_service::{App, SERVICE};
 
-fn create_req(order: &str) -> pb::CreateShipmentRequest {
-    pb::CreateShipmentRequest {
-        order_id: order.into(),
-        address: Some(Address {
-            recipient: "Ada".into(),
-            street: "1 Main St".into(),
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country_code: "DE".into(),
-        }),
-        items: vec![SkuQuantity {
-            sku: "TEA-1".into(),
-            quantity: 1,
-        }],
-        currency_code: "EUR".into(),
-        idempotency_key: format!("create-{order}"),
-    }
-}
+use common::create_req;
 
 fn kind(e: &ev::EventEnvelope) -> &'static str {
     e.payload
