@@ -5,7 +5,8 @@
 
 use std::sync::OnceLock;
 
-/// The environment variable naming the crash point, e.g. `payment.AuthorizePayment:after`.
+/// The environment variable naming the crash point, e.g. `payment.authorize:after` (every
+/// `idempotency::execute` scope is a point, and every saga step).
 pub const CRASH_AT_ENV: &str = "ORDERMESH_CRASH_AT";
 
 fn armed() -> Option<&'static str> {

@@ -134,7 +134,26 @@ fn conflict(key: &str) -> Status {
 ///
 /// A stored result for the same request is returned as it was; a stored key with another
 /// request is ALREADY_EXISTS. An action that fails stores nothing, so it may be retried.
+///
+/// Every operation is also a crash point named by its scope (`ordermesh::crash`): with
+/// `ORDERMESH_CRASH_AT=<scope>:before` the process dies before it does anything, with
+/// `<scope>:after` once the result is committed and before the caller gets it.
 pub async fn execute<Req, Resp, F>(
+    db: &DatabaseConnection,
+    scope: &str,
+    key: &str,
+    request: &Req,
+    action: F,
+) -> Result<Resp, Status>
+where
+    Req: Message,
+    Resp: Message + Default,
+    F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<Resp, Status>>,
+{
+    crate::crash::around(scope, run(db, scope, key, request, action)).await
+}
+
+async fn run<Req, Resp, F>(
     db: &DatabaseConnection,
     scope: &str,
     key: &str,

@@ -455,25 +455,22 @@ impl InventoryService for InventoryApi {
             }
         };
         let order_id = r.order_id.clone();
-        let response = ordermesh::crash::around(
-            "inventory.ReserveStock",
-            idempotency::execute(
-                &self.db,
-                "inventory.reserve",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        let now = now();
-                        let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
-                        let view = store::reserve(txn, &order_id, &lines, expires, now).await?;
-                        Ok(pb::ReserveStockResponse {
-                            reservation: Some(reservation_to_proto(&view)),
-                        })
-                    }
-                    .boxed()
-                },
-            ),
+        let response = idempotency::execute(
+            &self.db,
+            "inventory.reserve",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let now = now();
+                    let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+                    let view = store::reserve(txn, &order_id, &lines, expires, now).await?;
+                    Ok(pb::ReserveStockResponse {
+                        reservation: Some(reservation_to_proto(&view)),
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         self.announce(lines_of(&response.reservation)).await;
@@ -502,23 +499,20 @@ impl InventoryService for InventoryApi {
         require_order_id(&r.order_id)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
         let order_id = r.order_id.clone();
-        let response = ordermesh::crash::around(
-            "inventory.ReleaseReservation",
-            idempotency::execute(
-                &self.db,
-                "inventory.release",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        let view = store::release(txn, &order_id, now()).await?;
-                        Ok(pb::ReleaseReservationResponse {
-                            reservation: Some(reservation_to_proto(&view)),
-                        })
-                    }
-                    .boxed()
-                },
-            ),
+        let response = idempotency::execute(
+            &self.db,
+            "inventory.release",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let view = store::release(txn, &order_id, now()).await?;
+                    Ok(pb::ReleaseReservationResponse {
+                        reservation: Some(reservation_to_proto(&view)),
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         self.announce(lines_of(&response.reservation)).await;
@@ -533,23 +527,20 @@ impl InventoryService for InventoryApi {
         require_order_id(&r.order_id)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
         let order_id = r.order_id.clone();
-        let response = ordermesh::crash::around(
-            "inventory.CommitReservation",
-            idempotency::execute(
-                &self.db,
-                "inventory.commit",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        let view = store::commit(txn, &order_id, now()).await?;
-                        Ok(pb::CommitReservationResponse {
-                            reservation: Some(reservation_to_proto(&view)),
-                        })
-                    }
-                    .boxed()
-                },
-            ),
+        let response = idempotency::execute(
+            &self.db,
+            "inventory.commit",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let view = store::commit(txn, &order_id, now()).await?;
+                    Ok(pb::CommitReservationResponse {
+                        reservation: Some(reservation_to_proto(&view)),
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         self.announce(lines_of(&response.reservation)).await;

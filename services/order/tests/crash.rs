@@ -424,12 +424,13 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
     // (participant, crash point, card): each saga call, before it does anything and after its
     // transaction committed (the effect applied, the answer lost); and the way back.
     let mut points: Vec<(&str, String, &str)> = Vec::new();
+    // Points are named by the operation's idempotency scope (`idempotency::execute`).
     for (svc, op) in [
-        ("inventory", "ReserveStock"),
-        ("payment", "AuthorizePayment"),
-        ("shipping", "CreateShipment"),
-        ("payment", "CapturePayment"),
-        ("inventory", "CommitReservation"),
+        ("inventory", "reserve"),
+        ("payment", "authorize"),
+        ("shipping", "create"),
+        ("payment", "capture"),
+        ("inventory", "commit"),
     ] {
         for when in ["before", "after"] {
             points.push((svc, format!("{svc}.{op}:{when}"), "tok_visa"));
@@ -438,7 +439,7 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
     for when in ["before", "after"] {
         points.push((
             "inventory",
-            format!("inventory.ReleaseReservation:{when}"),
+            format!("inventory.release:{when}"),
             "tok_decline",
         ));
     }

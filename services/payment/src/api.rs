@@ -105,41 +105,38 @@ impl PaymentService for PaymentApi {
         let amount = domain::positive_amount("amount", r.amount.as_ref())?;
         let token = CardToken::parse(&r.card_token)?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
-        let response = ordermesh::crash::around(
-            "payment.AuthorizePayment",
-            idempotency::execute(
-                &self.db,
-                "payment.authorize",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        let decline = match domain::simulate(&token, amount) {
-                            Outcome::Approved => None,
-                            Outcome::Declined(reason) => Some(reason),
-                            // Nothing is stored, so a retry with the same key tries again.
-                            Outcome::Unavailable => {
-                                return Err(PaymentError::ProcessorUnavailable.into())
-                            }
-                        };
-                        let row = store::insert(
-                            txn,
-                            NewPayment {
-                                order_id: &order_id,
-                                amount,
-                                decline,
-                                card_last4: token.last4(),
-                            },
-                            now(),
-                        )
-                        .await?;
-                        Ok(pb::AuthorizePaymentResponse {
-                            payment: Some(payment_to_proto(&row)),
-                        })
-                    }
-                    .boxed()
-                },
-            ),
+        let response = idempotency::execute(
+            &self.db,
+            "payment.authorize",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let decline = match domain::simulate(&token, amount) {
+                        Outcome::Approved => None,
+                        Outcome::Declined(reason) => Some(reason),
+                        // Nothing is stored, so a retry with the same key tries again.
+                        Outcome::Unavailable => {
+                            return Err(PaymentError::ProcessorUnavailable.into())
+                        }
+                    };
+                    let row = store::insert(
+                        txn,
+                        NewPayment {
+                            order_id: &order_id,
+                            amount,
+                            decline,
+                            card_last4: token.last4(),
+                        },
+                        now(),
+                    )
+                    .await?;
+                    Ok(pb::AuthorizePaymentResponse {
+                        payment: Some(payment_to_proto(&row)),
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         if let Some(p) = &response.payment {
@@ -157,23 +154,20 @@ impl PaymentService for PaymentApi {
         let id = PaymentId::parse(&r.payment_id)?;
         let amount = optional_amount(r.amount.as_ref())?;
         ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
-        let response = ordermesh::crash::around(
-            "payment.CapturePayment",
-            idempotency::execute(
-                &self.db,
-                "payment.capture",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        let row = store::capture(txn, &id, amount, now()).await?;
-                        Ok(pb::CapturePaymentResponse {
-                            payment: Some(payment_to_proto(&row)),
-                        })
-                    }
-                    .boxed()
-                },
-            ),
+        let response = idempotency::execute(
+            &self.db,
+            "payment.capture",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let row = store::capture(txn, &id, amount, now()).await?;
+                    Ok(pb::CapturePaymentResponse {
+                        payment: Some(payment_to_proto(&row)),
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         Ok(Response::new(response))
@@ -201,35 +195,30 @@ impl PaymentService for PaymentApi {
                 .into())
             }
         };
-        let response = ordermesh::crash::around(
-            "payment.VoidPayment",
-            idempotency::execute(
-                &self.db,
-                "payment.void",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        Ok(match target {
-                            VoidTarget::Payment(id) => pb::VoidPaymentResponse {
-                                payment: Some(payment_to_proto(
-                                    &store::void(txn, &id, now()).await?,
-                                )),
-                                payments: Vec::new(),
-                            },
-                            VoidTarget::Order(order_id) => pb::VoidPaymentResponse {
-                                payment: None,
-                                payments: store::void_order(txn, &order_id, now())
-                                    .await?
-                                    .iter()
-                                    .map(payment_to_proto)
-                                    .collect(),
-                            },
-                        })
-                    }
-                    .boxed()
-                },
-            ),
+        let response = idempotency::execute(
+            &self.db,
+            "payment.void",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    Ok(match target {
+                        VoidTarget::Payment(id) => pb::VoidPaymentResponse {
+                            payment: Some(payment_to_proto(&store::void(txn, &id, now()).await?)),
+                            payments: Vec::new(),
+                        },
+                        VoidTarget::Order(order_id) => pb::VoidPaymentResponse {
+                            payment: None,
+                            payments: store::void_order(txn, &order_id, now())
+                                .await?
+                                .iter()
+                                .map(payment_to_proto)
+                                .collect(),
+                        },
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         Ok(Response::new(response))
@@ -247,23 +236,20 @@ impl PaymentService for PaymentApi {
         if reason.chars().count() > 200 {
             return Err(invalid_argument("reason", "must be at most 200 characters"));
         }
-        let response = ordermesh::crash::around(
-            "payment.RefundPayment",
-            idempotency::execute(
-                &self.db,
-                "payment.refund",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        let row = store::refund(txn, &id, amount, &reason, now()).await?;
-                        Ok(pb::RefundPaymentResponse {
-                            payment: Some(payment_to_proto(&row)),
-                        })
-                    }
-                    .boxed()
-                },
-            ),
+        let response = idempotency::execute(
+            &self.db,
+            "payment.refund",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    let row = store::refund(txn, &id, amount, &reason, now()).await?;
+                    Ok(pb::RefundPaymentResponse {
+                        payment: Some(payment_to_proto(&row)),
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         Ok(Response::new(response))

@@ -254,15 +254,12 @@ impl ShippingService for ShippingApi {
             items,
             quote,
         };
-        let response = ordermesh::crash::around("shipping.CreateShipment", async {
-            match self.create_once(&r, &new).await {
-                // A concurrent request with the same key may have created the order's shipment
-                // while this one ran: once more, and the stored reply is replayed.
-                Err(e) if e.code() == Code::AlreadyExists => self.create_once(&r, &new).await,
-                other => other,
-            }
-        })
-        .await?;
+        let response = match self.create_once(&r, &new).await {
+            // A concurrent request with the same key may have created the order's shipment
+            // while this one ran: once more, and the stored reply is replayed.
+            Err(e) if e.code() == Code::AlreadyExists => self.create_once(&r, &new).await,
+            other => other,
+        }?;
         if let Some(s) = &response.shipment {
             tracing::info!(shipment_id = %s.shipment_id, order_id = %s.order_id, "shipment created");
             self.announce(&s.shipment_id).await;
@@ -344,31 +341,28 @@ impl ShippingService for ShippingApi {
         };
         let id = r.shipment_id.clone();
         let order_id = r.order_id.clone();
-        let response = ordermesh::crash::around(
-            "shipping.CancelShipment",
-            idempotency::execute(
-                &self.db,
-                "shipping.cancel",
-                &r.idempotency_key,
-                &r,
-                move |txn| {
-                    async move {
-                        if by_order {
-                            let views = store::cancel_order(txn, &order_id, &note, now()).await?;
-                            return Ok(pb::CancelShipmentResponse {
-                                shipment: None,
-                                shipments: views.iter().map(shipment_to_proto).collect(),
-                            });
-                        }
-                        let (view, _) = store::cancel(txn, &id, &note, now()).await?;
-                        Ok(pb::CancelShipmentResponse {
-                            shipment: Some(shipment_to_proto(&view)),
-                            shipments: Vec::new(),
-                        })
+        let response = idempotency::execute(
+            &self.db,
+            "shipping.cancel",
+            &r.idempotency_key,
+            &r,
+            move |txn| {
+                async move {
+                    if by_order {
+                        let views = store::cancel_order(txn, &order_id, &note, now()).await?;
+                        return Ok(pb::CancelShipmentResponse {
+                            shipment: None,
+                            shipments: views.iter().map(shipment_to_proto).collect(),
+                        });
                     }
-                    .boxed()
-                },
-            ),
+                    let (view, _) = store::cancel(txn, &id, &note, now()).await?;
+                    Ok(pb::CancelShipmentResponse {
+                        shipment: Some(shipment_to_proto(&view)),
+                        shipments: Vec::new(),
+                    })
+                }
+                .boxed()
+            },
         )
         .await?;
         let cancelled: Vec<String> = response
