@@ -1,40 +1,28 @@
 //! ordermesh: the generated contracts and the mesh runtime every service and the gateway use.
 //!
-//! Each module owns one concern and can be used alone: `config` (typed, validated settings),
-//! `db` (connections and migrations), `server` (the one way to serve a service: health,
-//! reflection, graceful drain), `client` (the one way to call another service),
-//! `outbox`/`consumer` (events and the idempotent inbox), `broker` (the RabbitMQ event
-//! transport), `idempotency` (stored results by key), `money`, `pagination`, `status` (how errors look to
-//! callers) and `telemetry` (logs).
+//! One folder per concern (ARCHITECTURE.md has the map and the data flows):
+//! - `proto`: the generated contracts and their descriptor set;
+//! - `types`: money, ids, addresses, page tokens, time, and how errors look to callers;
+//! - `telemetry`: logs, spans, sampling, propagation and Prometheus metrics;
+//! - `transport`: the client and server stacks, mTLS identities, authorization, DNS discovery,
+//!   deadlines, shedding and the drain;
+//! - `data`: database connections and migrations, idempotency keys, tombstones;
+//! - `events`: the outbox, the inbox, and the gRPC and RabbitMQ transports;
+//! - `saga`: persisted orchestration with compensation;
+//! - `faults`: crash points for the crash matrices;
+//! - `config`: typed, validated settings from the environment;
+//! - `backoff`: the one jittered exponential back-off.
 
-pub mod address;
-pub mod authz;
 pub mod backoff;
-pub mod broker;
-pub mod client;
 pub mod config;
-pub mod consumer;
-pub mod crash;
-pub mod db;
-pub mod deadline;
-pub mod dns;
-pub mod headers;
-pub mod idempotency;
-pub mod ids;
-pub mod money;
-pub mod outbox;
-pub mod pagination;
+pub mod data;
+pub mod events;
+pub mod faults;
 pub mod proto;
 pub mod saga;
-pub mod server;
-pub mod shed;
-pub mod shutdown;
-pub mod status;
-pub mod streams;
 pub mod telemetry;
-pub mod time;
-pub mod tls;
-pub mod tombstone;
+pub mod transport;
+pub mod types;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -300,13 +300,13 @@ fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
 /// everything in it) and is deleted afterwards, queues and all.
 pub struct TestVhost {
     pub name: String,
-    pub url: crate::broker::BrokerUrl,
+    pub url: crate::events::amqp::BrokerUrl,
 }
 
 impl TestVhost {
     pub async fn new() -> Self {
         let name = format!("om_test_{}", uuid::Uuid::new_v4().simple());
-        let base = crate::broker::BrokerUrl::parse(&amqp_base_url())
+        let base = crate::events::amqp::BrokerUrl::parse(&amqp_base_url())
             .unwrap_or_else(|e| panic!("ORDERMESH_TEST_AMQP: {e}"));
         let url = base.with_vhost(&name).expect("vhost url");
         let n = name.clone();

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ordermesh::config::{ServiceConfig, TlsSettings, Transport};
-use ordermesh::server::{MeshServer, LIVENESS};
-use ordermesh::tls::{ensure_dev_certs, CertPaths};
+use ordermesh::transport::server::{MeshServer, LIVENESS};
+use ordermesh::transport::tls::{ensure_dev_certs, CertPaths};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::service::Routes;
@@ -54,11 +54,11 @@ async fn probes_get_health_in_plaintext_while_the_service_port_requires_mtls() {
         paths: CertPaths::in_dir(dir.path(), "payment"),
         trust_domain: "ordermesh.local".into(),
         namespace: "default".into(),
-        policy: ordermesh::authz::Policy::mesh_default("ordermesh.local", "default"),
+        policy: ordermesh::transport::authz::Policy::mesh_default("ordermesh.local", "default"),
         reload_every: Duration::from_secs(5),
     });
     let db_file = dir.path().join("health.db");
-    let db = ordermesh::db::connect(&format!("sqlite://{}?mode=rwc", db_file.display()))
+    let db = ordermesh::data::db::connect(&format!("sqlite://{}?mode=rwc", db_file.display()))
         .await
         .unwrap();
     let service = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ordermesh::client::{
+use ordermesh::transport::client::{
     Balancer, BreakerPolicy, BreakerState, EjectionPolicy, MeshChannel, RetryPolicy, Upstream,
 };
-use ordermesh::dns::{Lookup, MeshZone, Resolver, Target};
+use ordermesh::transport::dns::{Lookup, MeshZone, Resolver, Target};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -88,7 +88,7 @@ async fn backend(probe: Probe) -> Backend {
     let svc = HealthServer::new(probe.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(ordermesh::deadline::ServerDeadlineLayer)
+            .layer(ordermesh::transport::deadline::ServerDeadlineLayer)
             .add_service(svc)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = rx.await;
@@ -292,7 +292,7 @@ async fn a_callers_deadline_bounds_a_two_hop_call() {
     // The inner hop was told how long it had: at most what the caller gave.
     let seen = inner.probe.timeouts.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
-    let t = ordermesh::deadline::parse_grpc_timeout(&seen[0].parse().unwrap()).unwrap();
+    let t = ordermesh::transport::deadline::parse_grpc_timeout(&seen[0].parse().unwrap()).unwrap();
     assert!(t <= Duration::from_millis(200), "inner hop got {t:?}");
 
     // Without a caller deadline, the upstream default applies.

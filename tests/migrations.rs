@@ -85,14 +85,16 @@ async fn replicas_starting_together_migrate_once() {
     let starts: Vec<_> = (0..4)
         .map(|_| {
             let url = db.url.clone();
-            tokio::spawn(async move { ordermesh::db::connect_and_migrate::<Migrator>(&url).await })
+            tokio::spawn(
+                async move { ordermesh::data::db::connect_and_migrate::<Migrator>(&url).await },
+            )
         })
         .collect();
     for s in starts {
         let conn = s.await.unwrap().expect("every replica starts");
         conn.close().await.unwrap();
     }
-    let conn = ordermesh::db::connect(&db.url).await.unwrap();
+    let conn = ordermesh::data::db::connect(&db.url).await.unwrap();
     let count = |sql: &'static str| {
         let conn = conn.clone();
         async move {

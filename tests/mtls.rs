@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ordermesh::authz::Policy;
-use ordermesh::client::Upstream;
 use ordermesh::config::{ServiceConfig, TlsSettings, Transport};
-use ordermesh::server::MeshServer;
-use ordermesh::tls::{
+use ordermesh::transport::authz::Policy;
+use ordermesh::transport::client::Upstream;
+use ordermesh::transport::server::MeshServer;
+use ordermesh::transport::tls::{
     ensure_dev_certs, spiffe_id_of, write_leaf, CertPaths, MeshCa, MeshIdentity, SpiffeId,
 };
 use tokio::sync::oneshot;

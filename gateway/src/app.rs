@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
-use ordermesh::client::Upstream;
+use ordermesh::transport::client::Upstream;
 use prost_reflect::{DescriptorPool, DynamicMessage, ServiceDescriptor};
 use serde_json::json;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
@@ -359,7 +359,7 @@ impl Gateway {
             .headers
             .get("grpc-timeout")
             .map(|v| {
-                ordermesh::deadline::parse_grpc_timeout(v).ok_or_else(|| {
+                ordermesh::transport::deadline::parse_grpc_timeout(v).ok_or_else(|| {
                     GatewayError::bad_request("grpc-timeout", "not a gRPC timeout (e.g. 200m, 5S)")
                 })
             })

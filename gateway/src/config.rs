@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ordermesh::client::Upstream;
 use ordermesh::config::{parse_duration, EnvReads};
 use ordermesh::telemetry::LogFormat;
+use ordermesh::transport::client::Upstream;
 
 use crate::auth::Authenticator;
 use crate::ratelimit::Limit;
@@ -327,7 +327,7 @@ impl GatewayConfig {
 
     /// Like `from_args`, recording every environment variable looked up in `env`.
     pub fn from_args_reading(a: GatewayArgs, env: &EnvReads) -> anyhow::Result<Self> {
-        use ordermesh::dns::{Lookup, Resolver, Target};
+        use ordermesh::transport::dns::{Lookup, Resolver, Target};
         let settings = Settings::from_args(&a)?;
         let listen: SocketAddr = a.listen.parse().map_err(|_| {
             bad(
@@ -342,7 +342,7 @@ impl GatewayConfig {
                 .tls_dir
                 .clone()
                 .unwrap_or_else(|| a.data_dir.join("certs"));
-            let mut paths = ordermesh::tls::CertPaths::in_dir(&dir, "gateway");
+            let mut paths = ordermesh::transport::tls::CertPaths::in_dir(&dir, "gateway");
             if let Some(p) = &a.tls_cert {
                 paths.cert = p.clone();
             }
@@ -352,9 +352,13 @@ impl GatewayConfig {
             if let Some(p) = &a.tls_ca {
                 paths.ca = p.clone();
             }
-            let id = ordermesh::tls::MeshIdentity::load(paths)
+            let id = ordermesh::transport::tls::MeshIdentity::load(paths)
                 .map_err(|e| bad("TLS_DIR", format!("gateway certificate: {e}")))?;
-            let want = ordermesh::tls::SpiffeId::new(&a.trust_domain, &a.mesh_namespace, "gateway");
+            let want = ordermesh::transport::tls::SpiffeId::new(
+                &a.trust_domain,
+                &a.mesh_namespace,
+                "gateway",
+            );
             if id.id() != want {
                 return Err(bad(
                     "TLS_CERT",
@@ -370,7 +374,8 @@ impl GatewayConfig {
             .filter(|v| !v.is_empty())
         {
             Some(ns) => {
-                let ns = ordermesh::dns::parse_nameserver(ns).map_err(|e| bad("MESH_DNS", e))?;
+                let ns = ordermesh::transport::dns::parse_nameserver(ns)
+                    .map_err(|e| bad("MESH_DNS", e))?;
                 Some(Resolver::new(ns).map_err(|e| bad("MESH_DNS", e))?)
             }
             None => None,

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let served = server::serve(
         gateway,
         listener,
-        ordermesh::shutdown::signal(),
+        ordermesh::transport::shutdown::signal(),
         config.shutdown_grace,
     )
     .await;

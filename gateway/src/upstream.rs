@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use tokio::time::Instant;
 
-use ordermesh::client::MeshChannel;
+use ordermesh::transport::client::MeshChannel;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -119,7 +119,7 @@ impl Upstreams {
         let req = tonic::Request::from_parts(metadata, Default::default(), msg);
         let call = grpc.unary(req, route.grpc_path.clone(), codec);
         let resp = match deadline {
-            Some(d) => ordermesh::deadline::scope(d, call).await?,
+            Some(d) => ordermesh::transport::deadline::scope(d, call).await?,
             None => call.await?,
         };
         let (md, msg, _) = resp.into_parts();
@@ -138,7 +138,7 @@ impl Upstreams {
         let req = tonic::Request::from_parts(metadata, Default::default(), msg);
         let call = grpc.server_streaming(req, route.grpc_path.clone(), codec);
         let resp = match deadline {
-            Some(d) => ordermesh::deadline::scope(d, call).await?,
+            Some(d) => ordermesh::transport::deadline::scope(d, call).await?,
             None => call.await?,
         };
         let (md, stream, _) = resp.into_parts();
@@ -158,7 +158,7 @@ impl Upstreams {
             tonic::Request::from_parts(metadata, Default::default(), tokio_stream::iter(msgs));
         let call = grpc.client_streaming(req, route.grpc_path.clone(), codec);
         let resp = match deadline {
-            Some(d) => ordermesh::deadline::scope(d, call).await?,
+            Some(d) => ordermesh::transport::deadline::scope(d, call).await?,
             None => call.await?,
         };
         let (md, msg, _) = resp.into_parts();
@@ -179,7 +179,7 @@ impl Upstreams {
             tonic::Request::from_parts(metadata, Default::default(), tokio_stream::iter(msgs));
         let call = grpc.streaming(req, route.grpc_path.clone(), codec);
         let resp = match deadline {
-            Some(d) => ordermesh::deadline::scope(d, call).await?,
+            Some(d) => ordermesh::transport::deadline::scope(d, call).await?,
             None => call.await?,
         };
         let (md, stream, _) = resp.into_parts();

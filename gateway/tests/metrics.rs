@@ -350,8 +350,8 @@ async fn every_process_serves_metrics_that_move_with_an_order() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dead = ordermesh::client::Upstream::new(format!("http://{dead_port}"))
-        .breaker(Some(ordermesh::client::BreakerPolicy {
+    let dead = ordermesh::transport::client::Upstream::new(format!("http://{dead_port}"))
+        .breaker(Some(ordermesh::transport::client::BreakerPolicy {
             min_calls: 4,
             ..Default::default()
         }))

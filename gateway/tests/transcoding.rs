@@ -332,8 +332,10 @@ async fn headers_become_metadata_and_metadata_comes_back() {
         .iter()
         .find_map(|s| s.strip_prefix("grpc-timeout="))
         .expect("grpc-timeout sent");
-    let t = ordermesh::deadline::parse_grpc_timeout(&http::HeaderValue::from_str(timeout).unwrap())
-        .unwrap();
+    let t = ordermesh::transport::deadline::parse_grpc_timeout(
+        &http::HeaderValue::from_str(timeout).unwrap(),
+    )
+    .unwrap();
     assert!(
         t <= Duration::from_secs(3) && t > Duration::from_secs(2),
         "{t:?}"

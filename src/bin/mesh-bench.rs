@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ordermesh::client::Upstream;
-use ordermesh::dns::{Lookup, MeshZone, Resolver, Target};
-use ordermesh::tls::{ensure_dev_certs, tls_incoming, CertPaths, MeshIdentity};
+use ordermesh::transport::client::Upstream;
+use ordermesh::transport::dns::{Lookup, MeshZone, Resolver, Target};
+use ordermesh::transport::tls::{ensure_dev_certs, tls_incoming, CertPaths, MeshIdentity};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -27,7 +27,7 @@ struct Args {
     rounds: usize,
     /// Balancer of the stack: peak-ewma, least-requests or round-robin.
     #[arg(long, default_value = "peak-ewma")]
-    balancer: ordermesh::client::Balancer,
+    balancer: ordermesh::transport::client::Balancer,
     /// Find the server through a DNS zone served in-process (discovery + balancer), instead of
     /// a fixed address.
     #[arg(long)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ordermesh::tls::{ensure_dev_certs, write_leaf, CertPaths, MeshCa, SpiffeId};
+use ordermesh::transport::tls::{ensure_dev_certs, write_leaf, CertPaths, MeshCa, SpiffeId};
 
 #[derive(Parser)]
 #[command(about = "Issue ordermesh mesh certificates")]

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use ordermesh::dns::{Lookup, MeshZone, Resolver, Target};
+use ordermesh::transport::dns::{Lookup, MeshZone, Resolver, Target};
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve the local mesh DNS zone, or resolve a service through it")]
@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let server = zone.serve(args.listen).await?;
     tracing::info!(addr = %server.local_addr(), zone = %args.zone, "mesh DNS serving");
     tokio::select! {
-        _ = ordermesh::shutdown::signal() => {}
+        _ = ordermesh::transport::shutdown::signal() => {}
         _ = server.wait() => {}
     }
     Ok(())

@@ -21,7 +21,7 @@ use super::metrics;
 /// Longest query text put on a span, in bytes.
 const MAX_QUERY_TEXT: usize = 2048;
 
-/// Installs the callback on `db` (done by `ordermesh::db::connect` for every pool).
+/// Installs the callback on `db` (done by `ordermesh::data::db::connect` for every pool).
 pub fn instrument(db: &mut DatabaseConnection) {
     let system = match db.get_database_backend() {
         DatabaseBackend::Postgres => "postgresql",

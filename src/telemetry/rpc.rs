@@ -53,7 +53,7 @@ pub fn code_name(code: Code) -> &'static str {
 
 fn status_of(headers: &http::HeaderMap) -> Option<Code> {
     headers
-        .get(crate::headers::GRPC_STATUS)
+        .get(crate::transport::headers::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<i32>().ok())
         .map(Code::from_i32)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use ordermesh::client::Upstream;
+use ordermesh::transport::client::Upstream;
 use ordermesh_gateway::{app, server, Gateway, Settings};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};

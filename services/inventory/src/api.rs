@@ -6,13 +6,13 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
-use ordermesh::idempotency;
+use ordermesh::data::idempotency;
 use ordermesh::proto::common::v1::{Money as PbMoney, SkuQuantity};
 use ordermesh::proto::inventory::v1 as pb;
 use ordermesh::proto::inventory::v1::inventory_service_server::InventoryService;
-use ordermesh::shutdown::Drain;
-use ordermesh::status::{illegal_transition, invalid_argument, not_found};
-use ordermesh::time::{now, to_proto};
+use ordermesh::transport::shutdown::Drain;
+use ordermesh::types::status::{illegal_transition, invalid_argument, not_found};
+use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,7 +48,7 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::status::db_error(db),
+            StoreError::Db(db) => ordermesh::types::status::db_error(db),
         }
     }
 }
@@ -57,7 +57,7 @@ impl From<StoreError> for Status {
 #[derive(Clone)]
 pub struct StockFeed {
     tx: broadcast::Sender<pb::StockLevel>,
-    watchers: ordermesh::streams::OpenStreams,
+    watchers: ordermesh::transport::streams::OpenStreams,
 }
 
 impl Default for StockFeed {
@@ -174,7 +174,7 @@ fn reservation_to_proto(v: &ReservationView) -> pb::Reservation {
 }
 
 fn require_order_id(order_id: &str) -> Result<(), Status> {
-    ordermesh::status::require_id("order_id", order_id)
+    ordermesh::types::status::require_id("order_id", order_id)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -217,7 +217,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::ListItemsResponse>, Status> {
         let r = request.into_inner();
         let filter = format!("low={}", r.low_stock_only);
-        let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
+        let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut rows =
             store::list_items(&self.db, r.low_stock_only, page.offset, page.fetch_limit()).await?;
         let next_page_token = page.next_token(rows.len(), &filter);
@@ -237,9 +237,15 @@ impl InventoryService for InventoryApi {
         if r.delta == 0 {
             return Err(invalid_argument("delta", "must not be zero"));
         }
-        let txn = self.db.begin().await.map_err(ordermesh::status::db_error)?;
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(ordermesh::types::status::db_error)?;
         let row = store::adjust_stock(&txn, &sku, r.delta, now()).await?;
-        txn.commit().await.map_err(ordermesh::status::db_error)?;
+        txn.commit()
+            .await
+            .map_err(ordermesh::types::status::db_error)?;
         tracing::info!(sku = %sku, delta = r.delta, reason = %r.reason, "stock adjusted");
         self.feed.publish(std::slice::from_ref(&row));
         Ok(Response::new(pb::AdjustStockResponse {
@@ -345,9 +351,15 @@ impl InventoryService for InventoryApi {
                 if msg.delta == 0 {
                     return Err(invalid_argument("delta", "must not be zero"));
                 }
-                let txn = self.db.begin().await.map_err(ordermesh::status::db_error)?;
+                let txn = self
+                    .db
+                    .begin()
+                    .await
+                    .map_err(ordermesh::types::status::db_error)?;
                 let row = store::adjust_stock(&txn, &sku, msg.delta, now()).await?;
-                txn.commit().await.map_err(ordermesh::status::db_error)?;
+                txn.commit()
+                    .await
+                    .map_err(ordermesh::types::status::db_error)?;
                 Ok(row)
             }
             .await;
@@ -400,9 +412,15 @@ impl InventoryService for InventoryApi {
                     if msg.counted > domain::MAX_STOCK {
                         return Err(invalid_argument("counted", "is too large"));
                     }
-                    let txn = api.db.begin().await.map_err(ordermesh::status::db_error)?;
+                    let txn = api
+                        .db
+                        .begin()
+                        .await
+                        .map_err(ordermesh::types::status::db_error)?;
                     let out = store::set_on_hand(&txn, &sku, msg.counted, now()).await?;
-                    txn.commit().await.map_err(ordermesh::status::db_error)?;
+                    txn.commit()
+                        .await
+                        .map_err(ordermesh::types::status::db_error)?;
                     Ok(out)
                 }
                 .await;
@@ -437,7 +455,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::ReserveStockResponse>, Status> {
         let r = request.into_inner();
         require_order_id(&r.order_id)?;
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let lines = domain::parse_lines(
             &r.lines
                 .iter()
@@ -497,7 +515,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::ReleaseReservationResponse>, Status> {
         let r = request.into_inner();
         require_order_id(&r.order_id)?;
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let order_id = r.order_id.clone();
         let response = idempotency::execute(
             &self.db,
@@ -525,7 +543,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::CommitReservationResponse>, Status> {
         let r = request.into_inner();
         require_order_id(&r.order_id)?;
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let order_id = r.order_id.clone();
         let response = idempotency::execute(
             &self.db,

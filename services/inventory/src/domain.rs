@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use ordermesh::money::{Money, MoneyError};
+use ordermesh::types::money::{Money, MoneyError};
 
 /// A stock-keeping unit: 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ordermesh::config::ServiceConfig;
 use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::inventory::v1::inventory_service_server::InventoryServiceServer;
-use ordermesh::server::MeshServer;
-use ordermesh::shutdown::Drain;
+use ordermesh::transport::server::MeshServer;
+use ordermesh::transport::shutdown::Drain;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -28,7 +28,7 @@ pub struct App {
     pub config: ServiceConfig,
     pub db: DatabaseConnection,
     /// This service's events, published from the outbox and served as `EventLogService`.
-    pub outbox: ordermesh::outbox::Outbox,
+    pub outbox: ordermesh::events::outbox::Outbox,
     pub api: InventoryApi,
     pub feed: StockFeed,
     drain: Drain,
@@ -38,14 +38,14 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
-        let db =
-            ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
+        let db = ordermesh::data::db::connect_and_migrate::<store::Migrator>(&config.database_url)
+            .await?;
         let feed = StockFeed::default();
         let drain = Drain::new();
         let api = InventoryApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
-            outbox: ordermesh::outbox::Outbox::for_service(db.clone(), config),
+            outbox: ordermesh::events::outbox::Outbox::for_service(db.clone(), config),
             db,
             api,
             feed,

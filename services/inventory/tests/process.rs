@@ -3,11 +3,11 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ordermesh::client::Upstream;
 use ordermesh::proto::inventory::v1 as pb;
 use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use ordermesh::testing::{eventually, SERVING};
-use ordermesh::tls::{ensure_dev_certs, CertPaths, MeshIdentity};
+use ordermesh::transport::client::Upstream;
+use ordermesh::transport::tls::{ensure_dev_certs, CertPaths, MeshIdentity};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inventory");
 

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use order_service::{App, Participants};
-use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
 use ordermesh::proto::common::v1::{Address, Money};
 use ordermesh::proto::inventory::v1 as inv;
@@ -20,6 +19,7 @@ use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceC
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_client::OrderServiceClient;
 use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
+use ordermesh::transport::client::Upstream;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 #[derive(Parser, Debug)]
@@ -42,7 +42,9 @@ fn eur(minor: i64) -> Option<Money> {
 
 async fn raw_commit_rate(backend: Backend, n: usize, concurrency: usize) -> f64 {
     let db = TestDatabase::new(backend).await;
-    let conn = ordermesh::db::connect(&db.url).await.expect("connect");
+    let conn = ordermesh::data::db::connect(&db.url)
+        .await
+        .expect("connect");
     conn.execute_unprepared(
         "CREATE TABLE bench_commits (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)",
     )

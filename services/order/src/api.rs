@@ -6,14 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
-use ordermesh::idempotency;
-use ordermesh::ids::{CustomerId, OrderId};
+use ordermesh::data::idempotency;
 use ordermesh::proto::common::v1::{Address, Money as PbMoney};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_server::OrderService;
-use ordermesh::shutdown::Drain;
-use ordermesh::status::{invalid_argument, not_found};
-use ordermesh::time::{now, to_proto};
+use ordermesh::transport::shutdown::Drain;
+use ordermesh::types::ids::{CustomerId, OrderId};
+use ordermesh::types::status::{invalid_argument, not_found};
+use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,9 +32,12 @@ impl From<OrderError> for Status {
         match &e {
             Invalid { field, rule } => invalid_argument(field, rule),
             NotFound(id) => not_found("order", id),
-            IllegalTransition { from, to } => {
-                ordermesh::status::illegal_transition("order", "", from, &format!("move to {to}"))
-            }
+            IllegalTransition { from, to } => ordermesh::types::status::illegal_transition(
+                "order",
+                "",
+                from,
+                &format!("move to {to}"),
+            ),
             Contended(_) => Status::aborted(e.to_string()),
         }
     }
@@ -44,7 +47,7 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::status::db_error(db),
+            StoreError::Db(db) => ordermesh::types::status::db_error(db),
         }
     }
 }
@@ -125,7 +128,7 @@ fn is_final(o: &pb::Order) -> bool {
 #[derive(Clone)]
 pub struct OrderFeed {
     tx: broadcast::Sender<pb::Order>,
-    watchers: ordermesh::streams::OpenStreams,
+    watchers: ordermesh::transport::streams::OpenStreams,
 }
 
 impl Default for OrderFeed {
@@ -173,7 +176,7 @@ impl OrderApi {
     /// updates that row when it moves to the next step, so the two cannot cross.
     async fn cancel_placed(&self, order_id: &OrderId, reason: &str) -> Result<pb::Order, Status> {
         use sea_orm::{EntityTrait, QuerySelect};
-        let db_error = ordermesh::status::db_error;
+        let db_error = ordermesh::types::status::db_error;
         let txn = self.db.begin().await.map_err(db_error)?;
         let instance =
             ordermesh::saga::instance::Entity::find_by_id(OrderSaga::saga_id(order_id.as_str()))
@@ -186,7 +189,7 @@ impl OrderApi {
                 || (i.state == "RUNNING" && i.step as usize > crate::saga::CAPTURE_STEP);
             if past_capture {
                 let current = store::get(&txn, order_id).await?;
-                return Err(ordermesh::status::illegal_transition(
+                return Err(ordermesh::types::status::illegal_transition(
                     "order",
                     order_id.as_str(),
                     current.status().as_str(),
@@ -232,7 +235,7 @@ impl OrderApi {
             &OrderSaga::saga_id(&view.row.order_id),
         )
         .await
-        .map_err(ordermesh::status::db_error)?;
+        .map_err(ordermesh::types::status::db_error)?;
         order.saga_steps = steps
             .into_iter()
             .map(|s| pb::SagaStep {
@@ -254,9 +257,15 @@ impl OrderApi {
         to: OrderStatus,
         reason: &str,
     ) -> Result<pb::Order, Status> {
-        let txn = self.db.begin().await.map_err(ordermesh::status::db_error)?;
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(ordermesh::types::status::db_error)?;
         let (view, changed) = move_order(&txn, order_id, to, reason).await?;
-        txn.commit().await.map_err(ordermesh::status::db_error)?;
+        txn.commit()
+            .await
+            .map_err(ordermesh::types::status::db_error)?;
         let order = order_to_proto(&view);
         if changed {
             tracing::info!(
@@ -313,7 +322,7 @@ pub(crate) async fn move_order_from<C: sea_orm::ConnectionTrait>(
             OrderStatus::Pending | OrderStatus::Shipped => None,
         };
         if let Some(p) = payload {
-            ordermesh::outbox::record(c, "order", "order", &id, p).await?;
+            ordermesh::events::outbox::record(c, "order", "order", &id, p).await?;
         }
     }
     Ok((view, changed))
@@ -331,9 +340,9 @@ impl OrderService for OrderApi {
         let customer_id = CustomerId::parse(&r.customer_id)?;
         let lines = domain::parse_lines(&r.lines)?;
         let address =
-            ordermesh::address::validate("shipping_address", r.shipping_address.as_ref())?;
+            ordermesh::types::address::validate("shipping_address", r.shipping_address.as_ref())?;
         let card_token = domain::parse_card_token(&r.card_token)?;
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let saga = self.saga.clone();
         let response = idempotency::execute(
             &self.db,
@@ -362,7 +371,7 @@ impl OrderService for OrderApi {
                                 &PlaceOrderData::from_view(&view),
                             )
                             .await
-                            .map_err(ordermesh::status::db_error)?;
+                            .map_err(ordermesh::types::status::db_error)?;
                     }
                     Ok(pb::PlaceOrderResponse {
                         order: Some(order_to_proto(&view)),
@@ -419,7 +428,7 @@ impl OrderService for OrderApi {
         let mut names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         names.sort_unstable();
         let filter = format!("customer={};statuses={}", r.customer_id, names.join(","));
-        let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
+        let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut views = store::list(
             &self.db,
             customer.as_ref(),

@@ -10,8 +10,8 @@
 
 use std::collections::BTreeSet;
 
-use ordermesh::money::{Currency, Money, MoneyError};
 use ordermesh::proto::order::v1::PlaceOrderLine;
+use ordermesh::types::money::{Currency, Money, MoneyError};
 
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i32 = 10_000;

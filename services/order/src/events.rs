@@ -3,10 +3,10 @@
 //! SHIPPED; a delivered one makes it DELIVERED. Events about orders that cannot move that way
 //! (cancelled, unknown here) are acknowledged and ignored.
 
-use ordermesh::consumer::{Handler, HandlerError};
-use ordermesh::ids::OrderId;
+use ordermesh::events::inbox::{Handler, HandlerError};
 use ordermesh::proto::events::v1 as pb;
 use ordermesh::proto::events::v1::event_envelope::Payload;
+use ordermesh::types::ids::OrderId;
 use sea_orm::DatabaseTransaction;
 
 use crate::api::{move_order, OrderApi};

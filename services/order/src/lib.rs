@@ -12,8 +12,8 @@ use std::future::Future;
 use ordermesh::config::ServiceConfig;
 use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::order::v1::order_service_server::OrderServiceServer;
-use ordermesh::server::MeshServer;
-use ordermesh::shutdown::Drain;
+use ordermesh::transport::server::MeshServer;
+use ordermesh::transport::shutdown::Drain;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -34,21 +34,21 @@ pub struct App {
     pub feed: OrderFeed,
     pub saga: Option<std::sync::Arc<OrderSaga>>,
     /// Order events, published from the outbox and served as `EventLogService`.
-    pub outbox: ordermesh::outbox::Outbox,
+    pub outbox: ordermesh::events::outbox::Outbox,
     participants: Option<Participants>,
     drain: Drain,
 }
 
 impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
-        let db =
-            ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
+        let db = ordermesh::data::db::connect_and_migrate::<store::Migrator>(&config.database_url)
+            .await?;
         let feed = OrderFeed::default();
         let drain = Drain::new();
         let api = OrderApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
-            outbox: ordermesh::outbox::Outbox::for_service(db.clone(), config),
+            outbox: ordermesh::events::outbox::Outbox::for_service(db.clone(), config),
             db,
             api,
             feed,
@@ -108,21 +108,22 @@ impl App {
             .map(|s| s.to_string())
             .collect();
         if let Some(url) = &self.config.broker_url {
-            let sub = ordermesh::broker::Subscription::new(url.clone(), SERVICE, "shipping", types);
-            tasks.push(tokio::spawn(ordermesh::broker::run(
+            let sub =
+                ordermesh::events::amqp::Subscription::new(url.clone(), SERVICE, "shipping", types);
+            tasks.push(tokio::spawn(ordermesh::events::amqp::run(
                 self.db.clone(),
                 sub,
                 handler,
                 self.drain.clone(),
             )));
         } else if let Some(parts) = &self.participants {
-            let sub = ordermesh::consumer::Subscription {
+            let sub = ordermesh::events::inbox::Subscription {
                 consumer: SERVICE.to_string(),
                 producer: "shipping".to_string(),
                 types,
                 channel: parts.shipping.clone(),
             };
-            tasks.push(tokio::spawn(ordermesh::consumer::run(
+            tasks.push(tokio::spawn(ordermesh::events::inbox::run(
                 self.db.clone(),
                 sub,
                 handler,
@@ -165,14 +166,14 @@ pub fn participants_from(
     config: &ServiceConfig,
     env: &ordermesh::config::EnvReads,
 ) -> anyhow::Result<Option<Participants>> {
-    use ordermesh::client::Upstream;
     use ordermesh::config::Transport;
-    use ordermesh::dns::{Lookup, Resolver, Target};
+    use ordermesh::transport::client::Upstream;
+    use ordermesh::transport::dns::{Lookup, Resolver, Target};
 
     let identity = match &config.transport {
         Transport::Plaintext => None,
         Transport::MutualTls(tls) => {
-            let id = ordermesh::tls::MeshIdentity::load(tls.paths.clone())
+            let id = ordermesh::transport::tls::MeshIdentity::load(tls.paths.clone())
                 .map_err(|e| anyhow::anyhow!("mesh certificate: {e}"))?;
             // Rotated certificates are picked up for outgoing calls too.
             if !config.check_only {
@@ -239,7 +240,7 @@ pub fn participants_from(
 /// The nameserver `MESH_DNS` names: an `address:port`, or `None` for `system` (the resolvers
 /// of `/etc/resolv.conf`).
 pub fn mesh_dns_nameserver(value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
-    ordermesh::dns::parse_nameserver(value).map_err(|e| anyhow::anyhow!("MESH_DNS: {e}"))
+    ordermesh::transport::dns::parse_nameserver(value).map_err(|e| anyhow::anyhow!("MESH_DNS: {e}"))
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let served = app.serve(listener, ordermesh::shutdown::signal()).await;
+    let served = app
+        .serve(listener, ordermesh::transport::shutdown::signal())
+        .await;
     telemetry.shutdown().await;
     served
 }

@@ -9,8 +9,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ordermesh::client::MeshChannel;
-use ordermesh::ids::OrderId;
 use ordermesh::proto::common::v1::{Address, Money, SkuQuantity};
 use ordermesh::proto::inventory::v1 as inv;
 use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
@@ -19,6 +17,8 @@ use ordermesh::proto::payment::v1::payment_service_client::PaymentServiceClient;
 use ordermesh::proto::shipping::v1 as ship;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
 use ordermesh::saga::{Outcome, Saga, Step, StepError, StepRetry};
+use ordermesh::transport::client::MeshChannel;
+use ordermesh::types::ids::OrderId;
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
@@ -95,7 +95,7 @@ impl PlaceOrderData {
     }
 }
 
-/// Channels to the saga's participants (built with `ordermesh::client`).
+/// Channels to the saga's participants (built with `ordermesh::transport::client`).
 #[derive(Clone)]
 pub struct Participants {
     pub inventory: MeshChannel,

@@ -347,11 +347,11 @@ fn start_participant(
             ),
         )
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env_remove(ordermesh::crash::CRASH_AT_ENV)
+        .env_remove(ordermesh::faults::crash::CRASH_AT_ENV)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(at) = crash_at {
-        cmd.env(ordermesh::crash::CRASH_AT_ENV, at);
+        cmd.env(ordermesh::faults::crash::CRASH_AT_ENV, at);
     }
     cmd.spawn().expect("start a participant binary")
 }
@@ -551,7 +551,11 @@ fn check_order_log(log: &[ordermesh::proto::events::v1::EventEnvelope], finals: 
         let types: Vec<&str> = log
             .iter()
             .filter(|e| &e.aggregate_id == id)
-            .filter_map(|e| e.payload.as_ref().map(ordermesh::outbox::event_type))
+            .filter_map(|e| {
+                e.payload
+                    .as_ref()
+                    .map(ordermesh::events::outbox::event_type)
+            })
             .collect();
         let count = |t: &str| types.iter().filter(|x| **x == t).count();
         assert_eq!(count("OrderPlaced"), 1, "{id}: {types:?}");

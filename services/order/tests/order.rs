@@ -6,13 +6,13 @@ use futures::StreamExt;
 use order_service::domain::OrderStatus;
 use order_service::{App, OrderApi, OrderFeed, SERVICE};
 use ordermesh::config::ServiceConfig;
-use ordermesh::ids::OrderId;
 use ordermesh::proto::common::v1::{Address, Money};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_client::OrderServiceClient;
 use ordermesh::testing::{
     bad_request_field, eventually, health_status, spawn, Backend, Spawned, TestDatabase, SERVING,
 };
+use ordermesh::types::ids::OrderId;
 use tonic::transport::Channel;
 use tonic::Code;
 

@@ -6,9 +6,8 @@ use std::time::Duration;
 mod common;
 
 use order_service::{App, Participants};
-use ordermesh::broker::BrokerUrl;
-use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
+use ordermesh::events::amqp::BrokerUrl;
 use ordermesh::proto::common::v1::{Address, Money};
 use ordermesh::proto::inventory::v1 as inv;
 use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
@@ -19,6 +18,7 @@ use ordermesh::proto::payment::v1::payment_service_client::PaymentServiceClient;
 use ordermesh::proto::shipping::v1 as ship;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
 use ordermesh::testing::{eventually, spawn, Backend, Spawned, TestDatabase};
+use ordermesh::transport::client::Upstream;
 use tonic::transport::Channel;
 
 struct Mesh {
@@ -250,7 +250,7 @@ async fn a_placed_order_is_reserved_paid_shipped_and_confirmed(backend: Backend)
             .map(|e| {
                 e.payload
                     .as_ref()
-                    .map(ordermesh::outbox::event_type)
+                    .map(ordermesh::events::outbox::event_type)
                     .unwrap_or("")
             })
             .collect()
@@ -456,7 +456,7 @@ async fn shipping_events_move_the_order_to_delivered(backend: Backend) {
 async fn shipping_events_move_the_order_to_delivered_over_rabbitmq() {
     let vhost = ordermesh::testing::TestVhost::new().await;
     let mut m = mesh_with(Backend::Sqlite, Some(&vhost.url)).await;
-    let queue = ordermesh::broker::queue("order", "shipping");
+    let queue = ordermesh::events::amqp::queue("order", "shipping");
     assert!(
         eventually(Duration::from_secs(30), || async {
             vhost.queue_depth(&queue).await.is_some()
@@ -467,7 +467,9 @@ async fn shipping_events_move_the_order_to_delivered_over_rabbitmq() {
     follow_a_shipment_to_delivered(&mut m).await;
     assert_eq!(vhost.queue_depth(&queue).await, Some(0), "all consumed");
     assert!(vhost
-        .take_all(&ordermesh::broker::dead_letter_queue("order", "shipping"))
+        .take_all(&ordermesh::events::amqp::dead_letter_queue(
+            "order", "shipping"
+        ))
         .await
         .is_empty());
 }

@@ -3,14 +3,14 @@
 //! place.
 
 use futures::FutureExt;
-use ordermesh::idempotency;
-use ordermesh::ids::{OrderId, PaymentId};
-use ordermesh::money::Money;
+use ordermesh::data::idempotency;
 use ordermesh::proto::common::v1::Money as PbMoney;
 use ordermesh::proto::payment::v1 as pb;
 use ordermesh::proto::payment::v1::payment_service_server::PaymentService;
-use ordermesh::status::{illegal_transition, invalid_argument, not_found};
-use ordermesh::time::{now, to_proto};
+use ordermesh::types::ids::{OrderId, PaymentId};
+use ordermesh::types::money::Money;
+use ordermesh::types::status::{illegal_transition, invalid_argument, not_found};
+use ordermesh::types::time::{now, to_proto};
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
@@ -35,7 +35,7 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::status::db_error(db),
+            StoreError::Db(db) => ordermesh::types::status::db_error(db),
         }
     }
 }
@@ -104,7 +104,7 @@ impl PaymentService for PaymentApi {
         let order_id = OrderId::parse(&r.order_id)?;
         let amount = domain::positive_amount("amount", r.amount.as_ref())?;
         let token = CardToken::parse(&r.card_token)?;
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let response = idempotency::execute(
             &self.db,
             "payment.authorize",
@@ -153,7 +153,7 @@ impl PaymentService for PaymentApi {
         let r = request.into_inner();
         let id = PaymentId::parse(&r.payment_id)?;
         let amount = optional_amount(r.amount.as_ref())?;
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let response = idempotency::execute(
             &self.db,
             "payment.capture",
@@ -178,7 +178,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::VoidPaymentRequest>,
     ) -> Result<Response<pb::VoidPaymentResponse>, Status> {
         let r = request.into_inner();
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let target = match (r.payment_id.is_empty(), r.order_id.is_empty()) {
             (false, true) => VoidTarget::Payment(PaymentId::parse(&r.payment_id)?),
             (true, false) => VoidTarget::Order(OrderId::parse(&r.order_id)?),
@@ -231,7 +231,7 @@ impl PaymentService for PaymentApi {
         let r = request.into_inner();
         let id = PaymentId::parse(&r.payment_id)?;
         let amount = optional_amount(r.amount.as_ref())?;
-        ordermesh::status::require_idempotency_key(&r.idempotency_key)?;
+        ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let reason = r.reason.trim().to_string();
         if reason.chars().count() > 200 {
             return Err(invalid_argument("reason", "must be at most 200 characters"));
@@ -277,7 +277,7 @@ impl PaymentService for PaymentApi {
             Some(OrderId::parse(&r.order_id)?)
         };
         let filter = format!("order={}", r.order_id);
-        let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
+        let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut rows =
             store::list(&self.db, order.as_ref(), page.offset, page.fetch_limit()).await?;
         let next_page_token = page.next_token(rows.len(), &filter);

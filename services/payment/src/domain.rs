@@ -4,7 +4,7 @@
 //! (CAPTURED) or voided (VOIDED); a capture is refunded in one or more parts
 //! (PARTIALLY_REFUNDED, then REFUNDED once nothing captured is left).
 
-use ordermesh::money::{Money, MoneyError};
+use ordermesh::types::money::{Money, MoneyError};
 
 /// The largest amount, in minor units, the simulated processor approves.
 pub const APPROVAL_LIMIT_MINOR: i64 = 1_000_000;
@@ -228,7 +228,7 @@ impl PaymentError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ordermesh::money::Currency;
+    use ordermesh::types::money::Currency;
 
     fn usd(minor: i64) -> Money {
         Money::new(Currency::parse("USD").unwrap(), minor)

@@ -10,7 +10,7 @@ use std::future::Future;
 use ordermesh::config::ServiceConfig;
 use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::payment::v1::payment_service_server::PaymentServiceServer;
-use ordermesh::server::MeshServer;
+use ordermesh::transport::server::MeshServer;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -27,18 +27,18 @@ pub struct App {
     pub config: ServiceConfig,
     pub db: DatabaseConnection,
     /// This service's events, published from the outbox and served as `EventLogService`.
-    pub outbox: ordermesh::outbox::Outbox,
+    pub outbox: ordermesh::events::outbox::Outbox,
     pub api: PaymentApi,
 }
 
 impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
-        let db =
-            ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
+        let db = ordermesh::data::db::connect_and_migrate::<store::Migrator>(&config.database_url)
+            .await?;
         let api = PaymentApi::new(db.clone());
         Ok(Self {
             config: config.clone(),
-            outbox: ordermesh::outbox::Outbox::for_service(db.clone(), config),
+            outbox: ordermesh::events::outbox::Outbox::for_service(db.clone(), config),
             db,
             api,
         })
@@ -49,7 +49,7 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let drain = ordermesh::shutdown::Drain::new();
+        let drain = ordermesh::transport::shutdown::Drain::new();
         let relay = tokio::spawn(self.outbox.clone().run_relay(drain.clone()));
         let log = EventLogServiceServer::new(self.outbox.log_service(drain.clone()));
         let routes = Routes::new(PaymentServiceServer::new(self.api.clone())).add_service(log);

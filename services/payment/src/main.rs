@@ -10,7 +10,9 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = ordermesh::telemetry::init(config.service, config.log_format);
     let app = payment_service::App::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let served = app.serve(listener, ordermesh::shutdown::signal()).await;
+    let served = app
+        .serve(listener, ordermesh::transport::shutdown::signal())
+        .await;
     telemetry.shutdown().await;
     served
 }

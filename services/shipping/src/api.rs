@@ -5,15 +5,15 @@
 use std::pin::Pin;
 
 use futures::{FutureExt, Stream};
-use ordermesh::idempotency;
+use ordermesh::data::idempotency;
 use ordermesh::proto::common::v1::{Money as PbMoney, SkuQuantity};
 use ordermesh::proto::shipping::v1 as pb;
 use ordermesh::proto::shipping::v1::shipping_service_server::ShippingService;
-use ordermesh::shutdown::Drain;
-use ordermesh::status::{
+use ordermesh::transport::shutdown::Drain;
+use ordermesh::types::status::{
     db_error, illegal_transition, invalid_argument, not_found, require_id, require_idempotency_key,
 };
-use ordermesh::time::{now, to_proto};
+use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -53,7 +53,7 @@ impl From<StoreError> for Status {
 #[derive(Clone)]
 pub struct TrackingFeed {
     tx: broadcast::Sender<tracking_event::Model>,
-    trackers: ordermesh::streams::OpenStreams,
+    trackers: ordermesh::transport::streams::OpenStreams,
 }
 
 impl Default for TrackingFeed {
@@ -293,7 +293,7 @@ impl ShippingService for ShippingApi {
             Some(r.order_id.as_str())
         };
         let filter = format!("order={}", r.order_id);
-        let page = ordermesh::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
+        let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut rows =
             store::list_shipments(&self.db, order_id, page.offset, page.fetch_limit()).await?;
         let next_page_token = page.next_token(rows.len(), &filter);
@@ -315,7 +315,7 @@ impl ShippingService for ShippingApi {
                 false
             }
             (true, false) => {
-                ordermesh::ids::OrderId::parse(&r.order_id)?;
+                ordermesh::types::ids::OrderId::parse(&r.order_id)?;
                 true
             }
             (true, true) => {

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use ordermesh::money::{Currency, Money, MoneyError};
 use ordermesh::proto::common::v1 as common;
+use ordermesh::types::money::{Currency, Money, MoneyError};
 
 /// Longest free-text field (address lines, tracking location and note, cancel reason).
 pub const MAX_TEXT: usize = 200;
@@ -132,7 +132,7 @@ pub struct Address {
 
 impl Address {
     pub fn parse(a: Option<&common::Address>) -> Result<Self, ShippingError> {
-        let a = ordermesh::address::parse("address", a)
+        let a = ordermesh::types::address::parse("address", a)
             .map_err(|e| ShippingError::invalid(&e.field, e.rule))?;
         Ok(Self {
             recipient: a.recipient,

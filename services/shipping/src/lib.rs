@@ -9,8 +9,8 @@ use std::future::Future;
 use ordermesh::config::ServiceConfig;
 use ordermesh::proto::events::v1::event_log_service_server::EventLogServiceServer;
 use ordermesh::proto::shipping::v1::shipping_service_server::ShippingServiceServer;
-use ordermesh::server::MeshServer;
-use ordermesh::shutdown::Drain;
+use ordermesh::transport::server::MeshServer;
+use ordermesh::transport::shutdown::Drain;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -29,20 +29,20 @@ pub struct App {
     pub api: ShippingApi,
     pub feed: TrackingFeed,
     /// Shipment events, published from the outbox and served as `EventLogService`.
-    pub outbox: ordermesh::outbox::Outbox,
+    pub outbox: ordermesh::events::outbox::Outbox,
     drain: Drain,
 }
 
 impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
-        let db =
-            ordermesh::db::connect_and_migrate::<store::Migrator>(&config.database_url).await?;
+        let db = ordermesh::data::db::connect_and_migrate::<store::Migrator>(&config.database_url)
+            .await?;
         let feed = TrackingFeed::default();
         let drain = Drain::new();
         let api = ShippingApi::new(db.clone(), feed.clone(), drain.clone());
         Ok(Self {
             config: config.clone(),
-            outbox: ordermesh::outbox::Outbox::for_service(db.clone(), config),
+            outbox: ordermesh::events::outbox::Outbox::for_service(db.clone(), config),
             db,
             api,
             feed,

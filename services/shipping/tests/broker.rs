@@ -10,14 +10,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ordermesh::broker::Subscription;
 use ordermesh::config::ServiceConfig;
-use ordermesh::consumer::{Handler, HandlerError, MAX_ATTEMPTS};
+use ordermesh::events::amqp::Subscription;
+use ordermesh::events::inbox::{Handler, HandlerError, MAX_ATTEMPTS};
 use ordermesh::proto::events::v1 as ev;
 use ordermesh::proto::shipping::v1 as pb;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
-use ordermesh::shutdown::Drain;
 use ordermesh::testing::{eventually, spawn, Backend, Spawned, TestDatabase, TestVhost};
+use ordermesh::transport::shutdown::Drain;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, Statement,
 };
@@ -149,7 +149,7 @@ struct ConsumerMigrator;
 #[async_trait::async_trait]
 impl sea_orm_migration::MigratorTrait for ConsumerMigrator {
     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(ordermesh::consumer::Migration)]
+        vec![Box::new(ordermesh::events::inbox::Migration)]
     }
 }
 
@@ -167,7 +167,7 @@ impl Group {
     /// Starts the group and waits until it consumes (its queue exists from then on).
     async fn start(vhost: &TestVhost, name: &str, types: &[&str], effects: Effects) -> Self {
         let store = TestDatabase::new(Backend::Sqlite).await;
-        let db = ordermesh::db::connect_and_migrate::<ConsumerMigrator>(&store.url)
+        let db = ordermesh::data::db::connect_and_migrate::<ConsumerMigrator>(&store.url)
             .await
             .expect("consumer database");
         db.execute_unprepared(
@@ -182,7 +182,7 @@ impl Group {
             types.iter().map(|t| t.to_string()).collect(),
         );
         let drain = Drain::new();
-        let task = tokio::spawn(ordermesh::broker::run(
+        let task = tokio::spawn(ordermesh::events::amqp::run(
             db.clone(),
             sub.clone(),
             Arc::new(effects.clone()),
@@ -238,7 +238,7 @@ async fn effect_counts(db: &DatabaseConnection) -> HashMap<String, i64> {
 struct Producer {
     server: Spawned,
     client: ShippingServiceClient<Channel>,
-    outbox: ordermesh::outbox::Outbox,
+    outbox: ordermesh::events::outbox::Outbox,
     db: DatabaseConnection,
     _store: TestDatabase,
 }
@@ -266,8 +266,8 @@ impl Producer {
     }
 
     /// The outbox rows, oldest first.
-    async fn rows(&self) -> Vec<ordermesh::outbox::entity::Model> {
-        let mut rows = ordermesh::outbox::entity::Entity::find()
+    async fn rows(&self) -> Vec<ordermesh::events::outbox::entity::Model> {
+        let mut rows = ordermesh::events::outbox::entity::Entity::find()
             .all(&self.db)
             .await
             .expect("outbox");
@@ -276,7 +276,7 @@ impl Producer {
     }
 
     /// Waits until every recorded row was confirmed by the broker (has its sequence).
-    async fn all_published(&self) -> Vec<ordermesh::outbox::entity::Model> {
+    async fn all_published(&self) -> Vec<ordermesh::events::outbox::entity::Model> {
         assert!(
             eventually(PATIENCE, || async {
                 self.rows().await.iter().all(|r| r.sequence.is_some())
@@ -405,7 +405,7 @@ async fn events_go_through_rabbitmq_in_order_per_shipment() {
     );
     // The inbox and checkpoint say the same.
     assert_eq!(
-        ordermesh::consumer::checkpoint_of(&all.db, "audit", "shipping")
+        ordermesh::events::inbox::checkpoint_of(&all.db, "audit", "shipping")
             .await
             .expect("checkpoint"),
         rows.len() as i64
@@ -510,7 +510,7 @@ async fn a_cut_connection_loses_no_event_and_applies_none_twice() {
     }
     assert_eq!(applied.len(), rows.len());
     assert_in_order_per_shipment(&applied);
-    let inbox = ordermesh::consumer::inbox::Entity::find()
+    let inbox = ordermesh::events::inbox::inbox::Entity::find()
         .all(&db)
         .await
         .expect("inbox");

@@ -7,14 +7,14 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ordermesh::client::Upstream;
 use ordermesh::config::ServiceConfig;
-use ordermesh::consumer::{Handler, HandlerError, Subscription};
+use ordermesh::events::inbox::{Handler, HandlerError, Subscription};
 use ordermesh::proto::events::v1 as ev;
 use ordermesh::proto::shipping::v1 as pb;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
-use ordermesh::shutdown::Drain;
 use ordermesh::testing::{eventually, spawn, Backend, TestDatabase};
+use ordermesh::transport::client::Upstream;
+use ordermesh::transport::shutdown::Drain;
 use sea_orm::{DatabaseTransaction, EntityTrait};
 use shipping_service::{App, SERVICE};
 
@@ -23,7 +23,7 @@ use common::create_req;
 fn kind(e: &ev::EventEnvelope) -> &'static str {
     e.payload
         .as_ref()
-        .map(ordermesh::outbox::event_type)
+        .map(ordermesh::events::outbox::event_type)
         .unwrap_or("")
 }
 
@@ -54,7 +54,7 @@ struct ConsumerMigrator;
 #[async_trait::async_trait]
 impl sea_orm_migration::MigratorTrait for ConsumerMigrator {
     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(ordermesh::consumer::Migration)]
+        vec![Box::new(ordermesh::events::inbox::Migration)]
     }
 }
 
@@ -125,7 +125,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
 
     // A consumer applies each event once; the poison one is dead-lettered.
     let consumer_db = TestDatabase::new(backend).await;
-    let cdb = ordermesh::db::connect_and_migrate::<ConsumerMigrator>(&consumer_db.url)
+    let cdb = ordermesh::data::db::connect_and_migrate::<ConsumerMigrator>(&consumer_db.url)
         .await
         .unwrap();
     let applied = Arc::new(Mutex::new(Vec::new()));
@@ -140,7 +140,12 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
             applied: applied.clone(),
             poison_order: "ord-b".into(),
         });
-        tokio::spawn(ordermesh::consumer::run(cdb.clone(), sub, handler, drain))
+        tokio::spawn(ordermesh::events::inbox::run(
+            cdb.clone(),
+            sub,
+            handler,
+            drain,
+        ))
     };
     let drain = Drain::new();
     let task = run_consumer(drain.clone());
@@ -149,7 +154,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
         eventually(Duration::from_secs(20), || {
             let cdb = cdb2.clone();
             async move {
-                ordermesh::consumer::checkpoint_of(&cdb, "test", "shipping")
+                ordermesh::events::inbox::checkpoint_of(&cdb, "test", "shipping")
                     .await
                     .unwrap_or(0)
                     == 4
@@ -159,7 +164,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
     );
     drain.start();
     let _ = task.await;
-    let inbox = ordermesh::consumer::inbox::Entity::find()
+    let inbox = ordermesh::events::inbox::inbox::Entity::find()
         .all(&cdb)
         .await
         .unwrap();
@@ -180,7 +185,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
         eventually(Duration::from_secs(20), || {
             let cdb = cdb.clone();
             async move {
-                ordermesh::consumer::checkpoint_of(&cdb, "test", "shipping")
+                ordermesh::events::inbox::checkpoint_of(&cdb, "test", "shipping")
                     .await
                     .unwrap_or(0)
                     == 5

@@ -31,7 +31,7 @@ async fn publish<C: ConnectionTrait>(
     id: &str,
     payload: Payload,
 ) -> Result<()> {
-    ordermesh::outbox::record(c, "inventory", aggregate_type, id, payload).await?;
+    ordermesh::events::outbox::record(c, "inventory", aggregate_type, id, payload).await?;
     Ok(())
 }
 

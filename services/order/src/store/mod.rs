@@ -7,10 +7,10 @@ pub mod order;
 pub mod order_line;
 
 use chrono::{DateTime, Utc};
-use ordermesh::ids::{CustomerId, OrderId};
 use ordermesh::proto::common::v1::{Address, SkuQuantity};
 use ordermesh::proto::events::v1 as events;
 use ordermesh::proto::events::v1::event_envelope::Payload;
+use ordermesh::types::ids::{CustomerId, OrderId};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -96,7 +96,7 @@ pub async fn insert<C: ConnectionTrait>(
             .await?,
         );
     }
-    ordermesh::outbox::record(
+    ordermesh::events::outbox::record(
         c,
         "order",
         "order",

@@ -1,8 +1,8 @@
 //! The saga's three participants, each a real service with its own database, on ephemeral
 //! ports: shared by the saga and crash tests and the saga benchmark.
 
-use ordermesh::broker::BrokerUrl;
 use ordermesh::config::ServiceConfig;
+use ordermesh::events::amqp::BrokerUrl;
 use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
 
 /// Inventory, payment and shipping servers (in that order) and their databases.

@@ -8,8 +8,8 @@ pub mod payment;
 pub mod refund;
 
 use chrono::{DateTime, Utc};
-use ordermesh::ids::{OrderId, PaymentId};
-use ordermesh::money::{Currency, Money};
+use ordermesh::types::ids::{OrderId, PaymentId};
+use ordermesh::types::money::{Currency, Money};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -25,7 +25,7 @@ use ordermesh::proto::events::v1::event_envelope::Payload;
 
 /// Records a payment event in the outbox, in the caller's transaction.
 async fn publish<C: ConnectionTrait>(c: &C, row: &payment::Model, payload: Payload) -> Result<()> {
-    ordermesh::outbox::record(c, "payment", "payment", &row.payment_id, payload).await?;
+    ordermesh::events::outbox::record(c, "payment", "payment", &row.payment_id, payload).await?;
     Ok(())
 }
 
@@ -60,7 +60,7 @@ pub struct NewPayment<'a> {
     pub card_last4: String,
 }
 
-/// The gate a void by order closes (see `ordermesh::tombstone`).
+/// The gate a void by order closes (see `ordermesh::data::tombstone`).
 const ORDER_GATE: &str = "payment.order";
 
 pub async fn insert<C: ConnectionTrait>(
@@ -69,7 +69,7 @@ pub async fn insert<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<payment::Model> {
     // A void by order may have come first: then this authorization must not be taken.
-    if ordermesh::tombstone::open(c, ORDER_GATE, p.order_id.as_str()).await? {
+    if ordermesh::data::tombstone::open(c, ORDER_GATE, p.order_id.as_str()).await? {
         return Err(PaymentError::OrderClosed(p.order_id.to_string()).into());
     }
     let status = match p.decline {
@@ -243,7 +243,7 @@ pub async fn void_order<C: ConnectionTrait>(
 ) -> Result<Vec<payment::Model>> {
     // Close first: an authorization in flight either committed before (and is found below)
     // or waits on the gate's row and then sees it closed.
-    ordermesh::tombstone::close(c, ORDER_GATE, order_id.as_str()).await?;
+    ordermesh::data::tombstone::close(c, ORDER_GATE, order_id.as_str()).await?;
     let rows = payment::Entity::find()
         .filter(payment::Column::OrderId.eq(order_id.as_str()))
         .order_by_asc(payment::Column::CreatedAt)

@@ -8,10 +8,10 @@ pub struct Migrator;
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
-            Box::new(ordermesh::idempotency::Migration),
-            Box::new(ordermesh::outbox::Migration),
+            Box::new(ordermesh::data::idempotency::Migration),
+            Box::new(ordermesh::events::outbox::Migration),
             Box::new(M0001Init),
-            Box::new(ordermesh::tombstone::Migration),
+            Box::new(ordermesh::data::tombstone::Migration),
         ]
     }
 }

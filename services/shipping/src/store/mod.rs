@@ -28,7 +28,7 @@ use ordermesh::proto::events::v1::event_envelope::Payload;
 
 /// Records a shipment event in the outbox, in the caller's transaction.
 async fn publish<C: ConnectionTrait>(c: &C, shipment_id: &str, payload: Payload) -> Result<()> {
-    ordermesh::outbox::record(c, "shipping", "shipment", shipment_id, payload).await?;
+    ordermesh::events::outbox::record(c, "shipping", "shipment", shipment_id, payload).await?;
     Ok(())
 }
 
@@ -65,7 +65,7 @@ fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
 /// Creates a PENDING shipment with its items and first tracking event. Refused with
 /// `ShipmentExists` while the order has a shipment that is not cancelled; the unique index on
 /// `live_order_id` settles concurrent creates for one order.
-/// The gate a cancel by order closes (see `ordermesh::tombstone`).
+/// The gate a cancel by order closes (see `ordermesh::data::tombstone`).
 const ORDER_GATE: &str = "shipping.order";
 
 pub async fn create_shipment<C: ConnectionTrait>(
@@ -74,7 +74,7 @@ pub async fn create_shipment<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<ShipmentView> {
     // A cancel by order may have come first: then this shipment must not be created.
-    if ordermesh::tombstone::open(c, ORDER_GATE, new.order_id.as_str()).await? {
+    if ordermesh::data::tombstone::open(c, ORDER_GATE, new.order_id.as_str()).await? {
         return Err(ShippingError::OrderClosed(new.order_id.to_string()).into());
     }
     let live = shipment::Entity::find()
@@ -318,7 +318,7 @@ pub async fn cancel_order<C: ConnectionTrait>(
 ) -> Result<Vec<ShipmentView>> {
     // Close first: a creation in flight either committed before (and is found below) or waits
     // on the gate's row and then sees it closed.
-    ordermesh::tombstone::close(c, ORDER_GATE, order_id).await?;
+    ordermesh::data::tombstone::close(c, ORDER_GATE, order_id).await?;
     let mut after = Vec::new();
     // No limit (an order has few shipments); i64::MAX is the largest a database accepts.
     for view in list_shipments(c, Some(order_id), 0, i64::MAX as u64).await? {

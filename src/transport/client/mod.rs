@@ -10,7 +10,7 @@
 //! - **retries** of calls that are safe to repeat, within a retry budget (`retry`), and a
 //!   **circuit breaker** per upstream that fails fast while the upstream is failing (`breaker`);
 //! - **deadlines**: the sooner of the upstream's default and what is left of the deadline of
-//!   the call being handled (`crate::deadline`).
+//!   the call being handled (`crate::transport::deadline`).
 //!
 //! `Upstream::stack()` builds all of it as one cloneable tower service that generated tonic
 //! clients take: `PaymentServiceClient::new(upstream.stack()?)`.
@@ -38,9 +38,9 @@ use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover}
 use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 
-use crate::deadline::ClientDeadlineLayer;
-use crate::dns::{Resolver, Target};
-use crate::tls::MeshIdentity;
+use crate::transport::deadline::ClientDeadlineLayer;
+use crate::transport::dns::{Resolver, Target};
+use crate::transport::tls::MeshIdentity;
 pub use breaker::{BreakerHandle, BreakerPolicy, BreakerState};
 pub use eject::EjectionPolicy;
 pub use retry::RetryPolicy;
@@ -276,8 +276,9 @@ impl Upstream {
     fn lazy(&self, endpoint: Endpoint) -> Channel {
         match &self.security {
             Security::Plaintext => endpoint.connect_lazy(),
-            Security::Mesh { identity, service } => endpoint
-                .connect_with_connector_lazy(crate::tls::connector(identity.clone(), service)),
+            Security::Mesh { identity, service } => endpoint.connect_with_connector_lazy(
+                crate::transport::tls::connector(identity.clone(), service),
+            ),
         }
     }
 
@@ -311,7 +312,10 @@ impl Upstream {
             Security::Plaintext => endpoint.connect().await?,
             Security::Mesh { identity, service } => {
                 endpoint
-                    .connect_with_connector(crate::tls::connector(identity.clone(), service))
+                    .connect_with_connector(crate::transport::tls::connector(
+                        identity.clone(),
+                        service,
+                    ))
                     .await?
             }
         })

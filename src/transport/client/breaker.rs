@@ -284,7 +284,7 @@ impl Drop for Pending {
 fn failed_status(resp: &http::Response<Body>) -> bool {
     matches!(
         resp.headers()
-            .get(crate::headers::GRPC_STATUS)
+            .get(crate::transport::headers::GRPC_STATUS)
             .map(|v| v.as_bytes()),
         Some(b"14" | b"4" | b"13" | b"2" | b"8")
     )

@@ -12,9 +12,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::authz::AuthorizeLayer;
 use crate::config::{ServiceConfig, Transport};
-use crate::shutdown::Drain;
+use crate::transport::authz::AuthorizeLayer;
+use crate::transport::shutdown::Drain;
 
 /// The health service name that stays SERVING for as long as the process serves, whatever the
 /// database does: a liveness probe asks for it, so an unreachable database makes pods unready
@@ -31,7 +31,7 @@ pub struct MeshServer {
     grace: Duration,
     drain: Drain,
     health_interval: Duration,
-    shed: crate::shed::LoadShedLayer,
+    shed: crate::transport::shed::LoadShedLayer,
     health_addr: Option<std::net::SocketAddr>,
     health_listener: Option<TcpListener>,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -50,7 +50,7 @@ impl MeshServer {
             grace: config.shutdown_grace,
             drain: Drain::new(),
             health_interval: Duration::from_secs(1),
-            shed: crate::shed::LoadShedLayer::new(config.max_in_flight),
+            shed: crate::transport::shed::LoadShedLayer::new(config.max_in_flight),
             health_addr: config.health_listen,
             health_listener: None,
             metrics_addr: config.metrics_listen,
@@ -130,7 +130,7 @@ impl MeshServer {
                         _ = tokio::time::sleep(every) => {}
                         _ = drain.draining() => return,
                     }
-                    crate::db::record_pool_metrics(&db);
+                    crate::data::db::record_pool_metrics(&db);
                     let ok = matches!(
                         tokio::time::timeout(every.max(Duration::from_secs(2)), db.ping()).await,
                         Ok(Ok(()))
@@ -212,7 +212,7 @@ impl MeshServer {
                 (None, None)
             }
             Transport::MutualTls(tls) => {
-                let identity = crate::tls::MeshIdentity::load(tls.paths.clone())
+                let identity = crate::transport::tls::MeshIdentity::load(tls.paths.clone())
                     .map_err(|e| anyhow::anyhow!("mesh certificate: {e}"))?;
                 tracing::info!(service = self.service, %addr, identity = %identity.id(), "serving gRPC over mTLS");
                 (Some(tls.policy.clone()), Some((identity, tls.reload_every)))
@@ -230,7 +230,7 @@ impl MeshServer {
             )
             .layer(self.shed.clone())
             .layer(AuthorizeLayer::new(policy))
-            .layer(crate::deadline::ServerDeadlineLayer)
+            .layer(crate::transport::deadline::ServerDeadlineLayer)
             .add_routes(routes);
         let mut watcher = None;
         let server: std::pin::Pin<
@@ -248,8 +248,11 @@ impl MeshServer {
             }
             Some((identity, every)) => {
                 watcher = Some(identity.watch(every));
-                let incoming =
-                    crate::tls::tls_incoming(listener, identity, Duration::from_secs(10));
+                let incoming = crate::transport::tls::tls_incoming(
+                    listener,
+                    identity,
+                    Duration::from_secs(10),
+                );
                 Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
             }
         };

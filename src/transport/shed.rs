@@ -105,7 +105,7 @@ mod tests {
 
     fn grpc_status(r: &http::Response<Body>) -> Option<String> {
         r.headers()
-            .get(crate::headers::GRPC_STATUS)
+            .get(crate::transport::headers::GRPC_STATUS)
             .map(|v| v.to_str().unwrap().to_string())
     }
 

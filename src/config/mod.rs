@@ -102,10 +102,10 @@ pub enum Transport {
 
 #[derive(Clone, Debug)]
 pub struct TlsSettings {
-    pub paths: crate::tls::CertPaths,
+    pub paths: crate::transport::tls::CertPaths,
     pub trust_domain: String,
     pub namespace: String,
-    pub policy: crate::authz::Policy,
+    pub policy: crate::transport::authz::Policy,
     pub reload_every: Duration,
 }
 
@@ -128,7 +128,7 @@ pub struct ServiceConfig {
     /// `--check-config`: validate, report, exit; serve nothing.
     pub check_only: bool,
     /// RabbitMQ, when events go through it (`BROKER_URL`).
-    pub broker_url: Option<crate::broker::BrokerUrl>,
+    pub broker_url: Option<crate::events::amqp::BrokerUrl>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -223,9 +223,9 @@ impl ServiceConfig {
             })?;
         let broker_url = match args.broker_url.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(url) => {
-                Some(crate::broker::BrokerUrl::parse(url).map_err(|m| invalid("BROKER_URL", m))?)
-            }
+            Some(url) => Some(
+                crate::events::amqp::BrokerUrl::parse(url).map_err(|m| invalid("BROKER_URL", m))?,
+            ),
         };
         let transport = if args.plaintext {
             Transport::Plaintext
@@ -234,7 +234,7 @@ impl ServiceConfig {
                 .tls_dir
                 .clone()
                 .unwrap_or_else(|| args.data_dir.join("certs"));
-            let mut paths = crate::tls::CertPaths::in_dir(&dir, service);
+            let mut paths = crate::transport::tls::CertPaths::in_dir(&dir, service);
             if let Some(p) = args.tls_cert {
                 paths.cert = p;
             }
@@ -275,9 +275,9 @@ impl ServiceConfig {
                 ));
             }
             let policy = match &args.authz_policy {
-                Some(p) => crate::authz::Policy::load(p, &trust_domain, &namespace)
+                Some(p) => crate::transport::authz::Policy::load(p, &trust_domain, &namespace)
                     .map_err(|e| invalid("AUTHZ_POLICY", e))?,
-                None => crate::authz::Policy::mesh_default(&trust_domain, &namespace),
+                None => crate::transport::authz::Policy::mesh_default(&trust_domain, &namespace),
             };
             let reload_every = parse_duration(&args.tls_reload)
                 .map_err(|m| invalid("TLS_RELOAD", format!("'{}' {m}", args.tls_reload)))?;
@@ -462,7 +462,13 @@ mod tests {
             e.to_string().starts_with("TLS_CERT:") && e.to_string().contains("order.pem"),
             "{e}"
         );
-        crate::tls::ensure_dev_certs(dir.path(), "ordermesh.local", "default", &["order"]).unwrap();
+        crate::transport::tls::ensure_dev_certs(
+            dir.path(),
+            "ordermesh.local",
+            "default",
+            &["order"],
+        )
+        .unwrap();
         let c = ServiceConfig::from_args("order", 1, args(&["--tls-dir", d])).unwrap();
         let Transport::MutualTls(tls) = c.transport else {
             panic!("expected mTLS")

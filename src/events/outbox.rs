@@ -27,10 +27,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::backoff::Backoff;
-use crate::broker::{BrokerError, OutgoingEvent, Publisher};
+use crate::events::amqp::{BrokerError, OutgoingEvent, Publisher};
 use crate::proto::events::v1 as pb;
 use crate::proto::events::v1::event_envelope::Payload;
-use crate::shutdown::Drain;
+use crate::transport::shutdown::Drain;
 
 pub mod entity {
     use sea_orm::entity::prelude::*;
@@ -170,7 +170,7 @@ pub async fn record<C: ConnectionTrait>(
     aggregate_id: &str,
     payload: Payload,
 ) -> Result<(), sea_orm::DbErr> {
-    let now = crate::time::now();
+    let now = crate::types::time::now();
     let event_id = uuid::Uuid::new_v4().to_string();
     let kind = event_type(&payload);
     let envelope = pb::EventEnvelope {
@@ -178,7 +178,7 @@ pub async fn record<C: ConnectionTrait>(
         aggregate_type: aggregate_type.to_string(),
         aggregate_id: aggregate_id.to_string(),
         sequence: 0,
-        occurred_at: Some(crate::time::to_proto(now)),
+        occurred_at: Some(crate::types::time::to_proto(now)),
         // The trace of the request that made the change: its consumers' spans join it.
         trace_context: Some(crate::telemetry::trace_context()),
         producer: producer.to_string(),
@@ -296,7 +296,7 @@ impl Outbox {
             outgoing.push(OutgoingEvent {
                 event_id: row.event_id.clone(),
                 event_type: row.event_type.clone(),
-                routing_key: crate::broker::routing_key(&row.aggregate_type, &row.event_type),
+                routing_key: crate::events::amqp::routing_key(&row.aggregate_type, &row.event_type),
                 body: e.encode_to_vec(),
             });
         }
@@ -409,7 +409,7 @@ async fn assign_sequences<C: ConnectionTrait>(
     rows: &[entity::Model],
     first: i64,
 ) -> Result<usize, sea_orm::DbErr> {
-    let now = crate::time::now();
+    let now = crate::types::time::now();
     for (i, row) in rows.iter().enumerate() {
         entity::Entity::update_many()
             .col_expr(entity::Column::Sequence, Expr::value(first + i as i64))
@@ -433,8 +433,8 @@ pub struct EventLog {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn decode(row: &entity::Model) -> Result<pb::EventEnvelope, Status> {
-    let mut e =
-        pb::EventEnvelope::decode(row.payload.as_slice()).map_err(crate::status::db_error)?;
+    let mut e = pb::EventEnvelope::decode(row.payload.as_slice())
+        .map_err(crate::types::status::db_error)?;
     e.sequence = row.sequence.unwrap_or(0) as u64;
     Ok(e)
 }
@@ -449,7 +449,7 @@ impl pb::event_log_service_server::EventLogService for EventLog {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = request.into_inner();
         if r.types.len() > 32 {
-            return Err(crate::status::invalid_argument(
+            return Err(crate::types::status::invalid_argument(
                 "types",
                 "must name at most 32 event types",
             ));
@@ -472,7 +472,7 @@ impl pb::event_log_service_server::EventLogService for EventLog {
                 let rows = match q.all(&db).await {
                     Ok(rows) => rows,
                     Err(e) => {
-                        let _ = tx.send(Err(crate::status::db_error(e))).await;
+                        let _ = tx.send(Err(crate::types::status::db_error(e))).await;
                         return;
                     }
                 };

@@ -10,7 +10,7 @@ use sea_orm::{
 use sha2::Digest;
 use tonic::Status;
 
-use crate::status::db_error;
+use crate::types::status::db_error;
 
 pub mod entity {
     use sea_orm::entity::prelude::*;
@@ -135,7 +135,7 @@ fn conflict(key: &str) -> Status {
 /// A stored result for the same request is returned as it was; a stored key with another
 /// request is ALREADY_EXISTS. An action that fails stores nothing, so it may be retried.
 ///
-/// Every operation is also a crash point named by its scope (`ordermesh::crash`): with
+/// Every operation is also a crash point named by its scope (`ordermesh::faults::crash`): with
 /// `ORDERMESH_CRASH_AT=<scope>:before` the process dies before it does anything, with
 /// `<scope>:after` once the result is committed and before the caller gets it.
 pub async fn execute<Req, Resp, F>(
@@ -150,7 +150,7 @@ where
     Resp: Message + Default,
     F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<Resp, Status>>,
 {
-    crate::crash::around(scope, run(db, scope, key, request, action)).await
+    crate::faults::crash::around(scope, run(db, scope, key, request, action)).await
 }
 
 async fn run<Req, Resp, F>(
@@ -178,7 +178,7 @@ where
         key: sea_orm::Set(key.to_string()),
         request_hash: sea_orm::Set(request_hash.clone()),
         response: sea_orm::Set(response.encode_to_vec()),
-        created_at: sea_orm::Set(crate::time::now()),
+        created_at: sea_orm::Set(crate::types::time::now()),
     };
     let inserted = entity::Entity::insert(row).exec(&txn).await;
     match inserted {

@@ -9,10 +9,10 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use tonic::body::Body;
 
-use crate::tls::{PeerInfo, SpiffeId};
+use crate::transport::tls::{PeerInfo, SpiffeId};
 
 /// The policy `make run` and the default deployment use.
-pub const DEFAULT_POLICY: &str = include_str!("../deploy/local/authz.toml");
+pub const DEFAULT_POLICY: &str = include_str!("../../deploy/local/authz.toml");
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use tonic::Status;
 
-use crate::status::invalid_argument;
+use crate::types::status::invalid_argument;
 
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub const MAX_PAGE_SIZE: u64 = 100;

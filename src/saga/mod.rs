@@ -274,10 +274,10 @@ pub enum SagaError {
 /// Environment variable naming a crash point for crash tests, `<step>:<when>` with `when` one
 /// of `before`, `after` (the call succeeded, its outcome not yet recorded), `undo-before` and
 /// `undo-after`. Unset in normal runs.
-pub use crate::crash::CRASH_AT_ENV;
+pub use crate::faults::crash::CRASH_AT_ENV;
 
 fn crash_point(step: &str, when: &str) {
-    crate::crash::point(step, when);
+    crate::faults::crash::point(step, when);
 }
 
 fn backoff(policy: &StepRetry, attempt: u32) -> Duration {
@@ -296,7 +296,7 @@ where
         saga_id: &str,
         data: &D,
     ) -> Result<(), SagaError> {
-        let now = crate::time::now();
+        let now = crate::types::time::now();
         instance::ActiveModel {
             saga_id: Set(saga_id.to_string()),
             kind: Set(self.kind.to_string()),
@@ -334,7 +334,7 @@ where
         error: &str,
         count_attempt: bool,
     ) -> Result<(), SagaError> {
-        let now = crate::time::now();
+        let now = crate::types::time::now();
         match step_row::Entity::find_by_id((saga_id.to_string(), step_no))
             .one(db)
             .await?
@@ -537,7 +537,7 @@ where
                         let json = serde_json::to_string(&data)?;
                         let mut a: instance::ActiveModel = inst.clone().into();
                         a.data = Set(json);
-                        a.updated_at = Set(crate::time::now());
+                        a.updated_at = Set(crate::types::time::now());
                         a.update(db).await?;
                     }
                     let json = serde_json::to_string(&data)?;
@@ -571,7 +571,7 @@ where
         if let Some(e) = error {
             a.error = Set(e);
         }
-        a.updated_at = Set(crate::time::now());
+        a.updated_at = Set(crate::types::time::now());
         a.update(c).await?;
         Ok(())
     }
@@ -783,7 +783,7 @@ mod tests {
     }
 
     async fn db() -> DatabaseConnection {
-        crate::db::connect_and_migrate::<TestMigrator>("sqlite::memory:")
+        crate::data::db::connect_and_migrate::<TestMigrator>("sqlite::memory:")
             .await
             .unwrap()
     }

@@ -18,9 +18,9 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use crate::client::MeshChannel;
 use crate::proto::events::v1 as pb;
-use crate::shutdown::Drain;
+use crate::transport::client::MeshChannel;
+use crate::transport::shutdown::Drain;
 
 /// Tries a handler gets on one event before it is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -220,11 +220,11 @@ async fn save(
     event: &pb::EventEnvelope,
     error: &str,
 ) -> Result<(), sea_orm::DbErr> {
-    let now = crate::time::now();
+    let now = crate::types::time::now();
     let kind = event
         .payload
         .as_ref()
-        .map(crate::outbox::event_type)
+        .map(crate::events::outbox::event_type)
         .unwrap_or("");
     inbox::ActiveModel {
         consumer: Set(consumer.to_string()),
@@ -295,7 +295,7 @@ pub async fn apply_once(
         event
             .payload
             .as_ref()
-            .map(crate::outbox::event_type)
+            .map(crate::events::outbox::event_type)
             .unwrap_or("unknown"),
         producer,
         consumer,

@@ -101,7 +101,7 @@ impl<S> Eject<S> {
 /// Whether a response says the endpoint itself is failing (trailers-only UNAVAILABLE).
 fn unavailable(resp: &http::Response<Body>) -> bool {
     resp.headers()
-        .get(crate::headers::GRPC_STATUS)
+        .get(crate::transport::headers::GRPC_STATUS)
         .is_some_and(|v| v.as_bytes() == b"14")
 }
 

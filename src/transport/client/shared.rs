@@ -68,7 +68,7 @@ where
         let inner = self.inner.clone();
         let deadline = req
             .extensions()
-            .get::<crate::deadline::CallDeadline>()
+            .get::<crate::transport::deadline::CallDeadline>()
             .map(|d| d.0);
         Box::pin(async move {
             let wait = async {

@@ -88,8 +88,8 @@ pub struct Retry<S> {
 /// Whether a call may be sent more than once.
 pub fn is_retry_safe(req: &http::Request<Body>) -> bool {
     let h = req.headers();
-    if h.contains_key(crate::headers::IDEMPOTENCY_KEY)
-        || h.get(crate::headers::IDEMPOTENT)
+    if h.contains_key(crate::transport::headers::IDEMPOTENCY_KEY)
+        || h.get(crate::transport::headers::IDEMPOTENT)
             .is_some_and(|v| v.as_bytes() == b"true")
     {
         return true;
@@ -102,7 +102,7 @@ fn retryable(result: &Result<http::Response<Body>, impl Sized>) -> bool {
     match result {
         Ok(resp) => matches!(
             resp.headers()
-                .get(crate::headers::GRPC_STATUS)
+                .get(crate::transport::headers::GRPC_STATUS)
                 .map(|v| v.as_bytes()),
             Some(b"14" | b"8")
         ),
@@ -157,7 +157,7 @@ where
         let upstream = self.layer.upstream.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let deadline = crate::deadline::current();
+            let deadline = crate::transport::deadline::current();
             let bytes = match Body::new(http_body_util::Limited::new(body, MAX_REPLAY_BYTES))
                 .collect()
                 .await
@@ -172,7 +172,7 @@ where
             };
             let call_deadline = parts
                 .extensions
-                .get::<crate::deadline::CallDeadline>()
+                .get::<crate::transport::deadline::CallDeadline>()
                 .map(|d| d.0);
             let deadline = match (deadline, call_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -190,11 +190,11 @@ where
                 if let Some(d) = deadline {
                     let left = d.saturating_duration_since(Instant::now());
                     req.headers_mut().insert(
-                        crate::headers::GRPC_TIMEOUT,
-                        crate::deadline::encode_grpc_timeout(left),
+                        crate::transport::headers::GRPC_TIMEOUT,
+                        crate::transport::deadline::encode_grpc_timeout(left),
                     );
                     req.extensions_mut()
-                        .insert(crate::deadline::CallDeadline(d));
+                        .insert(crate::transport::deadline::CallDeadline(d));
                 }
                 req
             };

@@ -107,7 +107,7 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let timeout = req
             .headers()
-            .get(crate::headers::GRPC_TIMEOUT)
+            .get(crate::transport::headers::GRPC_TIMEOUT)
             .and_then(parse_grpc_timeout);
         let fut = self.inner.call(req);
         match timeout {
@@ -189,7 +189,7 @@ where
         let mut deadline = now + self.layer.default;
         if let Some(t) = req
             .headers()
-            .get(crate::headers::GRPC_TIMEOUT)
+            .get(crate::transport::headers::GRPC_TIMEOUT)
             .and_then(parse_grpc_timeout)
         {
             deadline = deadline.min(now + t);
@@ -207,8 +207,10 @@ where
                 .into_http())
             });
         }
-        req.headers_mut()
-            .insert(crate::headers::GRPC_TIMEOUT, encode_grpc_timeout(budget));
+        req.headers_mut().insert(
+            crate::transport::headers::GRPC_TIMEOUT,
+            encode_grpc_timeout(budget),
+        );
         req.extensions_mut().insert(CallDeadline(deadline));
         // No timer here: the transport under the balancer enforces grpc-timeout once the call
         // is sent, and waiting for an endpoint is bounded by `CallDeadline` (client::shared).

@@ -35,9 +35,9 @@ use prost::Message;
 use sea_orm::DatabaseConnection;
 
 use crate::backoff::Backoff;
-use crate::consumer::{Handler, HandlerError};
+use crate::events::inbox::{Handler, HandlerError};
 use crate::proto::events::v1 as pb;
-use crate::shutdown::Drain;
+use crate::transport::shutdown::Drain;
 
 /// Exchange the broker moves dead-lettered messages to.
 pub const DEAD_LETTER_EXCHANGE: &str = "ordermesh.dead-letter";
@@ -45,7 +45,7 @@ pub const DEAD_LETTER_EXCHANGE: &str = "ordermesh.dead-letter";
 /// Deliveries of one message the broker allows before dead-lettering it: as many tries as the
 /// gRPC consumer gives a poison event (`consumer::MAX_ATTEMPTS`). RabbitMQ's
 /// `x-delivery-limit` counts returns, so a limit of L allows L + 1 deliveries.
-pub const DELIVERY_LIMIT: u32 = crate::consumer::MAX_ATTEMPTS - 1;
+pub const DELIVERY_LIMIT: u32 = crate::events::inbox::MAX_ATTEMPTS - 1;
 
 /// How long connecting may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -615,7 +615,8 @@ async fn deliver(
             return Ok(Flow::Next);
         }
     };
-    match crate::consumer::apply_once(db, &sub.consumer, &sub.producer, handler, &event).await {
+    match crate::events::inbox::apply_once(db, &sub.consumer, &sub.producer, handler, &event).await
+    {
         Ok(_) => {
             link.guard(delivery.acker.ack(BasicAckOptions::default()))
                 .await?;
@@ -731,7 +732,7 @@ mod tests {
             dead_letter_queue("order", "shipping"),
             "ordermesh.order.from.shipping.dead-letter"
         );
-        assert_eq!(DELIVERY_LIMIT + 1, crate::consumer::MAX_ATTEMPTS);
+        assert_eq!(DELIVERY_LIMIT + 1, crate::events::inbox::MAX_ATTEMPTS);
     }
 
     #[test]

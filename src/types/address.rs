@@ -3,7 +3,7 @@
 use tonic::Status;
 
 use crate::proto::common::v1::Address;
-use crate::status::invalid_argument;
+use crate::types::status::invalid_argument;
 
 /// Longest accepted text field of an address, in characters.
 pub const MAX_FIELD_CHARS: usize = 200;

@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::status::require_id;
+use crate::types::status::require_id;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, field = $field:literal, prefix = $prefix:expr) => {

@@ -1,0 +1,14 @@
+//! How services reach each other: the one client stack (`client`), the one server stack
+//! (`server`), mutual TLS with SPIFFE identities (`tls`, `authz`), DNS discovery (`dns`),
+//! deadlines, load shedding, stream bookkeeping and the drain on shutdown.
+
+pub mod authz;
+pub mod client;
+pub mod deadline;
+pub mod dns;
+pub mod headers;
+pub mod server;
+pub mod shed;
+pub mod shutdown;
+pub mod streams;
+pub mod tls;
