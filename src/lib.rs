@@ -11,14 +11,20 @@
 //! - `saga`: persisted orchestration with compensation;
 //! - `faults`: crash points for the crash matrices;
 //! - `config`: typed, validated settings from the environment;
+//! - `host`: what every service repeats around its routes (database, outbox relay, event log,
+//!   event consumers, periodic tasks, the server stack);
 //! - `backoff`: the one jittered exponential back-off.
 
 pub mod backoff;
 pub mod config;
+#[cfg(feature = "db")]
 pub mod data;
 pub mod events;
 pub mod faults;
+#[cfg(feature = "events")]
+pub mod host;
 pub mod proto;
+#[cfg(feature = "db")]
 pub mod saga;
 pub mod telemetry;
 pub mod transport;

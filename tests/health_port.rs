@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use ordermesh::config::{ServiceConfig, TlsSettings, Transport};
+use ordermesh::config::ServiceConfig;
 use ordermesh::transport::server::{MeshServer, LIVENESS};
 use ordermesh::transport::tls::{ensure_dev_certs, CertPaths};
+use ordermesh::transport::tls::{TlsSettings, Transport};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::service::Routes;
@@ -67,11 +68,11 @@ async fn probes_get_health_in_plaintext_while_the_service_port_requires_mtls() {
     let probe_uri = format!("http://{}", probes.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = MeshServer::new(
-        &config,
+        config.server(),
         Routes::default(),
         &["ordermesh.payment.v1.PaymentService"],
     )
-    .database(db.clone())
+    .readiness(ordermesh::data::db::readiness(db.clone()))
     .health_interval(Duration::from_millis(100))
     .health_listener(probes);
     let task = tokio::spawn(server.serve(service, async move {

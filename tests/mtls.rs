@@ -6,13 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ordermesh::config::{ServiceConfig, TlsSettings, Transport};
+use ordermesh::config::ServiceConfig;
 use ordermesh::transport::authz::Policy;
 use ordermesh::transport::client::Upstream;
 use ordermesh::transport::server::MeshServer;
 use ordermesh::transport::tls::{
     ensure_dev_certs, spiffe_id_of, write_leaf, CertPaths, MeshCa, MeshIdentity, SpiffeId,
 };
+use ordermesh::transport::tls::{TlsSettings, Transport};
 use tokio::sync::oneshot;
 use tonic::service::Routes;
 use tonic_health::pb::health_client::HealthClient;
@@ -58,7 +59,7 @@ async fn start() -> Mesh {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let server = MeshServer::new(&config, Routes::default(), &[]);
+    let server = MeshServer::new(config.server(), Routes::default(), &[]);
     let task = tokio::spawn(server.serve(listener, async move {
         let _ = rx.await;
     }));

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ordermesh::config::{parse_duration, EnvReads};
+use ordermesh::config::{ConfigError, Discovery, EnvReads, TlsArgs};
 use ordermesh::telemetry::LogFormat;
 use ordermesh::transport::client::Upstream;
+use ordermesh::types::time::parse_duration;
 
 use crate::auth::Authenticator;
 use crate::ratelimit::Limit;
@@ -50,23 +51,10 @@ pub struct GatewayArgs {
     /// Folder for the default certificate folder (<data-dir>/certs).
     #[arg(long, env = "DATA_DIR", default_value = "var")]
     pub data_dir: PathBuf,
-    /// Folder with ca.pem, gateway.pem and gateway-key.pem.
-    #[arg(long, env = "TLS_DIR")]
-    pub tls_dir: Option<PathBuf>,
-    #[arg(long, env = "TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    #[arg(long, env = "TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    #[arg(long, env = "TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    #[arg(long, env = "TLS_RELOAD", default_value = "5s")]
-    pub tls_reload: String,
-    /// SPIFFE trust domain; the certificate must be spiffe://<TRUST_DOMAIN>/ns/<MESH_NAMESPACE>/sa/gateway.
-    #[arg(long, env = "TRUST_DOMAIN", default_value = "ordermesh.local")]
-    pub trust_domain: String,
-    /// Namespace part of the gateway's SPIFFE id (the Kubernetes namespace).
-    #[arg(long, env = "MESH_NAMESPACE", default_value = "default")]
-    pub mesh_namespace: String,
+    /// The gateway's mesh certificate (`gateway.pem`); its identity must be
+    /// spiffe://<TRUST_DOMAIN>/ns/<MESH_NAMESPACE>/sa/gateway.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, env = "GATEWAY_MAX_BODY", default_value = "1048576")]
     pub max_body: String,
@@ -207,7 +195,7 @@ pub struct GatewayConfig {
 }
 
 fn bad(var: &str, msg: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("{var}: {msg}")
+    ConfigError::invalid(var, msg).into()
 }
 
 fn duration(var: &str, v: &str) -> anyhow::Result<Duration> {
@@ -327,7 +315,6 @@ impl GatewayConfig {
 
     /// Like `from_args`, recording every environment variable looked up in `env`.
     pub fn from_args_reading(a: GatewayArgs, env: &EnvReads) -> anyhow::Result<Self> {
-        use ordermesh::transport::dns::{Lookup, Resolver, Target};
         let settings = Settings::from_args(&a)?;
         let listen: SocketAddr = a.listen.parse().map_err(|_| {
             bad(
@@ -338,85 +325,33 @@ impl GatewayConfig {
         let identity = if a.plaintext_upstreams {
             None
         } else {
-            let dir = a
-                .tls_dir
-                .clone()
-                .unwrap_or_else(|| a.data_dir.join("certs"));
-            let mut paths = ordermesh::transport::tls::CertPaths::in_dir(&dir, "gateway");
-            if let Some(p) = &a.tls_cert {
-                paths.cert = p.clone();
-            }
-            if let Some(p) = &a.tls_key {
-                paths.key = p.clone();
-            }
-            if let Some(p) = &a.tls_ca {
-                paths.ca = p.clone();
-            }
-            let id = ordermesh::transport::tls::MeshIdentity::load(paths)
-                .map_err(|e| bad("TLS_DIR", format!("gateway certificate: {e}")))?;
-            let want = ordermesh::transport::tls::SpiffeId::new(
-                &a.trust_domain,
-                &a.mesh_namespace,
-                "gateway",
-            );
-            if id.id() != want {
-                return Err(bad(
-                    "TLS_CERT",
-                    format!("the certificate is {}, not {want}", id.id()),
-                ));
-            }
-            Some((id, duration("TLS_RELOAD", &a.tls_reload)?))
+            let id = a.tls.identity(&a.data_dir, "gateway")?;
+            Some((id, a.tls.reload_every()?))
         };
-        let resolver = match a
-            .mesh_dns
-            .as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
-            Some(ns) => {
-                let ns = ordermesh::transport::dns::parse_nameserver(ns)
-                    .map_err(|e| bad("MESH_DNS", e))?;
-                Some(Resolver::new(ns).map_err(|e| bad("MESH_DNS", e))?)
-            }
-            None => None,
-        };
-        let mut upstreams = HashMap::new();
-        for svc in a
+        let services: Vec<&str> = a
             .services
             .iter()
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
-        {
-            if !SERVICES.contains(&svc) {
-                return Err(bad(
-                    "GATEWAY_SERVICES",
-                    format!("unknown service '{svc}' (known: {})", SERVICES.join(", ")),
-                ));
-            }
-            let var = format!("{}_URL", svc.to_uppercase());
-            let up = match (env.get(&var), &resolver) {
-                (Some(url), _) => Upstream::new(url),
-                (None, Some(resolver)) => Upstream::dns(
-                    svc,
-                    resolver.clone(),
-                    Target {
-                        name: format!("{svc}.{}", a.mesh_zone.trim_start_matches('.')),
-                        lookup: Lookup::Srv,
-                    },
-                ),
-                (None, None) => {
-                    return Err(bad(&var, "not set (set every <SERVICE>_URL, or MESH_DNS)"))
-                }
-            };
-            let up = match &identity {
-                Some((id, _)) => up.mesh(id.clone(), svc),
-                None => up,
-            };
-            let up = up
-                .configure(&svc.to_uppercase(), |k| env.get(k))
-                .map_err(|e| anyhow::anyhow!(e))?;
-            upstreams.insert(svc.to_string(), up);
+            .collect();
+        if let Some(svc) = services.iter().find(|s| !SERVICES.contains(s)) {
+            return Err(bad(
+                "GATEWAY_SERVICES",
+                format!("unknown service '{svc}' (known: {})", SERVICES.join(", ")),
+            ));
         }
+        let discovery = Discovery {
+            mesh_dns: a.mesh_dns.clone(),
+            zone: Some(a.mesh_zone.clone()),
+        };
+        let found = ordermesh::config::upstreams(
+            &services,
+            &discovery,
+            identity.as_ref().map(|(id, _)| id),
+            env,
+        )?;
+        let upstreams: HashMap<String, Upstream> =
+            services.iter().map(|s| s.to_string()).zip(found).collect();
         if let (Some((id, every)), false) = (&identity, a.check_config) {
             drop(id.watch(*every));
         }

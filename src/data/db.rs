@@ -112,6 +112,18 @@ pub fn record_pool_metrics(db: &DatabaseConnection) {
     g.with_label_values(&["max"]).set(f64::from(max));
 }
 
+/// The server's readiness check for this database: it answers a ping. Pool metrics are
+/// recorded on every check, so they follow the health interval.
+pub fn readiness(db: DatabaseConnection) -> crate::transport::server::Readiness {
+    std::sync::Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move {
+            record_pool_metrics(&db);
+            db.ping().await.is_ok()
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

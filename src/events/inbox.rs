@@ -1,5 +1,5 @@
-//! Idempotent event consumers: the inbox every transport shares (`apply_once`), and the
-//! consumer of a producer's `EventLogService` stream (`run`); `broker::run` is the RabbitMQ one.
+//! The inbox every event transport shares: `apply_once` applies an event exactly once, and
+//! `dead_letter` parks one that can never be applied. `grpc_log::run` and `amqp::run` feed it.
 //!
 //! A consumer remembers, in its own database, the last sequence it processed from each
 //! producer (`event_checkpoints`) and the ids of the events it applied (`event_inbox`); the
@@ -10,22 +10,17 @@
 //! `Poison`, and after `MAX_ATTEMPTS` tries the event is recorded in the inbox as dead-lettered
 //! with its error and the consumer moves on.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, Set,
     TransactionTrait,
 };
 
 use crate::proto::events::v1 as pb;
-use crate::transport::client::MeshChannel;
-use crate::transport::shutdown::Drain;
 
 /// Tries a handler gets on one event before it is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 5;
 
-pub mod inbox {
+pub mod entry {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -187,17 +182,6 @@ pub trait Handler: Send + Sync {
     async fn committed(&self, _event: &pb::EventEnvelope) {}
 }
 
-/// One consumer of one producer's gRPC log.
-pub struct Subscription {
-    /// Consumer name, e.g. `order`.
-    pub consumer: String,
-    /// Producer name, e.g. `shipping`.
-    pub producer: String,
-    /// Event types to receive; empty for all.
-    pub types: Vec<String>,
-    pub channel: MeshChannel,
-}
-
 /// The last sequence `consumer` processed from `producer` (0 before the first).
 pub async fn checkpoint_of<C: ConnectionTrait>(
     c: &C,
@@ -224,9 +208,9 @@ async fn save(
     let kind = event
         .payload
         .as_ref()
-        .map(crate::events::outbox::event_type)
+        .map(crate::events::envelope::event_type)
         .unwrap_or("");
-    inbox::ActiveModel {
+    entry::ActiveModel {
         consumer: Set(consumer.to_string()),
         event_id: Set(event.event_id.clone()),
         producer: Set(producer.to_string()),
@@ -281,7 +265,7 @@ pub async fn apply_once(
     event: &pb::EventEnvelope,
 ) -> Result<Applied, HandlerError> {
     let retry = |e: sea_orm::DbErr| HandlerError::Retry(format!("consumer database: {e}"));
-    let seen = inbox::Entity::find_by_id((consumer.to_string(), event.event_id.clone()))
+    let seen = entry::Entity::find_by_id((consumer.to_string(), event.event_id.clone()))
         .one(db)
         .await
         .map_err(retry)?;
@@ -295,7 +279,7 @@ pub async fn apply_once(
         event
             .payload
             .as_ref()
-            .map(crate::events::outbox::event_type)
+            .map(crate::events::envelope::event_type)
             .unwrap_or("unknown"),
         producer,
         consumer,
@@ -314,83 +298,16 @@ pub async fn apply_once(
         .await
 }
 
-/// Applies one event exactly once. Returns whether the handler ran (false for a repeat).
-async fn apply(
+/// Parks `event` in `consumer`'s inbox as dead-lettered with its error: it will not be applied,
+/// and a repeat of it is skipped like any applied event.
+pub async fn dead_letter(
     db: &DatabaseConnection,
-    sub: &Subscription,
-    handler: &dyn Handler,
+    consumer: &str,
+    producer: &str,
     event: &pb::EventEnvelope,
-) -> Result<bool, String> {
-    let mut last_error = String::new();
-    for attempt in 0..MAX_ATTEMPTS {
-        match apply_once(db, &sub.consumer, &sub.producer, handler, event).await {
-            Ok(Applied::Now) => return Ok(true),
-            Ok(Applied::Before) => return Ok(false),
-            Err(HandlerError::Retry(e)) => {
-                // Not dead-lettered: the stream is resumed from the checkpoint after a pause.
-                return Err(format!("event {} not applied yet: {e}", event.event_id));
-            }
-            Err(HandlerError::Poison(e)) => {
-                tracing::warn!(consumer = %sub.consumer, event_id = %event.event_id, attempt, error = %e, "event handler failed");
-                last_error = e;
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            }
-        }
-    }
-    // A poison message: park it in the inbox with its error and move on.
-    tracing::error!(consumer = %sub.consumer, event_id = %event.event_id, error = %last_error, "event dead-lettered");
-    let txn = db.begin().await.map_err(|e| e.to_string())?;
-    save(&txn, &sub.consumer, &sub.producer, event, &last_error)
-        .await
-        .map_err(|e| e.to_string())?;
-    txn.commit().await.map_err(|e| e.to_string())?;
-    Ok(false)
-}
-
-/// Consumes `sub` until `drain` starts: subscribes after the checkpoint, applies each event,
-/// and reconnects with back-off when the stream ends or fails.
-pub async fn run(
-    db: DatabaseConnection,
-    sub: Subscription,
-    handler: std::sync::Arc<dyn Handler>,
-    drain: Drain,
-) {
-    let mut backoff =
-        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        let attempt = async {
-            let from = checkpoint_of(&db, &sub.consumer, &sub.producer)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut client =
-                pb::event_log_service_client::EventLogServiceClient::new(sub.channel.clone());
-            let mut stream = client
-                .subscribe(pb::SubscribeRequest {
-                    from_sequence: (from + 1) as u64,
-                    types: sub.types.clone(),
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            while let Some(msg) = stream.next().await {
-                let event = msg.map_err(|e| e.to_string())?.event.unwrap_or_default();
-                apply(&db, &sub, handler.as_ref(), &event).await?;
-            }
-            Ok::<(), String>(())
-        };
-        tokio::select! {
-            r = attempt => {
-                if let Err(e) = r {
-                    tracing::info!(consumer = %sub.consumer, producer = %sub.producer, error = %e, "event stream interrupted; resuming");
-                } else {
-                    backoff.reset();
-                }
-            }
-            _ = drain.draining() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_wait()) => {}
-            _ = drain.draining() => return,
-        }
-    }
+    error: &str,
+) -> Result<(), sea_orm::DbErr> {
+    let txn = db.begin().await?;
+    save(&txn, consumer, producer, event, error).await?;
+    txn.commit().await
 }

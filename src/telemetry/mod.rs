@@ -10,6 +10,7 @@
 //! made at all, but trace context still flows (calls, events, log lines).
 //! `OTEL_SDK_DISABLED=true` turns OpenTelemetry off altogether.
 
+#[cfg(feature = "db")]
 pub mod db;
 mod json;
 pub mod metrics;

@@ -51,9 +51,13 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// The status header of a gRPC response (telemetry sits below the transport's header table,
+/// so it names the one header it reads itself).
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 fn status_of(headers: &http::HeaderMap) -> Option<Code> {
     headers
-        .get(crate::transport::headers::GRPC_STATUS)
+        .get(GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<i32>().ok())
         .map(Code::from_i32)

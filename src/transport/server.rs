@@ -1,25 +1,45 @@
-//! The one way to serve a service: gRPC health (NOT_SERVING while the database is unreachable
-//! or the server drains), reflection v1 and v1alpha, request logs, and a graceful drain on
+//! The one way to serve a service: gRPC health (NOT_SERVING while its readiness check fails,
+//! e.g. the database is unreachable, or the server drains), reflection v1 and v1alpha, request logs, and a graceful drain on
 //! shutdown that is bounded by the configured grace period. Optionally the same health service
 //! on a second, plaintext port for probes that cannot do mTLS (the kubelet's gRPC probes).
 
 use std::future::Future;
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::config::{ServiceConfig, Transport};
 use crate::transport::authz::AuthorizeLayer;
 use crate::transport::shutdown::Drain;
+use crate::transport::tls::Transport;
 
 /// The health service name that stays SERVING for as long as the process serves, whatever the
 /// database does: a liveness probe asks for it, so an unreachable database makes pods unready
 /// (`""`) but does not get them restarted.
 pub const LIVENESS: &str = "liveness";
+
+/// What a server needs to know about its process (built from the service configuration).
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Short service name, for logs.
+    pub service: &'static str,
+    pub transport: Transport,
+    /// How long a drain waits for calls in flight.
+    pub grace: Duration,
+    /// Most calls served at once before new ones are shed.
+    pub max_in_flight: usize,
+    /// Plaintext health-only listener, when configured.
+    pub health_addr: Option<std::net::SocketAddr>,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Whether the process can do its work right now (e.g. its database answers a ping): health
+/// reports NOT_SERVING while it says no.
+pub type Readiness = std::sync::Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// A service's routes plus what every ordermesh server adds around them.
 pub struct MeshServer {
@@ -27,7 +47,7 @@ pub struct MeshServer {
     transport: Transport,
     grpc_names: Vec<&'static str>,
     routes: Routes,
-    db: Option<DatabaseConnection>,
+    readiness: Option<Readiness>,
     grace: Duration,
     drain: Drain,
     health_interval: Duration,
@@ -40,20 +60,20 @@ pub struct MeshServer {
 
 impl MeshServer {
     /// `grpc_names` are the fully qualified gRPC service names health reports on.
-    pub fn new(config: &ServiceConfig, routes: Routes, grpc_names: &[&'static str]) -> Self {
+    pub fn new(settings: ServerSettings, routes: Routes, grpc_names: &[&'static str]) -> Self {
         Self {
-            service: config.service,
-            transport: config.transport.clone(),
+            service: settings.service,
+            transport: settings.transport,
             grpc_names: grpc_names.to_vec(),
             routes,
-            db: None,
-            grace: config.shutdown_grace,
+            readiness: None,
+            grace: settings.grace,
             drain: Drain::new(),
             health_interval: Duration::from_secs(1),
-            shed: crate::transport::shed::LoadShedLayer::new(config.max_in_flight),
-            health_addr: config.health_listen,
+            shed: crate::transport::shed::LoadShedLayer::new(settings.max_in_flight),
+            health_addr: settings.health_addr,
             health_listener: None,
-            metrics_addr: config.metrics_listen,
+            metrics_addr: settings.metrics_addr,
             metrics_listener: None,
         }
     }
@@ -72,9 +92,10 @@ impl MeshServer {
         self
     }
 
-    /// Health follows this database: NOT_SERVING while a ping fails.
-    pub fn database(mut self, db: DatabaseConnection) -> Self {
-        self.db = Some(db);
+    /// Health follows this check (asked once per health interval, bounded by a timeout):
+    /// NOT_SERVING while it fails.
+    pub fn readiness(mut self, ready: Readiness) -> Self {
+        self.readiness = Some(ready);
         self
     }
 
@@ -108,8 +129,8 @@ impl MeshServer {
         let (reporter, health) = tonic_health::server::health_reporter();
         let mut names: Vec<&str> = vec![""];
         names.extend(self.grpc_names.iter().copied());
-        let initial = match &self.db {
-            Some(db) if db.ping().await.is_err() => ServingStatus::NotServing,
+        let initial = match &self.readiness {
+            Some(ready) if !ready().await => ServingStatus::NotServing,
             _ => ServingStatus::Serving,
         };
         for n in &names {
@@ -118,7 +139,7 @@ impl MeshServer {
         reporter
             .set_service_status(LIVENESS, ServingStatus::Serving)
             .await;
-        if let Some(db) = self.db.clone() {
+        if let Some(ready) = self.readiness.clone() {
             let reporter = reporter.clone();
             let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
             let drain = self.drain.clone();
@@ -130,10 +151,9 @@ impl MeshServer {
                         _ = tokio::time::sleep(every) => {}
                         _ = drain.draining() => return,
                     }
-                    crate::data::db::record_pool_metrics(&db);
                     let ok = matches!(
-                        tokio::time::timeout(every.max(Duration::from_secs(2)), db.ping()).await,
-                        Ok(Ok(()))
+                        tokio::time::timeout(every.max(Duration::from_secs(2)), ready()).await,
+                        Ok(true)
                     );
                     let now = if ok {
                         ServingStatus::Serving
@@ -142,9 +162,9 @@ impl MeshServer {
                     };
                     if now != last && !drain.is_draining() {
                         if ok {
-                            tracing::info!("database reachable again: SERVING");
+                            tracing::info!("ready again: SERVING");
                         } else {
-                            tracing::warn!("database unreachable: NOT_SERVING");
+                            tracing::warn!("not ready (database unreachable?): NOT_SERVING");
                         }
                         for n in &names {
                             reporter.set_service_status(n, now).await;

@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ordermesh::config::{ServiceConfig, TlsSettings, Transport};
+use ordermesh::config::ServiceConfig;
 use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
 use ordermesh::transport::authz::Policy;
 use ordermesh::transport::client::Upstream;
 use ordermesh::transport::tls::{ensure_dev_certs, CertPaths, MeshIdentity};
+use ordermesh::transport::tls::{TlsSettings, Transport};
 use ordermesh_gateway::Settings;
 use serde_json::{json, Value};
 

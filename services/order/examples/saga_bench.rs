@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     let app = App::build(&ServiceConfig::for_test("order", &d.url))
         .await?
         .with_participants(parts);
-    let order_db = app.db.clone();
+    let order_db = app.host.db.clone();
     servers.push(spawn(|l, s| app.serve(l, s)).await);
     dbs.push(d);
 

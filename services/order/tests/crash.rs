@@ -554,7 +554,7 @@ fn check_order_log(log: &[ordermesh::proto::events::v1::EventEnvelope], finals: 
             .filter_map(|e| {
                 e.payload
                     .as_ref()
-                    .map(ordermesh::events::outbox::event_type)
+                    .map(ordermesh::events::envelope::event_type)
             })
             .collect();
         let count = |t: &str| types.iter().filter(|x| **x == t).count();

@@ -250,7 +250,7 @@ async fn a_placed_order_is_reserved_paid_shipped_and_confirmed(backend: Backend)
             .map(|e| {
                 e.payload
                     .as_ref()
-                    .map(ordermesh::events::outbox::event_type)
+                    .map(ordermesh::events::envelope::event_type)
                     .unwrap_or("")
             })
             .collect()

@@ -249,8 +249,8 @@ impl Producer {
         let mut config = ServiceConfig::for_test(SERVICE, &store.url);
         config.broker_url = Some(vhost.url.clone());
         let app = App::build(&config).await.expect("shipping");
-        let outbox = app.outbox.clone();
-        let db = app.db.clone();
+        let outbox = app.host.outbox.clone();
+        let db = app.host.db.clone();
         assert!(outbox.publisher().is_some(), "BROKER_URL gives a publisher");
         let server = spawn(|l, s| app.serve(l, s)).await;
         let client = ShippingServiceClient::connect(server.uri())
@@ -510,7 +510,7 @@ async fn a_cut_connection_loses_no_event_and_applies_none_twice() {
     }
     assert_eq!(applied.len(), rows.len());
     assert_in_order_per_shipment(&applied);
-    let inbox = ordermesh::events::inbox::inbox::Entity::find()
+    let inbox = ordermesh::events::inbox::entry::Entity::find()
         .all(&db)
         .await
         .expect("inbox");

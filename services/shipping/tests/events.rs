@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ordermesh::config::ServiceConfig;
-use ordermesh::events::inbox::{Handler, HandlerError, Subscription};
+use ordermesh::events::grpc_log::Subscription;
+use ordermesh::events::inbox::{Handler, HandlerError};
 use ordermesh::proto::events::v1 as ev;
 use ordermesh::proto::shipping::v1 as pb;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
@@ -23,7 +24,7 @@ use common::create_req;
 fn kind(e: &ev::EventEnvelope) -> &'static str {
     e.payload
         .as_ref()
-        .map(ordermesh::events::outbox::event_type)
+        .map(ordermesh::events::envelope::event_type)
         .unwrap_or("")
 }
 
@@ -140,7 +141,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
             applied: applied.clone(),
             poison_order: "ord-b".into(),
         });
-        tokio::spawn(ordermesh::events::inbox::run(
+        tokio::spawn(ordermesh::events::grpc_log::run(
             cdb.clone(),
             sub,
             handler,
@@ -164,7 +165,7 @@ async fn events_are_published_in_order_and_consumed_once(backend: Backend) {
     );
     drain.start();
     let _ = task.await;
-    let inbox = ordermesh::events::inbox::inbox::Entity::find()
+    let inbox = ordermesh::events::inbox::entry::Entity::find()
         .all(&cdb)
         .await
         .unwrap();

@@ -231,7 +231,7 @@ impl Upstream {
                 .map_err(|e| format!("{}: {e}", var("BALANCER")))?;
         }
         if let Some(v) = get(&var("TIMEOUT")) {
-            let d = crate::config::parse_duration(&v)
+            let d = crate::types::time::parse_duration(&v)
                 .map_err(|e| format!("{}: '{v}' {e}", var("TIMEOUT")))?;
             if d.is_zero() {
                 return Err(format!("{}: must be more than 0", var("TIMEOUT")));

@@ -4,10 +4,12 @@
 
 mod identity;
 mod issue;
+mod settings;
 mod stream;
 
 pub use identity::{spiffe_id_of, CertPaths, MeshIdentity, TlsError};
 pub use issue::{ensure_dev_certs, write_leaf, IssuedCert, MeshCa};
+pub use settings::{TlsSettings, Transport};
 pub use stream::{connector, tls_incoming, PeerInfo};
 
 use std::fmt;
