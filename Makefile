@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: schemathesis bench-gateway bench-tracing bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
+.PHONY: cycles schemathesis bench-gateway bench-tracing bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -34,7 +34,11 @@ test-deps:
 backing-services:
 	scripts/backing-services.sh
 
-lint: fmt-check clippy buf-lint buf-breaking
+lint: fmt-check clippy cycles buf-lint buf-breaking
+
+## The runtime's folders (src/<concern>/) and who depends on whom; fails on a cycle.
+cycles:
+	scripts/module-cycles.py src
 
 fmt-check:
 	cargo fmt --all -- --check

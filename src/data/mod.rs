@@ -1,6 +1,8 @@
 //! What every service keeps in its own database: connections and migrations (`db`), stored
-//! results by idempotency key, and tombstones that a compensation closes ahead of its action.
+//! results by idempotency key, tombstones that a compensation closes ahead of its action, and
+//! the column helpers migrations share (`schema`).
 
 pub mod db;
 pub mod idempotency;
+pub mod schema;
 pub mod tombstone;

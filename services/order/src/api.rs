@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
 use ordermesh::data::idempotency;
-use ordermesh::proto::common::v1::{Address, Money as PbMoney};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_server::OrderService;
 use ordermesh::transport::shutdown::Drain;
@@ -20,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderError, OrderStatus};
+use crate::orders::{is_final, move_order_from, order_to_proto, OrderFeed, Orders};
 use crate::saga::{OrderSaga, PlaceOrderData};
 use crate::store::{self, NewOrder, OrderView, StoreError};
 
@@ -52,17 +52,6 @@ impl From<StoreError> for Status {
     }
 }
 
-fn status_to_proto(s: OrderStatus) -> pb::OrderStatus {
-    match s {
-        OrderStatus::Pending => pb::OrderStatus::Pending,
-        OrderStatus::Confirmed => pb::OrderStatus::Confirmed,
-        OrderStatus::Rejected => pb::OrderStatus::Rejected,
-        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
-        OrderStatus::Shipped => pb::OrderStatus::Shipped,
-        OrderStatus::Delivered => pb::OrderStatus::Delivered,
-    }
-}
-
 fn status_from_proto(field: &str, v: i32) -> Result<OrderStatus, Status> {
     Ok(match pb::OrderStatus::try_from(v) {
         Ok(pb::OrderStatus::Pending) => OrderStatus::Pending,
@@ -80,81 +69,9 @@ fn status_from_proto(field: &str, v: i32) -> Result<OrderStatus, Status> {
     })
 }
 
-pub fn order_to_proto(v: &OrderView) -> pb::Order {
-    let money = |minor: i64| {
-        Some(PbMoney {
-            currency_code: v.row.currency.clone(),
-            amount_minor: minor,
-        })
-    };
-    pb::Order {
-        order_id: v.row.order_id.clone(),
-        customer_id: v.row.customer_id.clone(),
-        lines: v
-            .lines
-            .iter()
-            .map(|l| pb::OrderLine {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-                unit_price: money(l.unit_price_minor),
-                line_total: money(l.line_total_minor),
-            })
-            .collect(),
-        total: money(v.row.total_minor),
-        status: status_to_proto(v.status()) as i32,
-        status_reason: v.row.status_reason.clone(),
-        shipping_address: Some(Address {
-            recipient: v.row.recipient.clone(),
-            street: v.row.street.clone(),
-            city: v.row.city.clone(),
-            postal_code: v.row.postal_code.clone(),
-            country_code: v.row.country_code.clone(),
-        }),
-        create_time: Some(to_proto(v.row.created_at)),
-        update_time: Some(to_proto(v.row.updated_at)),
-        version: v.row.version,
-        saga_steps: vec![],
-    }
-}
-
-fn is_final(o: &pb::Order) -> bool {
-    matches!(
-        pb::OrderStatus::try_from(o.status),
-        Ok(pb::OrderStatus::Rejected | pb::OrderStatus::Cancelled | pb::OrderStatus::Delivered)
-    )
-}
-
-/// Fan-out of order changes to WatchOrder streams in this process.
-#[derive(Clone)]
-pub struct OrderFeed {
-    tx: broadcast::Sender<pb::Order>,
-    watchers: ordermesh::transport::streams::OpenStreams,
-}
-
-impl Default for OrderFeed {
-    fn default() -> Self {
-        Self {
-            tx: broadcast::channel(1024).0,
-            watchers: Default::default(),
-        }
-    }
-}
-
-impl OrderFeed {
-    /// WatchOrder streams currently open; a stream whose client left is no longer counted.
-    pub fn active_watchers(&self) -> usize {
-        self.watchers.count()
-    }
-
-    fn publish(&self, order: &pb::Order) {
-        let _ = self.tx.send(order.clone());
-    }
-}
-
 #[derive(Clone)]
 pub struct OrderApi {
-    db: DatabaseConnection,
-    feed: OrderFeed,
+    orders: Orders,
     drain: Drain,
     /// Runs the placement saga of each new order; without it orders stay PENDING.
     saga: Option<Arc<OrderSaga>>,
@@ -163,11 +80,25 @@ pub struct OrderApi {
 impl OrderApi {
     pub fn new(db: DatabaseConnection, feed: OrderFeed, drain: Drain) -> Self {
         Self {
-            db,
-            feed,
+            orders: Orders::new(db, feed),
             drain,
             saga: None,
         }
+    }
+
+    /// How this API moves orders (the saga and the event handlers move them the same way).
+    pub fn orders(&self) -> &Orders {
+        &self.orders
+    }
+
+    /// `Orders::advance` on this API's orders (fulfilment and tests move orders this way).
+    pub async fn advance(
+        &self,
+        order_id: &OrderId,
+        to: OrderStatus,
+        reason: &str,
+    ) -> Result<pb::Order, Status> {
+        self.orders.advance(order_id, to, reason).await
     }
 
     /// Cancels an order placed through the saga. Until its payment is captured, a PENDING order
@@ -177,25 +108,25 @@ impl OrderApi {
     async fn cancel_placed(&self, order_id: &OrderId, reason: &str) -> Result<pb::Order, Status> {
         use sea_orm::{EntityTrait, QuerySelect};
         let db_error = ordermesh::types::status::db_error;
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.orders.db.begin().await.map_err(db_error)?;
         let instance =
             ordermesh::saga::instance::Entity::find_by_id(OrderSaga::saga_id(order_id.as_str()))
                 .lock_exclusive()
                 .one(&txn)
                 .await
                 .map_err(db_error)?;
-        if let Some(i) = &instance {
-            let past_capture = i.state == "COMPLETED"
-                || (i.state == "RUNNING" && i.step as usize > crate::saga::CAPTURE_STEP);
-            if past_capture {
-                let current = store::get(&txn, order_id).await?;
-                return Err(ordermesh::types::status::illegal_transition(
-                    "order",
-                    order_id.as_str(),
-                    current.status().as_str(),
-                    "cancel (its payment is captured; it can only go forward)",
-                ));
-            }
+        let past_capture = match (&instance, &self.saga) {
+            (Some(i), Some(saga)) => saga.def.has_passed(i, crate::saga::CAPTURE_PAYMENT),
+            _ => false,
+        };
+        if past_capture {
+            let current = store::get(&txn, order_id).await?;
+            return Err(ordermesh::types::status::illegal_transition(
+                "order",
+                order_id.as_str(),
+                current.status().as_str(),
+                "cancel (its payment is captured; it can only go forward)",
+            ));
         }
         let (view, changed) = move_order_from(
             &txn,
@@ -209,16 +140,9 @@ impl OrderApi {
         let order = order_to_proto(&view);
         if changed {
             tracing::info!(order_id = %order_id, reason, "order cancelled");
-            self.feed.publish(&order);
+            self.orders.feed.publish(&order);
         }
         Ok(order)
-    }
-
-    /// Tells WatchOrder streams about an order changed elsewhere (an event handler).
-    pub async fn announce(&self, order_id: &OrderId) {
-        if let Ok(view) = store::get(&self.db, order_id).await {
-            self.feed.publish(&order_to_proto(&view));
-        }
     }
 
     /// The same API, placing orders through `saga`.
@@ -231,7 +155,7 @@ impl OrderApi {
     async fn order_with_steps(&self, view: &OrderView) -> Result<pb::Order, Status> {
         let mut order = order_to_proto(view);
         let steps = ordermesh::saga::Saga::<PlaceOrderData>::steps(
-            &self.db,
+            &self.orders.db,
             &OrderSaga::saga_id(&view.row.order_id),
         )
         .await
@@ -240,7 +164,7 @@ impl OrderApi {
             .into_iter()
             .map(|s| pb::SagaStep {
                 name: s.name,
-                status: s.status,
+                status: s.status.as_str().to_string(),
                 attempts: s.attempts,
                 error: s.error,
                 update_time: Some(to_proto(s.updated_at)),
@@ -248,84 +172,6 @@ impl OrderApi {
             .collect();
         Ok(order)
     }
-
-    /// Moves an order along its status machine and tells watchers. This is how the placement
-    /// saga and fulfilment report progress; a move to the current status is a no-op.
-    pub async fn advance(
-        &self,
-        order_id: &OrderId,
-        to: OrderStatus,
-        reason: &str,
-    ) -> Result<pb::Order, Status> {
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(ordermesh::types::status::db_error)?;
-        let (view, changed) = move_order(&txn, order_id, to, reason).await?;
-        txn.commit()
-            .await
-            .map_err(ordermesh::types::status::db_error)?;
-        let order = order_to_proto(&view);
-        if changed {
-            tracing::info!(
-                order_id = %order_id,
-                status = to.as_str(),
-                reason,
-                "order status changed"
-            );
-            self.feed.publish(&order);
-        }
-        Ok(order)
-    }
-}
-
-/// Moves an order along its status machine inside `c` and records the event other services
-/// hear about in the same transaction.
-pub(crate) async fn move_order<C: sea_orm::ConnectionTrait>(
-    c: &C,
-    order_id: &OrderId,
-    to: OrderStatus,
-    reason: &str,
-) -> Result<(OrderView, bool), StoreError> {
-    move_order_from(c, order_id, to, reason, None).await
-}
-
-/// `move_order`, only from the given statuses.
-pub(crate) async fn move_order_from<C: sea_orm::ConnectionTrait>(
-    c: &C,
-    order_id: &OrderId,
-    to: OrderStatus,
-    reason: &str,
-    only_from: Option<&[OrderStatus]>,
-) -> Result<(OrderView, bool), StoreError> {
-    use ordermesh::proto::events::v1 as events;
-    use ordermesh::proto::events::v1::event_envelope::Payload;
-    let (view, changed) = store::transition_from(c, order_id, to, reason, now(), only_from).await?;
-    if changed {
-        let id = order_id.to_string();
-        let payload = match to {
-            OrderStatus::Confirmed => Some(Payload::OrderConfirmed(events::OrderConfirmed {
-                order_id: id.clone(),
-            })),
-            OrderStatus::Rejected => Some(Payload::OrderRejected(events::OrderRejected {
-                order_id: id.clone(),
-                reason: reason.to_string(),
-            })),
-            OrderStatus::Cancelled => Some(Payload::OrderCancelled(events::OrderCancelled {
-                order_id: id.clone(),
-                reason: reason.to_string(),
-            })),
-            OrderStatus::Delivered => Some(Payload::OrderDelivered(events::OrderDelivered {
-                order_id: id.clone(),
-            })),
-            OrderStatus::Pending | OrderStatus::Shipped => None,
-        };
-        if let Some(p) = payload {
-            ordermesh::events::outbox::record(c, "order", "order", &id, p).await?;
-        }
-    }
-    Ok((view, changed))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -345,7 +191,7 @@ impl OrderService for OrderApi {
         ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let saga = self.saga.clone();
         let response = idempotency::execute(
-            &self.db,
+            &self.orders.db,
             "order.place",
             &r.idempotency_key,
             &r,
@@ -383,7 +229,7 @@ impl OrderService for OrderApi {
         .await?;
         if let Some(o) = &response.order {
             tracing::info!(order_id = %o.order_id, customer_id = %o.customer_id, "order placed");
-            self.feed.publish(o);
+            self.orders.feed.publish(o);
             if let Some(saga) = &self.saga {
                 saga.spawn(&o.order_id);
             }
@@ -396,7 +242,7 @@ impl OrderService for OrderApi {
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
         let id = OrderId::parse(&request.get_ref().order_id)?;
-        let view = store::get(&self.db, &id).await?;
+        let view = store::get(&self.orders.db, &id).await?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(self.order_with_steps(&view).await?),
         }))
@@ -430,7 +276,7 @@ impl OrderService for OrderApi {
         let filter = format!("customer={};statuses={}", r.customer_id, names.join(","));
         let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut views = store::list(
-            &self.db,
+            &self.orders.db,
             customer.as_ref(),
             &statuses,
             page.offset,
@@ -465,7 +311,8 @@ impl OrderService for OrderApi {
         };
         let order = match &self.saga {
             None => {
-                self.advance(&order_id, OrderStatus::Cancelled, reason)
+                self.orders
+                    .advance(&order_id, OrderStatus::Cancelled, reason)
                     .await?
             }
             Some(_) => self.cancel_placed(&order_id, reason).await?,
@@ -483,11 +330,11 @@ impl OrderService for OrderApi {
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let order_id = OrderId::parse(&request.into_inner().order_id)?;
         // Subscribe before reading, so no change between the read and the subscription is lost.
-        let mut updates = self.feed.tx.subscribe();
-        let current = order_to_proto(&store::get(&self.db, &order_id).await?);
+        let mut updates = self.orders.feed.tx.subscribe();
+        let current = order_to_proto(&store::get(&self.orders.db, &order_id).await?);
         let (tx, rx) = mpsc::channel(16);
-        let guard = self.feed.watchers.enter();
-        let db = self.db.clone();
+        let guard = self.orders.feed.watchers.enter();
+        let db = self.orders.db.clone();
         let drain = self.drain.clone();
         tokio::spawn(async move {
             let _guard = guard;

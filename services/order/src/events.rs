@@ -9,15 +9,15 @@ use ordermesh::proto::events::v1::event_envelope::Payload;
 use ordermesh::types::ids::OrderId;
 use sea_orm::DatabaseTransaction;
 
-use crate::api::{move_order, OrderApi};
 use crate::domain::{OrderError, OrderStatus};
+use crate::orders::{move_order, Orders};
 use crate::store::StoreError;
 
 /// The event types the order service takes from shipping.
 pub const SHIPPING_EVENTS: [&str; 2] = ["ShipmentStatusChanged", "ShipmentDelivered"];
 
 pub struct ShippingEvents {
-    pub api: OrderApi,
+    pub orders: Orders,
 }
 
 fn order_of(event: &pb::EventEnvelope) -> Option<(String, Vec<OrderStatus>)> {
@@ -71,7 +71,7 @@ impl Handler for ShippingEvents {
     async fn committed(&self, event: &pb::EventEnvelope) {
         if let Some((order_id, _)) = order_of(event) {
             if let Ok(id) = OrderId::parse(&order_id) {
-                self.api.announce(&id).await;
+                self.orders.announce(&id).await;
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod domain;
 pub mod events;
+pub mod orders;
 pub mod saga;
 pub mod store;
 
@@ -18,7 +19,8 @@ use ordermesh::transport::tls::Transport;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-pub use api::{OrderApi, OrderFeed};
+pub use api::OrderApi;
+pub use orders::{OrderFeed, Orders};
 pub use saga::{OrderSaga, Participants};
 
 pub const SERVICE: &str = "order";
@@ -55,7 +57,7 @@ impl App {
     /// recorded and stay PENDING.
     pub fn with_participants(mut self, parts: Participants) -> Self {
         self.participants = Some(parts.clone());
-        let saga = OrderSaga::new(parts, self.api.clone(), self.host.db.clone());
+        let saga = OrderSaga::new(parts, self.api.orders().clone(), self.host.db.clone());
         self.api = self.api.with_saga(saga.clone());
         self.saga = Some(saga);
         self
@@ -82,7 +84,7 @@ impl App {
         // Shipping's events: from RabbitMQ when BROKER_URL is set, else from shipping's own
         // event log stream (which needs the participants' channel to shipping).
         let handler = Arc::new(events::ShippingEvents {
-            api: self.api.clone(),
+            orders: self.api.orders().clone(),
         });
         let shipping_log = self.participants.as_ref().map(|p| p.shipping.clone());
         self.host

@@ -23,15 +23,15 @@ use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
-use crate::api::OrderApi;
 use crate::domain::OrderStatus;
+use crate::orders::Orders;
 use crate::store;
 
 pub const KIND: &str = "place_order";
 
-/// Index of capture_payment among the steps: once the saga has moved past it, the order is
-/// paid and the saga only goes forward.
-pub const CAPTURE_STEP: usize = 3;
+/// The step after which the order is paid and the saga only goes forward (a cancel is
+/// refused once the saga has passed it).
+pub const CAPTURE_PAYMENT: &str = "capture_payment";
 
 /// Reservations made by the saga outlive any plausible saga run.
 const RESERVATION_TTL_SECONDS: i32 = 3600;
@@ -105,7 +105,7 @@ pub struct Participants {
 
 struct Ctx {
     parts: Participants,
-    api: OrderApi,
+    orders: Orders,
     db: DatabaseConnection,
 }
 
@@ -404,7 +404,7 @@ impl Step<PlaceOrderData> for CreateShipment {
 #[async_trait::async_trait]
 impl Step<PlaceOrderData> for CapturePayment {
     fn name(&self) -> &'static str {
-        "capture_payment"
+        CAPTURE_PAYMENT
     }
 
     async fn action(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
@@ -489,7 +489,7 @@ impl Step<PlaceOrderData> for ConfirmOrder {
         let id =
             OrderId::parse(&d.order_id).map_err(|e| StepError::Rejected(e.message().into()))?;
         self.0
-            .api
+            .orders
             .advance(&id, OrderStatus::Confirmed, "")
             .await
             .map(|_| ())
@@ -513,8 +513,8 @@ pub struct OrderSaga {
 }
 
 impl OrderSaga {
-    pub fn new(parts: Participants, api: OrderApi, db: DatabaseConnection) -> Arc<Self> {
-        let ctx = Arc::new(Ctx { parts, api, db });
+    pub fn new(parts: Participants, orders: Orders, db: DatabaseConnection) -> Arc<Self> {
+        let ctx = Arc::new(Ctx { parts, orders, db });
         let def = Saga {
             kind: KIND,
             steps: vec![
@@ -563,7 +563,7 @@ impl OrderSaga {
                         // A cancelled order stays cancelled; otherwise it is rejected.
                         if let Err(e) = this
                             .ctx
-                            .api
+                            .orders
                             .advance(&id, OrderStatus::Rejected, &reason)
                             .await
                         {

@@ -44,9 +44,11 @@ pub async fn participants_with(
     (servers, dbs)
 }
 
-/// Whether an order's saga has stopped moving: no step is running or compensating, and after
-/// a failure nothing it must undo is still SUCCEEDED (compensations go one step at a time and
-/// start a moment after the failure is written).
+/// Whether an order's saga has stopped moving: it either confirmed the order or turned back,
+/// no step is running or compensating, and after a failure nothing it must undo is still
+/// SUCCEEDED (compensations go one step at a time and start a moment after the failure is
+/// written). Between one step's success and the next step's start, no step runs yet the saga
+/// is not over: hence "confirmed or turned back".
 #[allow(dead_code)] // not every test binary waits for sagas
 pub fn saga_over(o: &ordermesh::proto::order::v1::Order) -> bool {
     let any = |names: &[&str]| {
@@ -57,5 +59,9 @@ pub fn saga_over(o: &ordermesh::proto::order::v1::Order) -> bool {
     let running = any(&["STARTED", "COMPENSATING"]);
     let turned_back = any(&["FAILED", "COMPENSATED", "COMPENSATION_FAILED"]);
     let undo_pending = turned_back && any(&["SUCCEEDED"]);
-    !(running || undo_pending)
+    let confirmed = o
+        .saga_steps
+        .iter()
+        .any(|s| s.name == "confirm_order" && s.status == "SUCCEEDED");
+    (confirmed || turned_back) && !(running || undo_pending)
 }

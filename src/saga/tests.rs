@@ -1,0 +1,192 @@
+//! The engine against a real SQLite database, with steps that succeed, refuse or flake.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set};
+
+use serde::Serialize;
+
+use super::*;
+
+struct TestMigrator;
+
+#[async_trait::async_trait]
+impl sea_orm_migration::MigratorTrait for TestMigrator {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        vec![Box::new(Migration)]
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Succeed,
+    Reject,
+    /// Fails transiently this many times, then succeeds.
+    Flaky(u32),
+}
+
+struct Probe {
+    name: &'static str,
+    behaviour: Behaviour,
+    log: Arc<Mutex<Vec<String>>>,
+    failures: Mutex<u32>,
+}
+
+#[derive(Serialize, serde::Deserialize, Default)]
+struct Data {
+    done: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl Step<Data> for Probe {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn action(&self, data: &mut Data, key: &str) -> Result<(), StepError> {
+        self.log.lock().unwrap().push(format!("do {key}"));
+        match self.behaviour {
+            Behaviour::Succeed => {}
+            Behaviour::Reject => return Err(StepError::Rejected("no".into())),
+            Behaviour::Flaky(n) => {
+                let mut f = self.failures.lock().unwrap();
+                if *f < n {
+                    *f += 1;
+                    return Err(StepError::Transient("busy".into()));
+                }
+            }
+        }
+        data.done.push(self.name.to_string());
+        Ok(())
+    }
+
+    async fn compensate(&self, _data: &mut Data, key: &str) -> Result<(), StepError> {
+        self.log.lock().unwrap().push(format!("undo {key}"));
+        Ok(())
+    }
+
+    fn has_compensation(&self) -> bool {
+        true
+    }
+
+    fn retry(&self) -> StepRetry {
+        StepRetry {
+            attempts: 3,
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            ..StepRetry::default()
+        }
+    }
+}
+
+fn saga(behaviours: &[(&'static str, Behaviour)], log: &Arc<Mutex<Vec<String>>>) -> Saga<Data> {
+    Saga {
+        kind: "test",
+        steps: behaviours
+            .iter()
+            .map(|(name, b)| {
+                Arc::new(Probe {
+                    name,
+                    behaviour: *b,
+                    log: log.clone(),
+                    failures: Mutex::new(0),
+                }) as Arc<dyn Step<Data>>
+            })
+            .collect(),
+    }
+}
+
+async fn db() -> DatabaseConnection {
+    crate::data::db::connect_and_migrate::<TestMigrator>("sqlite::memory:")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rejected_step_compensates_in_reverse() {
+    let db = db().await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let s = saga(
+        &[
+            ("a", Behaviour::Succeed),
+            ("b", Behaviour::Flaky(2)),
+            ("c", Behaviour::Reject),
+            ("d", Behaviour::Succeed),
+        ],
+        &log,
+    );
+    s.start_in(&db, "s1", &Data::default()).await.unwrap();
+    let out = s.run(&db, "s1").await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Compensated {
+            step: "c".into(),
+            reason: "c: no".into()
+        }
+    );
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "do s1/a",
+            "do s1/b",
+            "do s1/b",
+            "do s1/b",
+            "do s1/c",
+            "undo s1/c/undo",
+            "undo s1/b/undo",
+            "undo s1/a/undo"
+        ]
+    );
+    let steps = Saga::<Data>::steps(&db, "s1").await.unwrap();
+    let statuses: Vec<(&str, &str, i32)> = steps
+        .iter()
+        .map(|r| (r.name.as_str(), r.status.as_str(), r.attempts))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("a", "COMPENSATED", 2),
+            ("b", "COMPENSATED", 4),
+            ("c", "COMPENSATED", 2),
+        ]
+    );
+    assert!(s.unfinished(&db).await.unwrap().is_empty());
+    // Running a finished saga again changes nothing.
+    assert!(matches!(
+        s.run(&db, "s1").await.unwrap(),
+        Outcome::Compensated { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_resumed_saga_continues_where_it_stopped() {
+    let db = db().await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let s = saga(
+        &[("a", Behaviour::Succeed), ("b", Behaviour::Succeed)],
+        &log,
+    );
+    s.start_in(&db, "s2", &Data::default()).await.unwrap();
+    // As if the process died after step a: the instance says step 1 is next.
+    let inst = instance::Entity::find_by_id("s2")
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut a: instance::ActiveModel = inst.into();
+    a.step = Set(1);
+    a.data = Set(r#"{"done":["a"]}"#.into());
+    a.update(&db).await.unwrap();
+    assert_eq!(s.unfinished(&db).await.unwrap(), ["s2"]);
+    assert_eq!(s.run(&db, "s2").await.unwrap(), Outcome::Completed);
+    assert_eq!(log.lock().unwrap().clone(), ["do s2/b"]);
+    let inst = instance::Entity::find_by_id("s2")
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.data, r#"{"done":["a","b"]}"#);
+    assert_eq!(inst.state, InstanceState::Completed);
+}
