@@ -56,7 +56,7 @@ fn record(system: &'static str, sql: &str, elapsed: std::time::Duration, failed:
     metrics::DB_DURATION
         .with_label_values(&[system, label, if failed { "error" } else { "ok" }])
         .observe(elapsed.as_secs_f64());
-    let Some(tracer) = super::tracer() else {
+    let Some(tracer) = super::setup::tracer() else {
         return;
     };
     let parent = super::current_context();
