@@ -79,6 +79,9 @@ impl Receiver {
 }
 
 /// A receiver, and this process's telemetry exporting to it (flushed every 100ms).
+// telemetry::init reads the OTEL_* variables as a deployment sets them; nextest gives each
+// test a process of its own, so nothing else reads this environment.
+#[allow(clippy::disallowed_methods)]
 async fn exporting_to_a_receiver() -> (Receiver, ordermesh::telemetry::Telemetry) {
     let (received, addr) = receiver().await;
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
