@@ -34,7 +34,7 @@ test-deps:
 backing-services:
 	scripts/backing-services.sh
 
-lint: fmt-check clippy buf-lint buf-breaking
+lint: fmt-check clippy deny buf-lint buf-breaking
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -45,6 +45,12 @@ clippy:
 buf-lint:
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+
+## Licences, bans (duplicate versions warn) and sources of the dependency tree; advisories need
+## the RustSec database from GitHub, out of reach here (see deny.toml).
+.PHONY: deny
+deny:
+	.deps/cargo/bin/cargo-deny check licenses bans sources
 
 ## Breaking-change check of proto/ against main as pushed (a fresh clone has origin/main, not main).
 buf-breaking:
