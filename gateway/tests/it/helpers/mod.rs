@@ -1,8 +1,6 @@
 //! Test support: the echo service (what it received is what it answers), and a gateway on an
 //! ephemeral port in front of any upstreams.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
