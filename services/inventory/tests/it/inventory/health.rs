@@ -101,4 +101,4 @@ async fn health_is_not_serving_while_the_database_is_unreachable() {
     create(&mut client, "AFTER", 1).await;
 }
 
-ordermesh::backend_tests!(health_serves_and_shutdown_drains_streams,);
+ordermesh::backend_tests!(health_serves_and_shutdown_drains_streams);
