@@ -34,7 +34,7 @@ test-deps:
 backing-services:
 	scripts/backing-services.sh
 
-lint: fmt-check clippy cycles buf-lint buf-breaking
+lint: fmt-check clippy cycles deny buf-lint buf-breaking
 
 ## The runtime's folders (src/<concern>/) and who depends on whom; fails on a cycle.
 cycles:
@@ -49,6 +49,12 @@ clippy:
 buf-lint:
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+
+## Licences, bans (duplicate versions warn) and sources of the dependency tree; advisories need
+## the RustSec database from GitHub, out of reach here (see deny.toml).
+.PHONY: deny
+deny:
+	cargo deny check licenses bans sources
 
 ## Breaking-change check of proto/ against main as pushed (a fresh clone has origin/main, not main).
 buf-breaking:

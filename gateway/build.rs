@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if std::env::var_os("PROTOC").is_none() {
         // SAFETY: build scripts are single-threaded; nothing reads the environment concurrently.
-        unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+        #[allow(clippy::disallowed_methods)] // protoc finds PROTOC only in the environment
+        unsafe {
+            std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?)
+        };
     }
     let protos = root.join("tests/proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

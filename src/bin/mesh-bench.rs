@@ -104,6 +104,8 @@ async fn tracing_mode(mode: &str) -> anyhow::Result<(ordermesh::telemetry::Telem
         parent_based: true,
     };
     if std::env::var_os("RUST_LOG").is_none() {
+        // The runtime's threads are up already; a bench binary accepts that (see clippy.toml).
+        #[allow(clippy::disallowed_methods)]
         std::env::set_var("RUST_LOG", "warn");
     }
     let t = ordermesh::telemetry::init_with(&settings, ordermesh::telemetry::LogFormat::Json);

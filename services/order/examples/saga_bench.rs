@@ -4,22 +4,16 @@
 //! in the same run, the raw commit rate of the same kind of database (one-row insert
 //! transactions, same concurrency), and the ratio of the two.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use order_service::{App, Participants};
-use ordermesh::config::ServiceConfig;
 use ordermesh::proto::common::v1::{Address, Money};
 use ordermesh::proto::inventory::v1 as inv;
 use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_client::OrderServiceClient;
-use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
-use ordermesh::transport::client::Upstream;
+use ordermesh::testing::{spawn, Backend, TestDatabase};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 #[derive(Parser, Debug)]
@@ -82,21 +76,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Backend::Sqlite
     };
-    let (mut servers, mut dbs) = common::participants(backend).await;
-    let stack = |s: &Spawned| {
-        Upstream::new(s.uri())
-            .stack()
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    let parts = Participants {
-        inventory: stack(&servers[0])?,
-        payment: stack(&servers[1])?,
-        shipping: stack(&servers[2])?,
-    };
-    let d = TestDatabase::new(backend).await;
-    let app = App::build(&ServiceConfig::for_test("order", &d.url))
-        .await?
-        .with_participants(parts);
+    let mesh = test_support::Mesh::participants(test_support::MeshConfig::new(backend)).await;
+    let (app, d, _) = mesh.order_app().await;
+    let (mut servers, mut dbs) = mesh.into_parts();
     let order_db = app.host.db.clone();
     servers.push(spawn(|l, s| app.serve(l, s)).await);
     dbs.push(d);

@@ -1,0 +1,22 @@
+//! What the order tests share beyond the mesh itself (which `test_support` spawns).
+
+/// Whether an order's saga has stopped moving: it either confirmed the order or turned back,
+/// no step is running or compensating, and after a failure nothing it must undo is still
+/// SUCCEEDED (compensations go one step at a time and start a moment after the failure is
+/// written). Between one step's success and the next step's start, no step runs yet the saga
+/// is not over: hence "confirmed or turned back".
+pub fn saga_over(o: &ordermesh::proto::order::v1::Order) -> bool {
+    let any = |names: &[&str]| {
+        o.saga_steps
+            .iter()
+            .any(|s| names.contains(&s.status.as_str()))
+    };
+    let running = any(&["STARTED", "COMPENSATING"]);
+    let turned_back = any(&["FAILED", "COMPENSATED", "COMPENSATION_FAILED"]);
+    let undo_pending = turned_back && any(&["SUCCEEDED"]);
+    let confirmed = o
+        .saga_steps
+        .iter()
+        .any(|s| s.name == "confirm_order" && s.status == "SUCCEEDED");
+    (confirmed || turned_back) && !(running || undo_pending)
+}

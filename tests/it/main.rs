@@ -1,0 +1,8 @@
+//! The runtime crate's integration tests, one binary (one link) for all of them; each module
+//! is one concern.
+
+mod health_port;
+mod mesh_transport;
+mod migrations;
+mod mtls;
+mod sampling;
