@@ -69,14 +69,15 @@ nextest:
 deploy-check:
 	scripts/deploy-check.sh
 
-## Runtime images ordermesh-<service>:$(TAG) from deploy/docker/Dockerfile (needs a Docker engine).
+## Runtime images ordermesh-<name>:$(TAG) from deploy/docker/Dockerfile, one per binary, the
+## gateway's included (needs a Docker engine); IMAGES="order gateway" builds a subset.
 TAG ?= 0.1.0
-IMAGES ?= order payment inventory shipping
+IMAGES ?= order payment inventory shipping gateway
 images:
-	for s in $(IMAGES); do docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$s -t ordermesh-$$s:$(TAG) . || exit 1; done
-	if [[ -f gateway/Cargo.toml ]]; then docker build -f deploy/docker/Dockerfile --build-arg SERVICE=gateway --build-arg BIN=ordermesh-gateway -t ordermesh-gateway:$(TAG) .; fi
+	for s in $(IMAGES); do bin=$$s; [[ $$s == gateway ]] && bin=ordermesh-gateway; docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$s --build-arg BIN=$$bin -t ordermesh-$$s:$(TAG) . || exit 1; done
 
-## The README's grpcurl lines, run as written against `make run`.
+## The commands of README.md's Try-it blocks and of every "Try it" section in docs/, run as
+## written against `make run`, with the outcomes their prose promises.
 readme-check:
 	scripts/readme-check.sh
 

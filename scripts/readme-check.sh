@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs the README's "Try it" grpcurl lines, as written, against `make run` (scripts/run.sh) on a
-# fresh data folder. A line fails the check when grpcurl fails, except a streaming line with
-# -max-time, which must print at least one message before its time is up.
+# Runs the documents' commands, as written, against `make run` (scripts/run.sh) on a fresh data
+# folder: the README's "Try it" (grpcurl) and "Try it over REST" (curl) blocks with the outcomes
+# their prose promises, then every line of the sh blocks in each section whose heading starts with
+# "Try it" in docs/*.md, ARCHITECTURE.md and gateway/README.md, with the outcomes their prose
+# promises. A line fails the check when it exits non-zero, except a streaming line (-max-time /
+# --max-time), which must print at least one message before its time is up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.deps/venv/bin:$PATH"
@@ -13,30 +16,33 @@ mapfile -t exports < <(block | grep '^export ' | sed "s#var/#$data/#g")
 mapfile -t lines < <(block | grep '^grpcurl ' | sed "s#var/#$data/#g")
 for e in "${exports[@]}"; do eval "$e"; done
 [[ ${#lines[@]} -ge 5 ]] || { echo "found only ${#lines[@]} grpcurl lines in README.md" >&2; exit 1; }
+passed=0
 failed=0
+ok() { echo "ok: $1"; passed=$((passed + 1)); }
+fail() { echo "FAILED: $1"; failed=$((failed + 1)); }
 all_out=""
 for line in "${lines[@]}"; do
   out=$(bash -c "$line" 2>&1) && rc=0 || rc=$?
   all_out+="$out"$'\n'
   if [[ $rc -ne 0 && ! ( $line == *-max-time* && $out == *'{'* ) ]]; then
-    echo "FAILED ($rc): $line"; echo "$out" | sed 's/^/    /'; failed=$((failed + 1))
+    fail "($rc) $line"; echo "$out" | sed 's/^/    /'
   else
-    echo "ok: ${line:0:140}"
+    ok "${line:0:140}"
   fi
 done
 # The prose claims next to the block.
 reserve=$(printf '%s\n' "${lines[@]}" | grep ReserveStock | head -1)
 denied=$(bash -c "${reserve//\$AS_ORDER/\$AS_OPERATOR}" 2>&1 || true)
 if [[ $denied == *"PermissionDenied"*"sa/operator may not call ordermesh.inventory.v1.InventoryService/ReserveStock"* ]]; then
-  echo "ok: ReserveStock as operator is PermissionDenied"
+  ok "ReserveStock as operator is PermissionDenied"
 else
-  echo "FAILED: ReserveStock as operator should be PermissionDenied, got: $denied"; failed=$((failed + 1))
+  fail "ReserveStock as operator should be PermissionDenied, got: $denied"
 fi
 bad=$(grpcurl $AS_OPERATOR -servername inventory -d '{"sku":"TEA-1","delta":"0"}' 127.0.0.1:50053 ordermesh.inventory.v1.InventoryService/AdjustStock 2>&1 || true)
 if [[ $bad == *"InvalidArgument"*"delta: must not be zero"* ]]; then
-  echo "ok: AdjustStock with delta 0 is InvalidArgument naming delta"
+  ok "AdjustStock with delta 0 is InvalidArgument naming delta"
 else
-  echo "FAILED: AdjustStock delta 0: $bad"; failed=$((failed + 1))
+  fail "AdjustStock delta 0: $bad"
 fi
 # The outcomes the prose after the block promises.
 claims=('"ORDER_STATUS_PENDING"' '"orderPlaced"' '"amountMinor": "900"' '"PAYMENT_STATUS_AUTHORIZED"'
@@ -44,9 +50,9 @@ claims=('"ORDER_STATUS_PENDING"' '"orderPlaced"' '"amountMinor": "900"' '"PAYMEN
   '"SHIPMENT_STATUS_PENDING"')
 for claim in "${claims[@]}"; do
   if [[ $all_out == *"$claim"* ]]; then
-    echo "ok: output shows $claim"
+    ok "output shows $claim"
   else
-    echo "FAILED: no $claim in the output of the README lines"; failed=$((failed + 1))
+    fail "no $claim in the output of the README lines"
   fi
 done
 # The saga confirms the README's order within a few seconds.
@@ -57,22 +63,15 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 if [[ $confirmed == *'"ORDER_STATUS_CONFIRMED"'* ]]; then
-  echo "ok: the saga confirmed the README's order"
+  ok "the saga confirmed the README's order"
 else
-  echo "FAILED: the README's order was not confirmed: $confirmed"; failed=$((failed + 1))
-fi
-# make run serves the mesh zone: the README's dig-style lookup answers with the service's port.
-srv=$("${CARGO_TARGET_DIR:-target}"/debug/mesh-dns --nameserver 127.0.0.1:5354 --resolve payment.mesh.local. 2>&1 || true)
-if [[ $srv == "127.0.0.1:50052" ]]; then
-  echo "ok: _grpc._tcp.payment.mesh.local. resolves to 127.0.0.1:50052"
-else
-  echo "FAILED: mesh DNS lookup of payment answered: $srv"; failed=$((failed + 1))
+  fail "the README's order was not confirmed: $confirmed"
 fi
 # "Try it over REST": the curl lines as written (from a scratch folder: one writes a file), each
 # must answer 2xx; the streaming one (--max-time) must print a line before its time is up.
 rest_block() { awk '/^## Try it over REST/{on=1} on && /^```sh/{inblock=1; next} inblock && /^```/{exit} inblock{print}' README.md; }
 mapfile -t curls < <(rest_block | grep '^curl ')
-[[ ${#curls[@]} -ge 5 ]] || { echo "found only ${#curls[@]} curl lines in README.md" >&2; failed=$((failed + 1)); }
+[[ ${#curls[@]} -ge 5 ]] || fail "found only ${#curls[@]} curl lines in README.md"
 rest_out=""
 for line in "${curls[@]}"; do
   checked="curl -w '\n%{http_code}'${line#curl}"
@@ -80,12 +79,12 @@ for line in "${curls[@]}"; do
   code=${out##*$'\n'}
   rest_out+="$out"$'\n'
   if [[ $line == *--max-time* && $out == *'{"result"'* ]] || [[ $rc -eq 0 && $code == 2?? ]]; then
-    echo "ok: ${line:0:140}"
+    ok "${line:0:140}"
   else
-    echo "FAILED ($rc, HTTP $code): $line"; echo "$out" | tail -3 | sed 's/^/    /'; failed=$((failed + 1))
+    fail "($rc, HTTP $code) $line"; echo "$out" | tail -3 | sed 's/^/    /'
   fi
 done
-[[ -s $data/openapi.json ]] && echo "ok: openapi.json written" || { echo "FAILED: no openapi.json"; failed=$((failed + 1)); }
+if [[ -s $data/openapi.json ]]; then ok "openapi.json written"; else fail "no openapi.json"; fi
 rest_confirmed=""
 for _ in $(seq 1 50); do
   rest_confirmed=$(curl -s "localhost:8080/v1/customers/cust-2/overview" || true)
@@ -93,21 +92,53 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 if [[ $rest_confirmed == *'"ORDER_STATUS_CONFIRMED"'*'"shipmentId"'*'"partial":false'* ]]; then
-  echo "ok: the REST order is confirmed and the overview shows its shipment, not partial"
+  ok "the REST order is confirmed and the overview shows its shipment, not partial"
 else
-  echo "FAILED: the overview of cust-2: $rest_confirmed"; failed=$((failed + 1))
+  fail "the overview of cust-2: $rest_confirmed"
 fi
 if [[ $rest_out == *'"ORDER_STATUS_PENDING"'* && $rest_out == *'"onHand":"5"'* ]]; then
-  echo "ok: REST output shows the pending order and the item's stock"
+  ok "REST output shows the pending order and the item's stock"
 else
-  echo "FAILED: REST output lacks ORDER_STATUS_PENDING or onHand 5"; failed=$((failed + 1))
+  fail "REST output lacks ORDER_STATUS_PENDING or onHand 5"
 fi
 bad_rest=$(curl -s -w '\n%{http_code}' -X POST localhost:8080/v1/orders -d '{"customerId": 5}' || true)
 if [[ $bad_rest == *'"status":"INVALID_ARGUMENT"'* && $bad_rest == *'"field":"customerId"'* && $bad_rest == *$'\n400' ]]; then
-  echo "ok: a bad REST body is 400 naming customerId"
+  ok "a bad REST body is 400 naming customerId"
 else
-  echo "FAILED: bad REST body answered: $bad_rest"; failed=$((failed + 1))
+  fail "bad REST body answered: $bad_rest"
 fi
-lines+=(denied bad "${claims[@]}" srv confirmed "${curls[@]}" openapi rest_confirmed rest_out bad_rest)
-echo "readme: $(( ${#lines[@]} - failed )) passed, $failed failed"
+# docs/*.md, ARCHITECTURE.md and gateway/README.md: every line of the sh blocks in a section whose heading starts
+# with "Try it" (any level), run from the data folder; `var/` is this run's data folder and `target/`
+# the cargo target folder, as in the README lines.
+target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+try_blocks() { awk '!inblock && /^#+ Try it/{on=1; next} !inblock && /^#/{on=0; next} on && !inblock && /^```sh/{inblock=1; next} inblock && /^```/{inblock=0; next} inblock{print}' "$1"; }
+docs_out=""
+docs_lines=0
+for doc in docs/*.md ARCHITECTURE.md gateway/README.md; do
+  [[ -f $doc ]] || continue
+  mapfile -t cmds < <(try_blocks "$doc" | grep -v '^[[:space:]]*\(#\|$\)' | sed -e "s#var/#$data/#g" -e "s#\(^\|[[:space:]]\)target/#\1$target_dir/#g")
+  for line in "${cmds[@]}"; do
+    docs_lines=$((docs_lines + 1))
+    out=$(cd "$data" && bash -c "$line" 2>&1) && rc=0 || rc=$?
+    docs_out+="$out"$'\n'
+    if [[ $rc -eq 0 ]] || [[ $line == *-max-time* && $out == *'{'* ]]; then
+      ok "$doc: ${line:0:120}"
+    else
+      fail "($rc) $doc: $line"; echo "$out" | tail -3 | sed 's/^/    /'
+    fi
+  done
+done
+# At least the DNS lookup (docs/transport.md), the metrics scrape (docs/observability.md) and
+# the gateway's --check-config (gateway/README.md).
+[[ $docs_lines -ge 3 ]] || fail "found only $docs_lines Try-it lines in docs/, ARCHITECTURE.md and gateway/README.md"
+# The outcomes the docs' prose promises next to their lines (extended regular expressions).
+docs_claims=('127\.0\.0\.1:50052' '"http_health":\{"liveness":"/healthz"' '^saga_finished_total\{.*outcome="completed".*\} [1-9]')
+for claim in "${docs_claims[@]}"; do
+  if grep -qE "$claim" <<<"$docs_out"; then
+    ok "docs output matches $claim"
+  else
+    fail "nothing matches $claim in the output of the docs' lines"
+  fi
+done
+echo "readme-check: $passed passed, $failed failed (README.md: ${#lines[@]} grpcurl and ${#curls[@]} curl lines; docs: $docs_lines lines; the rest are the outcomes the prose promises)"
 [[ $failed -eq 0 ]]
