@@ -1,10 +1,19 @@
 //! What the order tests share beyond the mesh itself (which `test_support` spawns).
 
+/// The placement steps that have a compensation: once the saga turns back, each of them that
+/// succeeded, or that failed (its call may have arrived), is compensated.
+const UNDOABLE: [&str; 4] = [
+    "reserve_stock",
+    "authorize_payment",
+    "create_shipment",
+    "capture_payment",
+];
+
 /// Whether an order's saga has stopped moving: it either confirmed the order or turned back,
-/// no step is running or compensating, and after a failure nothing it must undo is still
-/// SUCCEEDED (compensations go one step at a time and start a moment after the failure is
-/// written). Between one step's success and the next step's start, no step runs yet the saga
-/// is not over: hence "confirmed or turned back".
+/// no step is running or compensating, and after a failure no undoable step is still SUCCEEDED
+/// or FAILED (compensations go one step at a time, the failed step's own first, and start a
+/// moment after the failure is written). Between one step's success and the next step's
+/// start no step runs yet the saga is not over: hence "confirmed or turned back".
 pub fn saga_over(o: &ordermesh::proto::order::v1::Order) -> bool {
     let any = |names: &[&str]| {
         o.saga_steps
@@ -13,7 +22,11 @@ pub fn saga_over(o: &ordermesh::proto::order::v1::Order) -> bool {
     };
     let running = any(&["STARTED", "COMPENSATING"]);
     let turned_back = any(&["FAILED", "COMPENSATED", "COMPENSATION_FAILED"]);
-    let undo_pending = turned_back && any(&["SUCCEEDED"]);
+    let undo_pending = turned_back
+        && o.saga_steps.iter().any(|s| {
+            UNDOABLE.contains(&s.name.as_str())
+                && matches!(s.status.as_str(), "SUCCEEDED" | "FAILED")
+        });
     let confirmed = o
         .saga_steps
         .iter()
