@@ -7,6 +7,9 @@
 //! `"partial": true`, and `missing` says which part is missing and why. Everything shares one
 //! deadline (`GATEWAY_OVERVIEW_TIMEOUT`, default 2s).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use prost_reflect::{DeserializeOptions, DynamicMessage};
@@ -14,10 +17,11 @@ use serde_json::{json, Map, Value};
 use tonic::metadata::MetadataMap;
 use tonic::Code;
 
-use crate::app::Gateway;
 use crate::error::GatewayError;
 use crate::openapi::schema_ref;
+use crate::routes::{Route, Router};
 use crate::transcode::to_value;
+use crate::upstream::Upstreams;
 
 pub const PATH: &str = "/v1/customers/{customer_id}/overview";
 const LIST_ORDERS: &str = "ordermesh.order.v1.OrderService.ListOrders";
@@ -25,18 +29,103 @@ const LIST_SHIPMENTS: &str = "ordermesh.shipping.v1.ShippingService.ListShipment
 const DEFAULT_ORDERS: i32 = 10;
 const MAX_ORDERS: i32 = 50;
 
-pub async fn overview(
-    gw: &Gateway,
-    customer: &str,
-    query: Option<&str>,
-    md: MetadataMap,
-) -> Result<Value, GatewayError> {
-    if customer.trim().is_empty() {
-        return Err(GatewayError::bad_request(
-            "customer_id",
-            "must not be empty",
-        ));
+/// What the overview needs: the two routes it calls (absent when their service is not
+/// configured), the channels to call them on and the deadline of the whole answer.
+pub struct CustomerOverview {
+    list_orders: Option<Arc<Route>>,
+    list_shipments: Option<Arc<Route>>,
+    upstreams: Upstreams,
+    timeout: Duration,
+}
+
+impl CustomerOverview {
+    pub fn new(router: &Router, upstreams: Upstreams, timeout: Duration) -> Self {
+        Self {
+            list_orders: router.by_method_name(LIST_ORDERS).cloned(),
+            list_shipments: router.by_method_name(LIST_SHIPMENTS).cloned(),
+            upstreams,
+            timeout,
+        }
     }
+
+    /// The overview of `customer`; `query` may set `page_size`.
+    pub async fn answer(
+        &self,
+        customer: &str,
+        query: Option<&str>,
+        md: MetadataMap,
+    ) -> Result<Value, GatewayError> {
+        if customer.trim().is_empty() {
+            return Err(GatewayError::bad_request(
+                "customer_id",
+                "must not be empty",
+            ));
+        }
+        let page_size = page_size(query)?;
+        let deadline = Instant::now() + self.timeout;
+        let orders_route = self.list_orders.as_deref().ok_or_else(|| {
+            GatewayError::new(Code::Unavailable, "the order service is not configured")
+        })?;
+        let request = message(
+            &orders_route.method.input(),
+            json!({"customerId": customer, "pageSize": page_size}),
+        )?;
+        let (_, orders) = self
+            .upstreams
+            .unary_call(orders_route, request, md.clone(), Some(deadline))
+            .await
+            .map_err(|s| GatewayError::from_status(&s))?;
+        let orders = to_value(&orders, None)?;
+        let list: Vec<Value> = orders["orders"].as_array().cloned().unwrap_or_default();
+        let shipments_route = self.list_shipments.as_deref();
+        let lookups = list.iter().map(|order| {
+            let order_id = order["orderId"].as_str().unwrap_or_default().to_string();
+            let md = md.clone();
+            async move {
+                let route = shipments_route.ok_or_else(|| {
+                    tonic::Status::unavailable("the shipping service is not configured")
+                })?;
+                let request = message(&route.method.input(), json!({"orderId": order_id}))
+                    .map_err(|e| tonic::Status::internal(e.message))?;
+                let (_, resp) = self
+                    .upstreams
+                    .unary_call(route, request, md, Some(deadline))
+                    .await?;
+                to_value(&resp, None).map_err(|e| tonic::Status::internal(e.message))
+            }
+        });
+        let results = futures::future::join_all(lookups).await;
+        let mut missing = Vec::new();
+        let mut composed = Vec::with_capacity(list.len());
+        for (order, result) in list.into_iter().zip(results) {
+            let shipments = match result {
+                Ok(v) => v["shipments"].clone(),
+                Err(status) => {
+                    let e = GatewayError::from_status(&status).to_json();
+                    missing.push(json!({
+                        "part": "shipments",
+                        "orderId": order["orderId"],
+                        "code": e["code"],
+                        "status": e["status"],
+                        "message": e["message"],
+                    }));
+                    Value::Null
+                }
+            };
+            composed.push(json!({"order": order, "shipments": shipments}));
+        }
+        Ok(json!({
+            "customerId": customer,
+            "orders": composed,
+            "nextPageToken": orders["nextPageToken"],
+            "partial": !missing.is_empty(),
+            "missing": missing,
+        }))
+    }
+}
+
+/// `page_size` (or `pageSize`) from the query string, the only parameter.
+fn page_size(query: Option<&str>) -> Result<i32, GatewayError> {
     let mut page_size = DEFAULT_ORDERS;
     for pair in query
         .unwrap_or_default()
@@ -65,65 +154,7 @@ pub async fn overview(
             }
         }
     }
-    let deadline = Instant::now() + gw.settings.overview_timeout;
-    let orders_route = gw.route_of(LIST_ORDERS).ok_or_else(|| {
-        GatewayError::new(Code::Unavailable, "the order service is not configured")
-    })?;
-    let request = message(
-        &orders_route.method.input(),
-        json!({"customerId": customer, "pageSize": page_size}),
-    )?;
-    let (_, orders) = gw
-        .upstreams
-        .unary_call(orders_route, request, md.clone(), Some(deadline))
-        .await
-        .map_err(|s| GatewayError::from_status(&s))?;
-    let orders = to_value(&orders, None)?;
-    let list: Vec<Value> = orders["orders"].as_array().cloned().unwrap_or_default();
-    let shipments_route = gw.route_of(LIST_SHIPMENTS);
-    let lookups = list.iter().map(|order| {
-        let order_id = order["orderId"].as_str().unwrap_or_default().to_string();
-        let md = md.clone();
-        async move {
-            let route = shipments_route.ok_or_else(|| {
-                tonic::Status::unavailable("the shipping service is not configured")
-            })?;
-            let request = message(&route.method.input(), json!({"orderId": order_id}))
-                .map_err(|e| tonic::Status::internal(e.message))?;
-            let (_, resp) = gw
-                .upstreams
-                .unary_call(route, request, md, Some(deadline))
-                .await?;
-            to_value(&resp, None).map_err(|e| tonic::Status::internal(e.message))
-        }
-    });
-    let results = futures::future::join_all(lookups).await;
-    let mut missing = Vec::new();
-    let mut composed = Vec::with_capacity(list.len());
-    for (order, result) in list.into_iter().zip(results) {
-        let shipments = match result {
-            Ok(v) => v["shipments"].clone(),
-            Err(status) => {
-                let e = GatewayError::from_status(&status).to_json();
-                missing.push(json!({
-                    "part": "shipments",
-                    "orderId": order["orderId"],
-                    "code": e["code"],
-                    "status": e["status"],
-                    "message": e["message"],
-                }));
-                Value::Null
-            }
-        };
-        composed.push(json!({"order": order, "shipments": shipments}));
-    }
-    Ok(json!({
-        "customerId": customer,
-        "orders": composed,
-        "nextPageToken": orders["nextPageToken"],
-        "partial": !missing.is_empty(),
-        "missing": missing,
-    }))
+    Ok(page_size)
 }
 
 fn message(

@@ -1,9 +1,14 @@
-//! The response body type of the gateway and the few ways it is built.
+//! Bodies: the gateway's response body type and the few ways it is built, and reading a
+//! request body within the size limit and the accepted content types.
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
+use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
+use tonic::Code;
+
+use crate::error::GatewayError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -33,4 +38,68 @@ pub fn json(bytes: impl Into<Bytes>) -> http::Response<Body> {
         http::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// Reads a REST request body of at most `limit` bytes (413 beyond), in JSON or a type parsed
+/// as JSON (415 for others).
+pub async fn read<B>(headers: &HeaderMap, incoming: B, limit: usize) -> Result<Bytes, GatewayError>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        GatewayError::new(
+            Code::InvalidArgument,
+            format!("request body is larger than {limit} bytes"),
+        )
+        .with_http(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    let bytes = http_body_util::Limited::new(incoming, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                GatewayError::bad_request("body", format!("could not read the body: {e}"))
+            }
+        })?
+        .to_bytes();
+    if !bytes.is_empty() {
+        if let Some(ct) = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            // curl -d sends its form type by default; the body is parsed as JSON either way.
+            let json = mime == "application/json"
+                || mime.ends_with("+json")
+                || mime == "application/x-ndjson"
+                || mime == "application/x-www-form-urlencoded";
+            if !json {
+                return Err(GatewayError::new(
+                    Code::InvalidArgument,
+                    format!("content-type '{ct}' is not accepted; send application/json"),
+                )
+                .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+            }
+        }
+    }
+    Ok(bytes)
 }

@@ -120,6 +120,11 @@ impl Router {
         &self.routes
     }
 
+    /// The route of a gRPC method, by full name (`package.Service.Method`).
+    pub fn by_method_name(&self, method: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.method.full_name() == method)
+    }
+
     pub fn resolve(&self, method: &http::Method, path: &str) -> Resolved<'_> {
         // HEAD is served as GET without a body.
         let lookup = if method == http::Method::HEAD {

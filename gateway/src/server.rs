@@ -162,41 +162,9 @@ pub(crate) fn record_route(method: &http::Method, label: &str) {
         .update_name(label.to_string());
 }
 
-/// Serves only `GET /metrics` (the gateway's own series and the process's shared registry) on
-/// a listener of its own, until the process ends.
+/// Serves only `/metrics` (the gateway's own series, then the process's shared registry) on a
+/// listener of its own, until the process ends: the runtime's metrics listener, as in every
+/// service.
 pub async fn serve_metrics(gateway: Arc<Gateway>, listener: TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let gw = gateway.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let gw = gw.clone();
-                    async move {
-                        let resp = if req.uri().path() == "/metrics" {
-                            let text =
-                                gw.metrics.render() + &ordermesh::telemetry::metrics::render();
-                            let mut r = http::Response::new(crate::body::full(text));
-                            r.headers_mut().insert(
-                                http::header::CONTENT_TYPE,
-                                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                            );
-                            r
-                        } else {
-                            let mut r =
-                                http::Response::new(crate::body::full("only /metrics here\n"));
-                            *r.status_mut() = http::StatusCode::NOT_FOUND;
-                            r
-                        };
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    ordermesh::telemetry::metrics::serve_with(listener, move || gateway.metrics.render()).await
 }

@@ -1,19 +1,30 @@
-//! The process's Prometheus metrics and the small HTTP listener that serves them on
-//! `/metrics` (`METRICS_ADDR`). Series are recorded by the layers that see the events (the
-//! server and client stacks, the breaker, the retry layer, the saga), never by handlers.
+//! The process's Prometheus metrics and the one way they are served: `/metrics` in the text
+//! format with its standard content type, by a hyper HTTP/1.1 listener (`METRICS_ADDR`) in
+//! every service and the gateway, and by the gateway's API port through the same [`scrape`].
+//! Series are recorded by the layers that see the events (the server and client stacks, the
+//! breaker, the retry layer, the saga), never by handlers.
 //!
 //! Names follow the Prometheus conventions: base units (`_seconds`), `_total` on counters,
 //! labels for dimensions. RPC labels follow the OpenTelemetry RPC conventions
 //! (`rpc_service`, `rpc_method`, `grpc_code` as the code's name).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::LazyLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE as CONTENT_TYPE_HEADER;
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use prometheus::{
     register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
     Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Latency buckets for calls, in seconds (1ms .. 10s).
@@ -155,6 +166,37 @@ pub fn render() -> String {
 /// The content type of `render`'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A scrape's answer: `own` (series a process keeps outside the shared registry, e.g. the
+/// gateway's per-route table; often empty) followed by everything registered.
+pub fn scrape(own: &str) -> http::Response<Full<Bytes>> {
+    let mut text = String::with_capacity(own.len() + 16 * 1024);
+    text.push_str(own);
+    text.push_str(&render());
+    let mut resp = http::Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+/// How a metrics listener answers one request: `GET` or `HEAD` of `/metrics` (or `/`) is a
+/// scrape, anything else is 404.
+pub fn answer<B>(
+    req: &http::Request<B>,
+    own: impl FnOnce() -> String,
+) -> http::Response<Full<Bytes>> {
+    let scrape_path = matches!(req.uri().path(), "/metrics" | "/");
+    if scrape_path && matches!(*req.method(), Method::GET | Method::HEAD) {
+        return scrape(&own());
+    }
+    let mut resp = http::Response::new(Full::new(Bytes::from_static(b"not found: try /metrics\n")));
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        CONTENT_TYPE_HEADER,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
 /// Binds `addr` and serves `/metrics` (and `/` with the same) until the task is dropped.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)
@@ -164,46 +206,87 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()
     Ok(tokio::spawn(serve(listener)))
 }
 
-/// Serves `/metrics` on `listener`: a minimal HTTP/1.1 responder, one request per connection,
-/// which is all a Prometheus scrape needs.
+/// Serves the shared registry on `listener` (see [`answer`]) until the task is dropped.
 pub async fn serve(listener: TcpListener) {
+    serve_with(listener, String::new).await
+}
+
+/// Serves `/metrics` on `listener` over HTTP/1.1 (hyper), each scrape carrying `own()` before
+/// the shared registry, until the task is dropped.
+pub async fn serve_with<F>(listener: TcpListener, own: F)
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
+        let (conn, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::debug!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
+        let own = own.clone();
         tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut chunk))
-                    .await
-                {
-                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => return,
-                }
+            let svc = service_fn(move |req: http::Request<Incoming>| {
+                let resp = answer(&req, &own);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(conn), svc);
+            if let Err(e) = served.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
             }
-            let line = String::from_utf8_lossy(&buf);
-            let mut parts = line.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or("");
-            let (status, ctype, body) = match (method, path) {
-                ("GET" | "HEAD", "/metrics" | "/") => ("200 OK", CONTENT_TYPE, render()),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found: try /metrics\n".to_string(),
-                ),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes()).await;
-            if method != "HEAD" {
-                let _ = conn.write_all(body.as_bytes()).await;
-            }
-            let _ = conn.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One request on a fresh connection; the whole answer as text.
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> String {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn metrics_listener_serves_the_text_format_with_its_content_type() {
+        RETRIES.with_label_values(&["metrics-listener-test"]).inc();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve_with(listener, || {
+            "# TYPE own_series gauge\nown_series 1\n".to_string()
+        }));
+        let got = request(addr, "GET", "/metrics").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(
+            got.contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{got}"
+        );
+        let body = got.split("\r\n\r\n").nth(1).unwrap();
+        assert!(
+            body.starts_with("# TYPE own_series gauge\nown_series 1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("retry_attempts_total{upstream=\"metrics-listener-test\"} 1"),
+            "{body}"
+        );
+        let head = request(addr, "HEAD", "/metrics").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+        let other = request(addr, "GET", "/v1/orders").await;
+        assert!(other.starts_with("HTTP/1.1 404 Not Found\r\n"), "{other}");
+        task.abort();
     }
 }

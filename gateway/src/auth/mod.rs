@@ -1,5 +1,10 @@
 //! Bearer-token authentication at the edge: JWTs signed with HS256 (a shared secret) or with
-//! RS256/ES256 keys from a JWKS file, checked for `exp`, `nbf`, `iss` and `aud`.
+//! RS256/ES256 keys from a JWKS file, checked for `exp`, `nbf`, `iss` and `aud`; which routes
+//! need none (`GATEWAY_PUBLIC_ROUTES`); and the tower layer that applies both to a request.
+
+pub mod layer;
+
+pub use layer::{AuthLayer, Authenticate, PublicRoute};
 
 use std::path::Path;
 
@@ -122,6 +127,31 @@ impl Authenticator {
         let data = decode::<Claims>(token, &key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         Ok(data.claims.sub)
+    }
+}
+
+/// Whether `route` is public: named by one of `rules` (its HTTP rule `GET /v1/...`, its
+/// `package.Service/Method`, or `package.Service/*`).
+pub fn is_public(rules: &[String], route: &crate::routes::Route) -> bool {
+    rules
+        .iter()
+        .any(|p| rule_matches(p, &route.grpc_method, Some(&route.label)))
+}
+
+/// Whether the gRPC method `package.Service/Method` is public by `rules`.
+pub fn is_public_method(rules: &[String], grpc_method: &str) -> bool {
+    rules.iter().any(|p| rule_matches(p, grpc_method, None))
+}
+
+fn rule_matches(rule: &str, grpc_method: &str, http_rule: Option<&str>) -> bool {
+    if http_rule == Some(rule) || rule == grpc_method {
+        return true;
+    }
+    match rule.strip_suffix("/*") {
+        Some(service) => grpc_method
+            .split_once('/')
+            .is_some_and(|(s, _)| s == service),
+        None => false,
     }
 }
 
