@@ -44,15 +44,6 @@ impl From<InventoryError> for Status {
     }
 }
 
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::types::status::db_error(db),
-        }
-    }
-}
-
 /// Fan-out of stock level changes to WatchStock streams in this process.
 #[derive(Clone)]
 pub struct StockFeed {

@@ -301,6 +301,9 @@ pub enum InventoryError {
     ReleasedBeforeReserved(String),
 }
 
+/// The domain half of this service's `store::StoreError`.
+impl ordermesh::data::DomainError for InventoryError {}
+
 impl InventoryError {
     pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
         Self::Invalid {

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{self, OrderError, OrderStatus};
 use crate::orders::{is_final, move_order_from, order_to_proto, OrderFeed, Orders};
 use crate::saga::{OrderSaga, PlaceOrderData};
-use crate::store::{self, NewOrder, OrderView, StoreError};
+use crate::store::{self, NewOrder, OrderView};
 
 /// Longest status reason a caller may give, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -39,15 +39,6 @@ impl From<OrderError> for Status {
                 &format!("move to {to}"),
             ),
             Contended(_) => Status::aborted(e.to_string()),
-        }
-    }
-}
-
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::types::status::db_error(db),
         }
     }
 }

@@ -216,6 +216,9 @@ pub enum OrderError {
     Contended(String),
 }
 
+/// The domain half of this service's `store::StoreError`.
+impl ordermesh::data::DomainError for OrderError {}
+
 impl OrderError {
     pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
         Self::Invalid {

@@ -212,6 +212,9 @@ pub enum PaymentError {
     OrderClosed(String),
 }
 
+/// The domain half of this service's `store::StoreError`.
+impl ordermesh::data::DomainError for PaymentError {}
+
 impl PaymentError {
     pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
         Self::Invalid {

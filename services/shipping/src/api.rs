@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{self, NewShipment, ShipmentStatus, ShippingError};
-use crate::store::{self, tracking_event, ShipmentView, StoreError};
+use crate::store::{self, tracking_event, ShipmentView};
 
 /// Note of a cancellation event when the request gives no reason.
 pub const DEFAULT_CANCEL_NOTE: &str = "cancelled";
@@ -36,15 +36,6 @@ impl From<ShippingError> for Status {
                 illegal_transition("shipment", id, from, action)
             }
             OrderClosed(_) => Status::failed_precondition(e.to_string()),
-        }
-    }
-}
-
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => db_error(db),
         }
     }
 }

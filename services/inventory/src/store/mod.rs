@@ -72,13 +72,7 @@ async fn stock_adjusted<C: ConnectionTrait>(c: &C, row: &item::Model, delta: i64
     check_low_stock(c, std::slice::from_ref(row)).await
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] InventoryError),
-    #[error("database: {0}")]
-    Db(#[from] sea_orm::DbErr),
-}
+pub type StoreError = ordermesh::data::StoreError<InventoryError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

@@ -21,13 +21,7 @@ use crate::domain::{Lines, OrderError, OrderStatus};
 
 pub use migration::Migrator;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] OrderError),
-    #[error("database: {0}")]
-    Db(#[from] sea_orm::DbErr),
-}
+pub type StoreError = ordermesh::data::StoreError<OrderError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

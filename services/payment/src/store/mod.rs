@@ -29,13 +29,7 @@ async fn publish<C: ConnectionTrait>(c: &C, row: &payment::Model, payload: Paylo
     Ok(())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] PaymentError),
-    #[error("database: {0}")]
-    Db(#[from] sea_orm::DbErr),
-}
+pub type StoreError = ordermesh::data::StoreError<PaymentError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
