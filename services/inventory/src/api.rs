@@ -37,9 +37,11 @@ impl From<InventoryError> for Status {
             InsufficientStock { .. } | BelowReserved { .. } | ReleasedBeforeReserved(_) => {
                 Status::failed_precondition(e.to_string())
             }
-            IllegalTransition { from, action } => {
-                illegal_transition("reservation", "", from, action)
-            }
+            IllegalTransition {
+                order_id,
+                from,
+                action,
+            } => illegal_transition("reservation", order_id, from, action),
         }
     }
 }

@@ -32,9 +32,9 @@ impl From<OrderError> for Status {
         match &e {
             Invalid { field, rule } => invalid_argument(field, rule),
             NotFound(id) => not_found("order", id),
-            IllegalTransition { from, to } => ordermesh::types::status::illegal_transition(
+            IllegalTransition { id, from, to } => ordermesh::types::status::illegal_transition(
                 "order",
-                "",
+                id,
                 from,
                 &format!("move to {to}"),
             ),

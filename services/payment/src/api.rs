@@ -23,7 +23,9 @@ impl From<PaymentError> for Status {
         match &e {
             Invalid { field, rule } => invalid_argument(field, rule),
             NotFound(id) => not_found("payment", id),
-            IllegalTransition { from, action } => illegal_transition("payment", "", from, action),
+            IllegalTransition { id, from, action } => {
+                illegal_transition("payment", id, from, action)
+            }
             Exceeds { .. } => Status::failed_precondition(e.to_string()),
             ProcessorUnavailable => Status::unavailable(e.to_string()),
             OrderClosed(_) => Status::failed_precondition(e.to_string()),

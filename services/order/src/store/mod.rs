@@ -205,12 +205,13 @@ pub async fn transition_from<C: ConnectionTrait>(
 ) -> Result<(OrderView, bool)> {
     for _ in 0..MAX_ATTEMPTS {
         let view = get(c, order_id).await?;
-        if view.status().move_to(to)?.is_none() {
+        if view.status().move_to(order_id.as_str(), to)?.is_none() {
             return Ok((view, false));
         }
         if let Some(allowed) = only_from {
             if !allowed.contains(&view.status()) {
                 return Err(OrderError::IllegalTransition {
+                    id: order_id.to_string(),
                     from: view.status().as_str(),
                     to: to.as_str(),
                 }
