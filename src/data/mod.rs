@@ -5,4 +5,7 @@
 pub mod db;
 pub mod idempotency;
 pub mod schema;
+pub mod store_error;
 pub mod tombstone;
+
+pub use store_error::{DomainError, StoreError};

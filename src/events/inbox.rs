@@ -67,6 +67,7 @@ pub mod checkpoint {
 pub use migration::Migration;
 
 mod migration {
+    use crate::data::schema::{big, text, timestamp};
     use sea_orm_migration::prelude::*;
 
     /// Creates `event_inbox` and `event_checkpoints`; every consuming service lists it.
@@ -78,13 +79,6 @@ mod migration {
         }
     }
 
-    fn text(name: &str, len: u32) -> ColumnDef {
-        ColumnDef::new(Alias::new(name))
-            .string_len(len)
-            .not_null()
-            .to_owned()
-    }
-
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
         async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
@@ -92,25 +86,17 @@ mod migration {
                 Table::create()
                     .table(Alias::new("event_inbox"))
                     .if_not_exists()
-                    .col(text("consumer", 64))
-                    .col(text("event_id", 64))
-                    .col(text("producer", 64))
-                    .col(
-                        ColumnDef::new(Alias::new("sequence"))
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(text("event_type", 64))
+                    .col(text(Alias::new("consumer"), 64))
+                    .col(text(Alias::new("event_id"), 64))
+                    .col(text(Alias::new("producer"), 64))
+                    .col(big(Alias::new("sequence")))
+                    .col(text(Alias::new("event_type"), 64))
                     .col(
                         ColumnDef::new(Alias::new("dead_letter_error"))
                             .text()
                             .not_null(),
                     )
-                    .col(
-                        ColumnDef::new(Alias::new("processed_at"))
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(timestamp(Alias::new("processed_at")))
                     .primary_key(
                         Index::create()
                             .col(Alias::new("consumer"))
@@ -123,18 +109,10 @@ mod migration {
                 Table::create()
                     .table(Alias::new("event_checkpoints"))
                     .if_not_exists()
-                    .col(text("consumer", 64))
-                    .col(text("producer", 64))
-                    .col(
-                        ColumnDef::new(Alias::new("last_sequence"))
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Alias::new("updated_at"))
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(text(Alias::new("consumer"), 64))
+                    .col(text(Alias::new("producer"), 64))
+                    .col(big(Alias::new("last_sequence")))
+                    .col(timestamp(Alias::new("updated_at")))
                     .primary_key(
                         Index::create()
                             .col(Alias::new("consumer"))

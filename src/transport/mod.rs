@@ -12,3 +12,4 @@ pub mod shed;
 pub mod shutdown;
 pub mod streams;
 pub mod tls;
+pub mod watch;

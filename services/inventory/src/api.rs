@@ -11,10 +11,11 @@ use ordermesh::proto::common::v1::{Money as PbMoney, SkuQuantity};
 use ordermesh::proto::inventory::v1 as pb;
 use ordermesh::proto::inventory::v1::inventory_service_server::InventoryService;
 use ordermesh::transport::shutdown::Drain;
+use ordermesh::transport::watch::{Seen, Watch, WatchFeed};
 use ordermesh::types::status::{illegal_transition, invalid_argument, not_found};
 use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -37,48 +38,22 @@ impl From<InventoryError> for Status {
             InsufficientStock { .. } | BelowReserved { .. } | ReleasedBeforeReserved(_) => {
                 Status::failed_precondition(e.to_string())
             }
-            IllegalTransition { from, action } => {
-                illegal_transition("reservation", "", from, action)
-            }
-        }
-    }
-}
-
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::types::status::db_error(db),
+            IllegalTransition {
+                order_id,
+                from,
+                action,
+            } => illegal_transition("reservation", order_id, from, action),
         }
     }
 }
 
 /// Fan-out of stock level changes to WatchStock streams in this process.
-#[derive(Clone)]
-pub struct StockFeed {
-    tx: broadcast::Sender<pb::StockLevel>,
-    watchers: ordermesh::transport::streams::OpenStreams,
-}
+pub type StockFeed = WatchFeed<pb::StockLevel>;
 
-impl Default for StockFeed {
-    fn default() -> Self {
-        Self {
-            tx: broadcast::channel(1024).0,
-            watchers: Default::default(),
-        }
-    }
-}
-
-impl StockFeed {
-    /// WatchStock streams currently open; a stream whose client left is no longer counted.
-    pub fn active_watchers(&self) -> usize {
-        self.watchers.count()
-    }
-
-    fn publish(&self, items: &[item::Model]) {
-        for i in items {
-            let _ = self.tx.send(stock_level(i));
-        }
+/// Tells watchers the stock levels of `items`, as committed.
+fn publish_levels(feed: &StockFeed, items: &[item::Model]) {
+    for i in items {
+        feed.publish(stock_level(i));
     }
 }
 
@@ -97,11 +72,11 @@ impl InventoryApi {
     /// Re-reads the given SKUs after a committed change and tells watchers.
     async fn announce(&self, skus: impl IntoIterator<Item = String>) {
         let skus: Vec<String> = skus.into_iter().collect();
-        if skus.is_empty() || self.feed.tx.receiver_count() == 0 {
+        if skus.is_empty() || !self.feed.is_watched() {
             return;
         }
         if let Ok(items) = store::find_items(&self.db, &skus).await {
-            self.feed.publish(&items);
+            publish_levels(&self.feed, &items);
         }
     }
 
@@ -247,7 +222,7 @@ impl InventoryService for InventoryApi {
             .await
             .map_err(ordermesh::types::status::db_error)?;
         tracing::info!(sku = %sku, delta = r.delta, reason = %r.reason, "stock adjusted");
-        self.feed.publish(std::slice::from_ref(&row));
+        publish_levels(&self.feed, std::slice::from_ref(&row));
         Ok(Response::new(pb::AdjustStockResponse {
             item: Some(item_to_proto(&row)),
         }))
@@ -276,65 +251,20 @@ impl InventoryService for InventoryApi {
         }
         let skus: Vec<String> = wanted.iter().cloned().collect();
         // Subscribe before reading, so no change between the read and the subscription is lost.
-        let mut updates = self.feed.tx.subscribe();
+        let updates = self.feed.subscribe();
         let current = store::find_items(&self.db, &skus).await?;
         if let Some(missing) = skus.iter().find(|s| !current.iter().any(|i| &i.sku == *s)) {
             return Err(not_found("item", missing));
         }
-        let (tx, rx) = mpsc::channel(64);
-        let guard = self.feed.watchers.enter();
-        let db = self.db.clone();
-        let drain = self.drain.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let mut last: HashMap<String, pb::StockLevel> = HashMap::new();
-            let mut send = |level: pb::StockLevel| {
-                let changed = last.get(&level.sku) != Some(&level);
-                if changed {
-                    last.insert(level.sku.clone(), level.clone());
-                }
-                changed.then_some(pb::WatchStockResponse {
-                    stock_level: Some(level),
-                })
-            };
-            for item in &current {
-                if let Some(msg) = send(stock_level(item)) {
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            loop {
-                let next = tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = drain.draining() => return,
-                    n = updates.recv() => n,
-                };
-                let levels = match next {
-                    Ok(level) if wanted.contains(&level.sku) => vec![level],
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Missed some changes: re-read the current levels instead.
-                        match store::find_items(&db, &skus).await {
-                            Ok(items) => items.iter().map(stock_level).collect(),
-                            Err(e) => {
-                                let _ = tx.send(Err(Status::from(e))).await;
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                for level in levels {
-                    if let Some(msg) = send(level) {
-                        if tx.send(Ok(msg)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let watch = StockWatch {
+            wanted,
+            skus,
+            db: self.db.clone(),
+            last: HashMap::new(),
+        };
+        let first = current.iter().map(stock_level).collect();
+        let stream = updates.stream(watch, first, self.drain.clone(), 64);
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn import_stock(
@@ -366,7 +296,7 @@ impl InventoryService for InventoryApi {
             match outcome {
                 Ok(row) => {
                     summary.applied += 1;
-                    self.feed.publish(std::slice::from_ref(&row));
+                    publish_levels(&self.feed, std::slice::from_ref(&row));
                 }
                 Err(status) => {
                     summary.rejected += 1;
@@ -426,7 +356,7 @@ impl InventoryService for InventoryApi {
                 .await;
                 let reply = match result {
                     Ok((delta, row)) => {
-                        api.feed.publish(std::slice::from_ref(&row));
+                        publish_levels(&api.feed, std::slice::from_ref(&row));
                         pb::SyncStockResponse {
                             sku: row.sku,
                             delta,
@@ -570,4 +500,40 @@ fn lines_of(r: &Option<pb::Reservation>) -> Vec<String> {
     r.iter()
         .flat_map(|r| r.lines.iter().map(|l| l.sku.clone()))
         .collect()
+}
+
+/// One WatchStock stream: the levels of the wanted SKUs, each change once.
+struct StockWatch {
+    wanted: HashSet<String>,
+    skus: Vec<String>,
+    db: DatabaseConnection,
+    /// The level last sent per SKU.
+    last: HashMap<String, pb::StockLevel>,
+}
+
+impl Watch<pb::StockLevel> for StockWatch {
+    type Message = pb::WatchStockResponse;
+
+    fn update(&mut self, level: pb::StockLevel) -> Seen<pb::StockLevel> {
+        if self.wanted.contains(&level.sku) {
+            Seen::Send(level)
+        } else {
+            Seen::Ignore
+        }
+    }
+
+    async fn reread(&mut self) -> Result<Vec<pb::StockLevel>, Status> {
+        let items = store::find_items(&self.db, &self.skus).await?;
+        Ok(items.iter().map(stock_level).collect())
+    }
+
+    fn message(&mut self, level: pb::StockLevel) -> Option<pb::WatchStockResponse> {
+        if self.last.get(&level.sku) == Some(&level) {
+            return None;
+        }
+        self.last.insert(level.sku.clone(), level.clone());
+        Some(pb::WatchStockResponse {
+            stock_level: Some(level),
+        })
+    }
 }

@@ -235,31 +235,33 @@ impl ReservationStatus {
 
     /// Releasing returns stock; releasing twice is a no-op, and an expired reservation has
     /// already returned its stock. A committed one has left the warehouse.
-    pub fn release(self) -> Result<Transition, InventoryError> {
+    pub fn release(self, order_id: &str) -> Result<Transition, InventoryError> {
         match self {
             Self::Reserved => Ok(Transition::To(Self::Released)),
             Self::Released | Self::Expired => Ok(Transition::Unchanged),
-            Self::Committed => Err(self.illegal("release")),
+            Self::Committed => Err(self.illegal(order_id, "release")),
         }
     }
 
-    pub fn commit(self) -> Result<Transition, InventoryError> {
+    pub fn commit(self, order_id: &str) -> Result<Transition, InventoryError> {
         match self {
             Self::Reserved => Ok(Transition::To(Self::Committed)),
             Self::Committed => Ok(Transition::Unchanged),
-            Self::Released | Self::Expired => Err(self.illegal("commit")),
+            Self::Released | Self::Expired => Err(self.illegal(order_id, "commit")),
         }
     }
 
-    pub fn expire(self) -> Result<Transition, InventoryError> {
+    pub fn expire(self, order_id: &str) -> Result<Transition, InventoryError> {
         match self {
             Self::Reserved => Ok(Transition::To(Self::Expired)),
-            _ => Err(self.illegal("expire")),
+            _ => Err(self.illegal(order_id, "expire")),
         }
     }
 
-    fn illegal(self, action: &'static str) -> InventoryError {
+    /// A refusal naming the reservation by the order it holds stock for.
+    fn illegal(self, order_id: &str, action: &'static str) -> InventoryError {
         InventoryError::IllegalTransition {
+            order_id: order_id.to_string(),
             from: self.as_str(),
             action,
         }
@@ -290,8 +292,9 @@ pub enum InventoryError {
     },
     #[error("on-hand stock {on_hand} would be below the {reserved} units reserved")]
     BelowReserved { on_hand: i64, reserved: i64 },
-    #[error("reservation is {from}; cannot {action}")]
+    #[error("reservation for order '{order_id}' is {from}; cannot {action}")]
     IllegalTransition {
+        order_id: String,
         from: &'static str,
         action: &'static str,
     },
@@ -300,6 +303,9 @@ pub enum InventoryError {
     #[error("reservation for order '{0}' was released before it was made; it cannot be made now")]
     ReleasedBeforeReserved(String),
 }
+
+/// The domain half of this service's `store::StoreError`.
+impl ordermesh::data::DomainError for InventoryError {}
 
 impl InventoryError {
     pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
@@ -371,15 +377,24 @@ mod tests {
     #[test]
     fn reservation_transitions() {
         use ReservationStatus::*;
-        assert_eq!(Reserved.release().unwrap(), Transition::To(Released));
-        assert_eq!(Released.release().unwrap(), Transition::Unchanged);
-        assert!(Committed.release().is_err());
-        assert_eq!(Reserved.commit().unwrap(), Transition::To(Committed));
-        assert!(Released.commit().is_err());
-        assert!(Expired.commit().is_err());
-        assert!(Committed.expire().is_err());
+        assert_eq!(Reserved.release("ord_1").unwrap(), Transition::To(Released));
+        assert_eq!(Released.release("ord_1").unwrap(), Transition::Unchanged);
+        assert!(Committed.release("ord_1").is_err());
+        assert_eq!(Reserved.commit("ord_1").unwrap(), Transition::To(Committed));
+        assert!(Released.commit("ord_1").is_err());
+        assert!(Expired.commit("ord_1").is_err());
+        assert!(Committed.expire("ord_1").is_err());
         for s in [Reserved, Released, Committed, Expired] {
             assert_eq!(ReservationStatus::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn refusals_name_the_reservation() {
+        let e = ReservationStatus::Committed.release("ord_1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "reservation for order 'ord_1' is COMMITTED; cannot release"
+        );
     }
 }

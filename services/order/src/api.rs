@@ -10,18 +10,17 @@ use ordermesh::data::idempotency;
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_server::OrderService;
 use ordermesh::transport::shutdown::Drain;
+use ordermesh::transport::watch::{Seen, Watch};
 use ordermesh::types::ids::{CustomerId, OrderId};
 use ordermesh::types::status::{invalid_argument, not_found};
 use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderError, OrderStatus};
 use crate::orders::{is_final, move_order_from, order_to_proto, OrderFeed, Orders};
 use crate::saga::{OrderSaga, PlaceOrderData};
-use crate::store::{self, NewOrder, OrderView, StoreError};
+use crate::store::{self, NewOrder, OrderView};
 
 /// Longest status reason a caller may give, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -32,22 +31,13 @@ impl From<OrderError> for Status {
         match &e {
             Invalid { field, rule } => invalid_argument(field, rule),
             NotFound(id) => not_found("order", id),
-            IllegalTransition { from, to } => ordermesh::types::status::illegal_transition(
+            IllegalTransition { id, from, to } => ordermesh::types::status::illegal_transition(
                 "order",
-                "",
+                id,
                 from,
                 &format!("move to {to}"),
             ),
             Contended(_) => Status::aborted(e.to_string()),
-        }
-    }
-}
-
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::types::status::db_error(db),
         }
     }
 }
@@ -140,7 +130,7 @@ impl OrderApi {
         let order = order_to_proto(&view);
         if changed {
             tracing::info!(order_id = %order_id, reason, "order cancelled");
-            self.orders.feed.publish(&order);
+            self.orders.feed.publish(order.clone());
         }
         Ok(order)
     }
@@ -229,7 +219,7 @@ impl OrderService for OrderApi {
         .await?;
         if let Some(o) = &response.order {
             tracing::info!(order_id = %o.order_id, customer_id = %o.customer_id, "order placed");
-            self.orders.feed.publish(o);
+            self.orders.feed.publish(o.clone());
             if let Some(saga) = &self.saga {
                 saga.spawn(&o.order_id);
             }
@@ -330,49 +320,51 @@ impl OrderService for OrderApi {
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let order_id = OrderId::parse(&request.into_inner().order_id)?;
         // Subscribe before reading, so no change between the read and the subscription is lost.
-        let mut updates = self.orders.feed.tx.subscribe();
+        let updates = self.orders.feed.subscribe();
         let current = order_to_proto(&store::get(&self.orders.db, &order_id).await?);
-        let (tx, rx) = mpsc::channel(16);
-        let guard = self.orders.feed.watchers.enter();
-        let db = self.orders.db.clone();
-        let drain = self.drain.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let mut last_version = 0;
-            let mut next = Some(current);
-            loop {
-                if let Some(order) = next.take() {
-                    // Versions only grow: anything not newer was sent already.
-                    if order.version > last_version {
-                        last_version = order.version;
-                        let done = is_final(&order);
-                        let msg = pb::WatchOrderResponse { order: Some(order) };
-                        if tx.send(Ok(msg)).await.is_err() || done {
-                            return;
-                        }
-                    }
-                }
-                next = tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = drain.draining() => return,
-                    n = updates.recv() => match n {
-                        Ok(o) if o.order_id == order_id.as_str() => Some(o),
-                        Ok(_) => None,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            // Missed some changes: the order as it is now says enough.
-                            match store::get(&db, &order_id).await {
-                                Ok(v) => Some(order_to_proto(&v)),
-                                Err(e) => {
-                                    let _ = tx.send(Err(Status::from(e))).await;
-                                    return;
-                                }
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                };
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let watch = OrderWatch {
+            order_id,
+            db: self.orders.db.clone(),
+            last_version: 0,
+        };
+        let stream = updates.stream(watch, vec![current], self.drain.clone(), 16);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// One WatchOrder stream: the order's changes, each version once, until it is final.
+struct OrderWatch {
+    order_id: OrderId,
+    db: DatabaseConnection,
+    last_version: i64,
+}
+
+impl Watch<pb::Order> for OrderWatch {
+    type Message = pb::WatchOrderResponse;
+
+    fn update(&mut self, order: pb::Order) -> Seen<pb::Order> {
+        if order.order_id == self.order_id.as_str() {
+            Seen::Send(order)
+        } else {
+            Seen::Ignore
+        }
+    }
+
+    async fn reread(&mut self) -> Result<Vec<pb::Order>, Status> {
+        Ok(vec![order_to_proto(
+            &store::get(&self.db, &self.order_id).await?,
+        )])
+    }
+
+    fn message(&mut self, order: pb::Order) -> Option<pb::WatchOrderResponse> {
+        // Versions only grow: anything not newer was sent already.
+        (order.version > self.last_version).then(|| {
+            self.last_version = order.version;
+            pb::WatchOrderResponse { order: Some(order) }
+        })
+    }
+
+    fn is_last(&self, order: &pb::Order) -> bool {
+        is_final(order)
     }
 }

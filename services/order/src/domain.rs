@@ -70,14 +70,16 @@ impl OrderStatus {
         )
     }
 
-    /// The transition to `to`: `Ok(None)` when already there (a repeat is a no-op).
-    pub fn move_to(self, to: OrderStatus) -> Result<Option<OrderStatus>, OrderError> {
+    /// The transition of order `id` to `to`: `Ok(None)` when already there (a repeat is a
+    /// no-op); refused naming the order otherwise.
+    pub fn move_to(self, id: &str, to: OrderStatus) -> Result<Option<OrderStatus>, OrderError> {
         if self == to {
             Ok(None)
         } else if self.can_move_to(to) {
             Ok(Some(to))
         } else {
             Err(OrderError::IllegalTransition {
+                id: id.to_string(),
                 from: self.as_str(),
                 to: to.as_str(),
             })
@@ -207,14 +209,18 @@ pub enum OrderError {
     Invalid { field: String, rule: String },
     #[error("order '{0}' not found")]
     NotFound(String),
-    #[error("order is {from}; cannot move to {to}")]
+    #[error("order '{id}' is {from}; cannot move to {to}")]
     IllegalTransition {
+        id: String,
         from: &'static str,
         to: &'static str,
     },
     #[error("order '{0}' kept changing while it was being updated; retry")]
     Contended(String),
 }
+
+/// The domain half of this service's `store::StoreError`.
+impl ordermesh::data::DomainError for OrderError {}
 
 impl OrderError {
     pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
@@ -269,16 +275,30 @@ mod tests {
     #[test]
     fn status_machine() {
         use OrderStatus::*;
-        assert_eq!(Pending.move_to(Confirmed).unwrap(), Some(Confirmed));
-        assert_eq!(Confirmed.move_to(Confirmed).unwrap(), None);
-        assert!(Shipped.move_to(Cancelled).is_err());
-        assert!(Pending.move_to(Shipped).is_err());
-        assert!(Confirmed.move_to(Rejected).is_err());
+        assert_eq!(
+            Pending.move_to("ord_1", Confirmed).unwrap(),
+            Some(Confirmed)
+        );
+        assert_eq!(Confirmed.move_to("ord_1", Confirmed).unwrap(), None);
+        assert!(Shipped.move_to("ord_1", Cancelled).is_err());
+        assert!(Pending.move_to("ord_1", Shipped).is_err());
+        assert!(Confirmed.move_to("ord_1", Rejected).is_err());
         for s in OrderStatus::ALL {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
             if s.is_final() {
                 assert!(OrderStatus::ALL.iter().all(|t| !s.can_move_to(*t)));
             }
         }
+    }
+
+    #[test]
+    fn refusals_name_the_order() {
+        let e = OrderStatus::Shipped
+            .move_to("ord_1", OrderStatus::Cancelled)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "order 'ord_1' is SHIPPED; cannot move to CANCELLED"
+        );
     }
 }

@@ -5,10 +5,10 @@
 
 use ordermesh::proto::common::v1::{Address, Money as PbMoney};
 use ordermesh::proto::order::v1 as pb;
+use ordermesh::transport::watch::WatchFeed;
 use ordermesh::types::ids::OrderId;
 use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use tokio::sync::broadcast;
 use tonic::Status;
 
 use crate::domain::OrderStatus;
@@ -70,31 +70,7 @@ pub(crate) fn is_final(o: &pb::Order) -> bool {
 }
 
 /// Fan-out of order changes to WatchOrder streams in this process.
-#[derive(Clone)]
-pub struct OrderFeed {
-    pub(crate) tx: broadcast::Sender<pb::Order>,
-    pub(crate) watchers: ordermesh::transport::streams::OpenStreams,
-}
-
-impl Default for OrderFeed {
-    fn default() -> Self {
-        Self {
-            tx: broadcast::channel(1024).0,
-            watchers: Default::default(),
-        }
-    }
-}
-
-impl OrderFeed {
-    /// WatchOrder streams currently open; a stream whose client left is no longer counted.
-    pub fn active_watchers(&self) -> usize {
-        self.watchers.count()
-    }
-
-    pub(crate) fn publish(&self, order: &pb::Order) {
-        let _ = self.tx.send(order.clone());
-    }
-}
+pub type OrderFeed = WatchFeed<pb::Order>;
 
 /// Moves orders and tells watchers.
 #[derive(Clone)]
@@ -111,7 +87,7 @@ impl Orders {
     /// Tells WatchOrder streams about an order changed elsewhere (an event handler).
     pub async fn announce(&self, order_id: &OrderId) {
         if let Ok(view) = store::get(&self.db, order_id).await {
-            self.feed.publish(&order_to_proto(&view));
+            self.feed.publish(order_to_proto(&view));
         }
     }
 
@@ -140,7 +116,7 @@ impl Orders {
                 reason,
                 "order status changed"
             );
-            self.feed.publish(&order);
+            self.feed.publish(order.clone());
         }
         Ok(order)
     }

@@ -15,7 +15,7 @@ use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, CardToken, Outcome, PaymentError};
-use crate::store::{self, payment, NewPayment, StoreError};
+use crate::store::{self, payment, NewPayment};
 
 impl From<PaymentError> for Status {
     fn from(e: PaymentError) -> Self {
@@ -23,19 +23,12 @@ impl From<PaymentError> for Status {
         match &e {
             Invalid { field, rule } => invalid_argument(field, rule),
             NotFound(id) => not_found("payment", id),
-            IllegalTransition { from, action } => illegal_transition("payment", "", from, action),
+            IllegalTransition { id, from, action } => {
+                illegal_transition("payment", id, from, action)
+            }
             Exceeds { .. } => Status::failed_precondition(e.to_string()),
             ProcessorUnavailable => Status::unavailable(e.to_string()),
             OrderClosed(_) => Status::failed_precondition(e.to_string()),
-        }
-    }
-}
-
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => ordermesh::types::status::db_error(db),
         }
     }
 }

@@ -147,33 +147,34 @@ impl PaymentStatus {
         })
     }
 
-    /// Only an open authorization can be captured.
-    pub fn check_capture(self) -> Result<(), PaymentError> {
+    /// Only an open authorization can be captured. `id` names the payment in a refusal.
+    pub fn check_capture(self, id: &str) -> Result<(), PaymentError> {
         match self {
             Self::Authorized => Ok(()),
-            _ => Err(self.illegal("capture")),
+            _ => Err(self.illegal(id, "capture")),
         }
     }
 
     /// Voiding an open authorization cancels it; voiding twice is a no-op.
-    pub fn void(self) -> Result<Option<PaymentStatus>, PaymentError> {
+    pub fn void(self, id: &str) -> Result<Option<PaymentStatus>, PaymentError> {
         match self {
             Self::Authorized => Ok(Some(Self::Voided)),
             Self::Voided => Ok(None),
-            _ => Err(self.illegal("void")),
+            _ => Err(self.illegal(id, "void")),
         }
     }
 
     /// Refunds need captured money that is not all refunded yet.
-    pub fn check_refund(self) -> Result<(), PaymentError> {
+    pub fn check_refund(self, id: &str) -> Result<(), PaymentError> {
         match self {
             Self::Captured | Self::PartiallyRefunded => Ok(()),
-            _ => Err(self.illegal("refund")),
+            _ => Err(self.illegal(id, "refund")),
         }
     }
 
-    fn illegal(self, action: &'static str) -> PaymentError {
+    fn illegal(self, id: &str, action: &'static str) -> PaymentError {
         PaymentError::IllegalTransition {
+            id: id.to_string(),
             from: self.as_str(),
             action,
         }
@@ -195,8 +196,9 @@ pub enum PaymentError {
     Invalid { field: String, rule: String },
     #[error("payment '{0}' not found")]
     NotFound(String),
-    #[error("payment is {from}; cannot {action}")]
+    #[error("payment '{id}' is {from}; cannot {action}")]
     IllegalTransition {
+        id: String,
         from: &'static str,
         action: &'static str,
     },
@@ -211,6 +213,9 @@ pub enum PaymentError {
     #[error("the payments of order '{0}' were voided; no new authorization is taken for it")]
     OrderClosed(String),
 }
+
+/// The domain half of this service's `store::StoreError`.
+impl ordermesh::data::DomainError for PaymentError {}
 
 impl PaymentError {
     pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
@@ -276,17 +281,17 @@ mod tests {
     #[test]
     fn transitions() {
         use PaymentStatus::*;
-        assert!(Authorized.check_capture().is_ok());
+        assert!(Authorized.check_capture("pay_1").is_ok());
         for s in [Declined, Captured, Voided, PartiallyRefunded, Refunded] {
-            assert!(s.check_capture().is_err(), "{s:?}");
+            assert!(s.check_capture("pay_1").is_err(), "{s:?}");
         }
-        assert_eq!(Authorized.void().unwrap(), Some(Voided));
-        assert_eq!(Voided.void().unwrap(), None);
-        assert!(Captured.void().is_err());
-        assert!(Captured.check_refund().is_ok());
-        assert!(PartiallyRefunded.check_refund().is_ok());
-        assert!(Refunded.check_refund().is_err());
-        assert!(Authorized.check_refund().is_err());
+        assert_eq!(Authorized.void("pay_1").unwrap(), Some(Voided));
+        assert_eq!(Voided.void("pay_1").unwrap(), None);
+        assert!(Captured.void("pay_1").is_err());
+        assert!(Captured.check_refund("pay_1").is_ok());
+        assert!(PartiallyRefunded.check_refund("pay_1").is_ok());
+        assert!(Refunded.check_refund("pay_1").is_err());
+        assert!(Authorized.check_refund("pay_1").is_err());
         assert_eq!(status_after_refund(100, 40), PartiallyRefunded);
         assert_eq!(status_after_refund(100, 100), Refunded);
         for s in [
@@ -299,5 +304,11 @@ mod tests {
         ] {
             assert_eq!(PaymentStatus::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn refusals_name_the_payment() {
+        let e = PaymentStatus::Captured.void("pay_1").unwrap_err();
+        assert_eq!(e.to_string(), "payment 'pay_1' is CAPTURED; cannot void");
     }
 }

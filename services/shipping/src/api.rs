@@ -10,17 +10,16 @@ use ordermesh::proto::common::v1::{Money as PbMoney, SkuQuantity};
 use ordermesh::proto::shipping::v1 as pb;
 use ordermesh::proto::shipping::v1::shipping_service_server::ShippingService;
 use ordermesh::transport::shutdown::Drain;
+use ordermesh::transport::watch::{Seen, Watch, WatchFeed};
 use ordermesh::types::status::{
     db_error, illegal_transition, invalid_argument, not_found, require_id, require_idempotency_key,
 };
 use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{self, NewShipment, ShipmentStatus, ShippingError};
-use crate::store::{self, tracking_event, ShipmentView, StoreError};
+use crate::store::{self, tracking_event, ShipmentView};
 
 /// Note of a cancellation event when the request gives no reason.
 pub const DEFAULT_CANCEL_NOTE: &str = "cancelled";
@@ -40,39 +39,17 @@ impl From<ShippingError> for Status {
     }
 }
 
-impl From<StoreError> for Status {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Domain(d) => d.into(),
-            StoreError::Db(db) => db_error(db),
-        }
-    }
-}
-
-/// Fan-out of new tracking events to TrackShipment streams in this process.
-#[derive(Clone)]
+/// Fan-out of new tracking events to TrackShipment streams in this process (a `WatchFeed`
+/// that counts its streams as trackers).
+#[derive(Clone, Default)]
 pub struct TrackingFeed {
-    tx: broadcast::Sender<tracking_event::Model>,
-    trackers: ordermesh::transport::streams::OpenStreams,
-}
-
-impl Default for TrackingFeed {
-    fn default() -> Self {
-        Self {
-            tx: broadcast::channel(1024).0,
-            trackers: Default::default(),
-        }
-    }
+    events: WatchFeed<tracking_event::Model>,
 }
 
 impl TrackingFeed {
     /// TrackShipment streams currently open; a stream whose client left is no longer counted.
     pub fn active_trackers(&self) -> usize {
-        self.trackers.count()
-    }
-
-    fn publish(&self, event: tracking_event::Model) {
-        let _ = self.tx.send(event);
+        self.events.active_watchers()
     }
 }
 
@@ -92,11 +69,11 @@ impl ShippingApi {
     /// drop events they already sent and fill gaps from the database, so announcing an
     /// event twice (a replayed request) or out of order is harmless.
     async fn announce(&self, shipment_id: &str) {
-        if self.feed.tx.receiver_count() == 0 {
+        if !self.feed.events.is_watched() {
             return;
         }
         if let Ok(Some(event)) = store::latest_event(&self.db, shipment_id).await {
-            self.feed.publish(event);
+            self.feed.events.publish(event);
         }
     }
 
@@ -200,27 +177,47 @@ fn require_shipment_id(id: &str) -> Result<(), Status> {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-type TrackSender = mpsc::Sender<Result<pb::TrackShipmentResponse, Status>>;
 
-/// Sends the events not sent yet (`seq` above `last`), in order. Returns false when the
-/// stream is over: the client left, or a DELIVERED or CANCELLED event was sent.
-async fn send_events(tx: &TrackSender, events: Vec<tracking_event::Model>, last: &mut i64) -> bool {
-    for e in events {
-        if e.seq <= *last {
-            continue;
-        }
-        let msg = pb::TrackShipmentResponse {
-            tracking_event: Some(event_to_proto(&e)),
-        };
-        if tx.send(Ok(msg)).await.is_err() {
-            return false;
-        }
-        *last = e.seq;
-        if event_status(&e).is_terminal() {
-            return false;
+/// One TrackShipment stream: the shipment's events in order, each once, until a DELIVERED or
+/// CANCELLED event was sent.
+struct ShipmentTrack {
+    shipment_id: String,
+    db: DatabaseConnection,
+    /// `seq` of the last event sent.
+    last: i64,
+}
+
+impl Watch<tracking_event::Model> for ShipmentTrack {
+    type Message = pb::TrackShipmentResponse;
+
+    fn update(&mut self, e: tracking_event::Model) -> Seen<tracking_event::Model> {
+        if e.shipment_id != self.shipment_id || e.seq <= self.last {
+            Seen::Ignore
+        } else if e.seq == self.last + 1 {
+            Seen::Send(e)
+        } else {
+            // A gap (an announcement overtook another): catch up from the database.
+            Seen::Gap
         }
     }
-    true
+
+    async fn reread(&mut self) -> Result<Vec<tracking_event::Model>, Status> {
+        Ok(store::events_after(&self.db, &self.shipment_id, self.last).await?)
+    }
+
+    fn message(&mut self, e: tracking_event::Model) -> Option<pb::TrackShipmentResponse> {
+        if e.seq <= self.last {
+            return None;
+        }
+        self.last = e.seq;
+        Some(pb::TrackShipmentResponse {
+            tracking_event: Some(event_to_proto(&e)),
+        })
+    }
+
+    fn is_last(&self, e: &tracking_event::Model) -> bool {
+        event_status(e).is_terminal()
+    }
 }
 
 #[tonic::async_trait]
@@ -409,7 +406,7 @@ impl ShippingService for ShippingApi {
             store::advance(&txn, &r.shipment_id, to, &r.location, &r.note, now()).await?;
         txn.commit().await.map_err(db_error)?;
         tracing::info!(shipment_id = %r.shipment_id, status = to.as_str(), "tracking event recorded");
-        self.feed.publish(event);
+        self.feed.events.publish(event);
         Ok(Response::new(pb::RecordTrackingEventResponse {
             shipment: Some(shipment_to_proto(&view)),
         }))
@@ -424,48 +421,17 @@ impl ShippingService for ShippingApi {
         let id = request.into_inner().shipment_id;
         require_shipment_id(&id)?;
         // Subscribe before reading, so no event between the read and the subscription is lost.
-        let mut updates = self.feed.tx.subscribe();
+        let updates = self.feed.events.subscribe();
         if store::get_shipment(&self.db, &id).await?.is_none() {
             return Err(not_found("shipment", &id));
         }
         let history = store::events_after(&self.db, &id, 0).await?;
-        let (tx, rx) = mpsc::channel(64);
-        let guard = self.feed.trackers.enter();
-        let db = self.db.clone();
-        let drain = self.drain.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let mut last = 0i64;
-            if !send_events(&tx, history, &mut last).await {
-                return;
-            }
-            loop {
-                let next = tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = drain.draining() => return,
-                    n = updates.recv() => n,
-                };
-                let events = match next {
-                    Ok(e) if e.shipment_id != id || e.seq <= last => continue,
-                    Ok(e) if e.seq == last + 1 => vec![e],
-                    // A gap (an announcement overtook another) or missed events: catch up
-                    // from the database.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match store::events_after(&db, &id, last).await {
-                            Ok(events) => events,
-                            Err(e) => {
-                                let _ = tx.send(Err(Status::from(e))).await;
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                if !send_events(&tx, events, &mut last).await {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let track = ShipmentTrack {
+            shipment_id: id,
+            db: self.db.clone(),
+            last: 0,
+        };
+        let stream = updates.stream(track, history, self.drain.clone(), 64);
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -384,6 +384,9 @@ pub enum ShippingError {
     OrderClosed(String),
 }
 
+/// The domain half of this service's `store::StoreError`.
+impl ordermesh::data::DomainError for ShippingError {}
+
 impl ShippingError {
     pub fn invalid(field: &str, rule: impl Into<String>) -> Self {
         Self::Invalid {

@@ -53,6 +53,7 @@ pub mod entity {
 pub use migration::Migration;
 
 mod migration {
+    use crate::data::schema::{big, text, timestamp};
     use sea_orm_migration::prelude::*;
 
     /// Creates `outbox_events`; every producing service's migrator lists it.
@@ -72,40 +73,13 @@ mod migration {
                 Table::create()
                     .table(t())
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Alias::new("id"))
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Alias::new("event_id"))
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Alias::new("event_type"))
-                            .string_len(64)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Alias::new("aggregate_type"))
-                            .string_len(32)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Alias::new("aggregate_id"))
-                            .string_len(128)
-                            .not_null(),
-                    )
+                    .col(big(Alias::new("id")).auto_increment().primary_key())
+                    .col(text(Alias::new("event_id"), 64).unique_key())
+                    .col(text(Alias::new("event_type"), 64))
+                    .col(text(Alias::new("aggregate_type"), 32))
+                    .col(text(Alias::new("aggregate_id"), 128))
                     .col(ColumnDef::new(Alias::new("payload")).binary().not_null())
-                    .col(
-                        ColumnDef::new(Alias::new("occurred_at"))
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(timestamp(Alias::new("occurred_at")))
                     .col(
                         ColumnDef::new(Alias::new("sequence"))
                             .big_integer()

@@ -1,5 +1,6 @@
 //! Schema migrations, applied at start-up.
 
+use ordermesh::data::schema::{big, text, timestamp};
 use sea_orm_migration::prelude::*;
 
 pub struct Migrator;
@@ -65,36 +66,15 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(Items::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(Items::Sku)
-                        .string_len(64)
-                        .not_null()
-                        .primary_key(),
-                )
-                .col(ColumnDef::new(Items::Name).string_len(200).not_null())
-                .col(
-                    ColumnDef::new(Items::PriceCurrency)
-                        .string_len(3)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(Items::PriceMinor).big_integer().not_null())
-                .col(ColumnDef::new(Items::OnHand).big_integer().not_null())
-                .col(ColumnDef::new(Items::Reserved).big_integer().not_null())
-                .col(
-                    ColumnDef::new(Items::LowStockThreshold)
-                        .big_integer()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Items::CreatedAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Items::UpdatedAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
+                .col(text(Items::Sku, 64).primary_key())
+                .col(text(Items::Name, 200))
+                .col(text(Items::PriceCurrency, 3))
+                .col(big(Items::PriceMinor))
+                .col(big(Items::OnHand))
+                .col(big(Items::Reserved))
+                .col(big(Items::LowStockThreshold))
+                .col(timestamp(Items::CreatedAt))
+                .col(timestamp(Items::UpdatedAt))
                 .check(Expr::cust("reserved >= 0 AND on_hand >= reserved"))
                 .to_owned(),
         )
@@ -103,32 +83,11 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(Reservations::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(Reservations::OrderId)
-                        .string_len(128)
-                        .not_null()
-                        .primary_key(),
-                )
-                .col(
-                    ColumnDef::new(Reservations::Status)
-                        .string_len(16)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Reservations::ExpiresAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Reservations::CreatedAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Reservations::UpdatedAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
+                .col(text(Reservations::OrderId, 128).primary_key())
+                .col(text(Reservations::Status, 16))
+                .col(timestamp(Reservations::ExpiresAt))
+                .col(timestamp(Reservations::CreatedAt))
+                .col(timestamp(Reservations::UpdatedAt))
                 .to_owned(),
         )
         .await?;
@@ -146,21 +105,9 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(ReservationLines::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(ReservationLines::OrderId)
-                        .string_len(128)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(ReservationLines::Sku)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(ReservationLines::Quantity)
-                        .big_integer()
-                        .not_null(),
-                )
+                .col(text(ReservationLines::OrderId, 128))
+                .col(text(ReservationLines::Sku, 64))
+                .col(big(ReservationLines::Quantity))
                 .primary_key(
                     Index::create()
                         .col(ReservationLines::OrderId)

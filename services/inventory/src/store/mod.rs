@@ -72,13 +72,7 @@ async fn stock_adjusted<C: ConnectionTrait>(c: &C, row: &item::Model, delta: i64
     check_low_stock(c, std::slice::from_ref(row)).await
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] InventoryError),
-    #[error("database: {0}")]
-    Db(#[from] sea_orm::DbErr),
-}
+pub type StoreError = ordermesh::data::StoreError<InventoryError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -416,7 +410,7 @@ pub async fn release<C: ConnectionTrait>(
         .await?;
         return Ok(ReservationView { row, lines: vec![] });
     };
-    if let Transition::To(to) = view.status().release()? {
+    if let Transition::To(to) = view.status().release(order_id)? {
         apply_effect(c, &view, StockEffect::Return, now).await?;
         set_status(c, &mut view, to, now).await?;
         released(c, order_id).await?;
@@ -432,7 +426,7 @@ pub async fn commit<C: ConnectionTrait>(
     let mut view = get_reservation(c, order_id)
         .await?
         .ok_or_else(|| InventoryError::ReservationNotFound(order_id.to_string()))?;
-    if let Transition::To(to) = view.status().commit()? {
+    if let Transition::To(to) = view.status().commit(order_id)? {
         apply_effect(c, &view, StockEffect::Ship, now).await?;
         set_status(c, &mut view, to, now).await?;
         publish(
@@ -474,7 +468,7 @@ pub async fn expire<C: ConnectionTrait>(
     if view.status() != ReservationStatus::Reserved || view.row.expires_at > now {
         return Ok(None);
     }
-    if let Transition::To(to) = view.status().expire()? {
+    if let Transition::To(to) = view.status().expire(order_id)? {
         apply_effect(c, &view, StockEffect::Return, now).await?;
         set_status(c, &mut view, to, now).await?;
         released(c, order_id).await?;

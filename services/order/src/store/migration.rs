@@ -1,5 +1,6 @@
 //! Schema migrations, applied at start-up.
 
+use ordermesh::data::schema::{big, int, text, timestamp};
 use sea_orm_migration::prelude::*;
 
 pub struct Migrator;
@@ -58,21 +59,6 @@ impl MigrationName for M0001Init {
     }
 }
 
-fn text(c: impl IntoIden, len: u32) -> ColumnDef {
-    ColumnDef::new(c).string_len(len).not_null().to_owned()
-}
-
-fn big(c: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(c).big_integer().not_null().to_owned()
-}
-
-fn timestamp(c: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(c)
-        .timestamp_with_time_zone()
-        .not_null()
-        .to_owned()
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Init {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
@@ -123,9 +109,9 @@ impl MigrationTrait for M0001Init {
                 .table(Lines::Table)
                 .if_not_exists()
                 .col(text(Lines::OrderId, 64))
-                .col(ColumnDef::new(Lines::LineNo).integer().not_null())
+                .col(int(Lines::LineNo))
                 .col(text(Lines::Sku, 64))
-                .col(ColumnDef::new(Lines::Quantity).integer().not_null())
+                .col(int(Lines::Quantity))
                 .col(big(Lines::UnitPriceMinor))
                 .col(big(Lines::LineTotalMinor))
                 .primary_key(Index::create().col(Lines::OrderId).col(Lines::LineNo))

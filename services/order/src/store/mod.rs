@@ -21,13 +21,7 @@ use crate::domain::{Lines, OrderError, OrderStatus};
 
 pub use migration::Migrator;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] OrderError),
-    #[error("database: {0}")]
-    Db(#[from] sea_orm::DbErr),
-}
+pub type StoreError = ordermesh::data::StoreError<OrderError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -211,12 +205,13 @@ pub async fn transition_from<C: ConnectionTrait>(
 ) -> Result<(OrderView, bool)> {
     for _ in 0..MAX_ATTEMPTS {
         let view = get(c, order_id).await?;
-        if view.status().move_to(to)?.is_none() {
+        if view.status().move_to(order_id.as_str(), to)?.is_none() {
             return Ok((view, false));
         }
         if let Some(allowed) = only_from {
             if !allowed.contains(&view.status()) {
                 return Err(OrderError::IllegalTransition {
+                    id: order_id.to_string(),
                     from: view.status().as_str(),
                     to: to.as_str(),
                 }

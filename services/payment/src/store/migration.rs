@@ -1,5 +1,6 @@
 //! Schema migrations, applied at start-up.
 
+use ordermesh::data::schema::{big, text, timestamp};
 use sea_orm_migration::prelude::*;
 
 pub struct Migrator;
@@ -52,13 +53,6 @@ impl MigrationName for M0001Init {
     }
 }
 
-fn timestamp(c: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(c)
-        .timestamp_with_time_zone()
-        .not_null()
-        .to_owned()
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Init {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
@@ -66,36 +60,15 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(Payments::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(Payments::PaymentId)
-                        .string_len(64)
-                        .not_null()
-                        .primary_key(),
-                )
-                .col(ColumnDef::new(Payments::OrderId).string_len(128).not_null())
-                .col(ColumnDef::new(Payments::Status).string_len(24).not_null())
-                .col(ColumnDef::new(Payments::Currency).string_len(3).not_null())
-                .col(
-                    ColumnDef::new(Payments::AuthorizedMinor)
-                        .big_integer()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Payments::CapturedMinor)
-                        .big_integer()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Payments::RefundedMinor)
-                        .big_integer()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Payments::DeclineReason)
-                        .string_len(32)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(Payments::CardLast4).string_len(4).not_null())
+                .col(text(Payments::PaymentId, 64).primary_key())
+                .col(text(Payments::OrderId, 128))
+                .col(text(Payments::Status, 24))
+                .col(text(Payments::Currency, 3))
+                .col(big(Payments::AuthorizedMinor))
+                .col(big(Payments::CapturedMinor))
+                .col(big(Payments::RefundedMinor))
+                .col(text(Payments::DeclineReason, 32))
+                .col(text(Payments::CardLast4, 4))
                 .col(timestamp(Payments::CreatedAt))
                 .col(timestamp(Payments::UpdatedAt))
                 // Money never appears from nowhere: captures stay within the authorization
@@ -121,19 +94,10 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(Refunds::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(Refunds::RefundId)
-                        .string_len(64)
-                        .not_null()
-                        .primary_key(),
-                )
-                .col(ColumnDef::new(Refunds::PaymentId).string_len(64).not_null())
-                .col(
-                    ColumnDef::new(Refunds::AmountMinor)
-                        .big_integer()
-                        .not_null(),
-                )
-                .col(ColumnDef::new(Refunds::Reason).string_len(200).not_null())
+                .col(text(Refunds::RefundId, 64).primary_key())
+                .col(text(Refunds::PaymentId, 64))
+                .col(big(Refunds::AmountMinor))
+                .col(text(Refunds::Reason, 200))
                 .col(timestamp(Refunds::CreatedAt))
                 .foreign_key(
                     ForeignKey::create()

@@ -29,13 +29,7 @@ async fn publish<C: ConnectionTrait>(c: &C, row: &payment::Model, payload: Paylo
     Ok(())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] PaymentError),
-    #[error("database: {0}")]
-    Db(#[from] sea_orm::DbErr),
-}
+pub type StoreError = ordermesh::data::StoreError<PaymentError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -162,7 +156,7 @@ pub async fn capture<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<payment::Model> {
     let row = get(c, payment_id).await?;
-    row.status().check_capture()?;
+    row.status().check_capture(&row.payment_id)?;
     let amount = match amount {
         Some(a) => a,
         None => row.money(row.authorized_minor)?,
@@ -185,7 +179,7 @@ pub async fn capture<C: ConnectionTrait>(
     let after = get(c, payment_id).await?;
     if res.rows_affected == 0 {
         // A concurrent change won: report the state it left.
-        after.status().check_capture()?;
+        after.status().check_capture(&after.payment_id)?;
     }
     publish(
         c,
@@ -207,7 +201,7 @@ pub async fn void<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<payment::Model> {
     let row = get(c, payment_id).await?;
-    let Some(to) = row.status().void()? else {
+    let Some(to) = row.status().void(&row.payment_id)? else {
         return Ok(row);
     };
     let res = payment::Entity::update_many()
@@ -219,7 +213,7 @@ pub async fn void<C: ConnectionTrait>(
         .await?;
     let after = get(c, payment_id).await?;
     // Voided by us or by a concurrent void is fine; captured meanwhile is not.
-    after.status().void()?;
+    after.status().void(&after.payment_id)?;
     if res.rows_affected == 1 {
         publish(
             c,
@@ -271,7 +265,7 @@ pub async fn refund<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<payment::Model> {
     let row = get(c, payment_id).await?;
-    row.status().check_refund()?;
+    row.status().check_refund(&row.payment_id)?;
     let remaining = row.captured_minor - row.refunded_minor;
     let amount = match amount {
         Some(a) => a,
@@ -306,7 +300,7 @@ pub async fn refund<C: ConnectionTrait>(
     if res.rows_affected == 0 {
         // A concurrent refund took some of the money: say how much is left now.
         let now_row = get(c, payment_id).await?;
-        now_row.status().check_refund()?;
+        now_row.status().check_refund(&now_row.payment_id)?;
         within(
             &now_row,
             amount,

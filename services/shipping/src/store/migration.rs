@@ -1,5 +1,6 @@
 //! Schema migrations, applied at start-up.
 
+use ordermesh::data::schema::{big, int, text, timestamp};
 use sea_orm_migration::prelude::*;
 
 pub struct Migrator;
@@ -74,70 +75,25 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(Shipments::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(Shipments::ShipmentId)
-                        .string_len(64)
-                        .not_null()
-                        .primary_key(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::OrderId)
-                        .string_len(128)
-                        .not_null(),
-                )
+                .col(text(Shipments::ShipmentId, 64).primary_key())
+                .col(text(Shipments::OrderId, 128))
                 .col(
                     ColumnDef::new(Shipments::LiveOrderId)
                         .string_len(128)
                         .null(),
                 )
-                .col(ColumnDef::new(Shipments::Status).string_len(32).not_null())
-                .col(
-                    ColumnDef::new(Shipments::TrackingNumber)
-                        .string_len(32)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::Recipient)
-                        .string_len(200)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(Shipments::Street).string_len(200).not_null())
-                .col(ColumnDef::new(Shipments::City).string_len(200).not_null())
-                .col(
-                    ColumnDef::new(Shipments::PostalCode)
-                        .string_len(200)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::CountryCode)
-                        .string_len(2)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::CostCurrency)
-                        .string_len(3)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::CostMinor)
-                        .big_integer()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::EstimatedDays)
-                        .integer()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::CreatedAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(Shipments::UpdatedAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
+                .col(text(Shipments::Status, 32))
+                .col(text(Shipments::TrackingNumber, 32))
+                .col(text(Shipments::Recipient, 200))
+                .col(text(Shipments::Street, 200))
+                .col(text(Shipments::City, 200))
+                .col(text(Shipments::PostalCode, 200))
+                .col(text(Shipments::CountryCode, 2))
+                .col(text(Shipments::CostCurrency, 3))
+                .col(big(Shipments::CostMinor))
+                .col(int(Shipments::EstimatedDays))
+                .col(timestamp(Shipments::CreatedAt))
+                .col(timestamp(Shipments::UpdatedAt))
                 .check(Expr::cust(
                     "(status = 'CANCELLED' AND live_order_id IS NULL) \
                      OR (status <> 'CANCELLED' AND live_order_id = order_id)",
@@ -191,18 +147,10 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(ShipmentItems::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(ShipmentItems::ShipmentId)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(ShipmentItems::Position).integer().not_null())
-                .col(ColumnDef::new(ShipmentItems::Sku).string_len(64).not_null())
-                .col(
-                    ColumnDef::new(ShipmentItems::Quantity)
-                        .big_integer()
-                        .not_null(),
-                )
+                .col(text(ShipmentItems::ShipmentId, 64))
+                .col(int(ShipmentItems::Position))
+                .col(text(ShipmentItems::Sku, 64))
+                .col(big(ShipmentItems::Quantity))
                 .primary_key(
                     Index::create()
                         .col(ShipmentItems::ShipmentId)
@@ -220,32 +168,12 @@ impl MigrationTrait for M0001Init {
             Table::create()
                 .table(TrackingEvents::Table)
                 .if_not_exists()
-                .col(
-                    ColumnDef::new(TrackingEvents::ShipmentId)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(TrackingEvents::Seq).big_integer().not_null())
-                .col(
-                    ColumnDef::new(TrackingEvents::Status)
-                        .string_len(32)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(TrackingEvents::Location)
-                        .string_len(200)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(TrackingEvents::Note)
-                        .string_len(200)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(TrackingEvents::OccurredAt)
-                        .timestamp_with_time_zone()
-                        .not_null(),
-                )
+                .col(text(TrackingEvents::ShipmentId, 64))
+                .col(big(TrackingEvents::Seq))
+                .col(text(TrackingEvents::Status, 32))
+                .col(text(TrackingEvents::Location, 200))
+                .col(text(TrackingEvents::Note, 200))
+                .col(timestamp(TrackingEvents::OccurredAt))
                 .primary_key(
                     Index::create()
                         .col(TrackingEvents::ShipmentId)

@@ -35,13 +35,7 @@ async fn publish<C: ConnectionTrait>(c: &C, shipment_id: &str, payload: Payload)
 /// Note of the event every shipment starts with.
 pub const CREATED_NOTE: &str = "shipment created";
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Domain(#[from] ShippingError),
-    #[error("database: {0}")]
-    Db(#[from] sea_orm::DbErr),
-}
+pub type StoreError = ordermesh::data::StoreError<ShippingError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

@@ -1,112 +1,33 @@
-//! The placement saga: reserve stock -> authorize payment -> create shipment -> capture payment
-//! -> commit stock -> confirm the order. A rejected step (out of stock, declined card, a
-//! cancelled order) compensates the completed ones in reverse: cancel the shipment, void (or
-//! refund) the payment, release the stock; the order ends REJECTED with the reason, or stays
-//! CANCELLED when the customer cancelled it. Every participant call carries the idempotency
-//! key `<saga id>/<step>` (`.../undo` for compensations), so a resumed saga can re-issue it.
+//! The placement saga's steps: each calls one participant with the idempotency key
+//! `<saga id>/<step>` (`.../undo` for its compensation) and says whether a failure is
+//! transient (retry) or a rejection (compensate).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ordermesh::proto::common::v1::{Address, Money, SkuQuantity};
+use ordermesh::proto::common::v1::Money;
 use ordermesh::proto::inventory::v1 as inv;
 use ordermesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use ordermesh::proto::payment::v1 as pay;
 use ordermesh::proto::payment::v1::payment_service_client::PaymentServiceClient;
 use ordermesh::proto::shipping::v1 as ship;
 use ordermesh::proto::shipping::v1::shipping_service_client::ShippingServiceClient;
-use ordermesh::saga::{Outcome, Saga, Step, StepError, StepRetry};
+use ordermesh::saga::{Step, StepError, StepRetry};
 use ordermesh::transport::client::MeshChannel;
 use ordermesh::types::ids::OrderId;
 use sea_orm::DatabaseConnection;
-use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
+use super::{Participants, PlaceOrderData, CAPTURE_PAYMENT, RESERVATION_TTL_SECONDS};
 use crate::domain::OrderStatus;
 use crate::orders::Orders;
 use crate::store;
 
-pub const KIND: &str = "place_order";
-
-/// The step after which the order is paid and the saga only goes forward (a cancel is
-/// refused once the saga has passed it).
-pub const CAPTURE_PAYMENT: &str = "capture_payment";
-
-/// Reservations made by the saga outlive any plausible saga run.
-const RESERVATION_TTL_SECONDS: i32 = 3600;
-
-/// What the saga carries from step to step (persisted as JSON with the instance).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PlaceOrderData {
-    pub order_id: String,
-    pub currency: String,
-    pub total_minor: i64,
-    pub lines: Vec<(String, i32)>,
-    pub address: (String, String, String, String, String),
-    pub card_token: String,
-    pub payment_id: Option<String>,
-    pub shipment_id: Option<String>,
-}
-
-impl PlaceOrderData {
-    pub fn from_view(v: &store::OrderView) -> Self {
-        Self {
-            order_id: v.row.order_id.clone(),
-            currency: v.row.currency.clone(),
-            total_minor: v.row.total_minor,
-            lines: v
-                .lines
-                .iter()
-                .map(|l| (l.sku.clone(), l.quantity))
-                .collect(),
-            address: (
-                v.row.recipient.clone(),
-                v.row.street.clone(),
-                v.row.city.clone(),
-                v.row.postal_code.clone(),
-                v.row.country_code.clone(),
-            ),
-            card_token: v.row.card_token.clone(),
-            payment_id: None,
-            shipment_id: None,
-        }
-    }
-
-    fn items(&self) -> Vec<SkuQuantity> {
-        self.lines
-            .iter()
-            .map(|(sku, quantity)| SkuQuantity {
-                sku: sku.clone(),
-                quantity: *quantity,
-            })
-            .collect()
-    }
-
-    fn address(&self) -> Address {
-        let (recipient, street, city, postal_code, country_code) = self.address.clone();
-        Address {
-            recipient,
-            street,
-            city,
-            postal_code,
-            country_code,
-        }
-    }
-}
-
-/// Channels to the saga's participants (built with `ordermesh::transport::client`).
-#[derive(Clone)]
-pub struct Participants {
-    pub inventory: MeshChannel,
-    pub payment: MeshChannel,
-    pub shipping: MeshChannel,
-}
-
-struct Ctx {
-    parts: Participants,
-    orders: Orders,
-    db: DatabaseConnection,
+/// What every step reaches: the participants, the orders and the database.
+pub(super) struct Ctx {
+    pub(super) parts: Participants,
+    pub(super) orders: Orders,
+    pub(super) db: DatabaseConnection,
 }
 
 impl Ctx {
@@ -155,6 +76,18 @@ struct CreateShipment(Arc<Ctx>);
 struct CapturePayment(Arc<Ctx>);
 struct CommitStock(Arc<Ctx>);
 struct ConfirmOrder(Arc<Ctx>);
+
+/// The placement steps in order; `CAPTURE_PAYMENT` is the pivot.
+pub(super) fn all(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step<PlaceOrderData>>> {
+    vec![
+        Arc::new(ReserveStock(ctx.clone())),
+        Arc::new(AuthorizePayment(ctx.clone())),
+        Arc::new(CreateShipment(ctx.clone())),
+        Arc::new(CapturePayment(ctx.clone())),
+        Arc::new(CommitStock(ctx.clone())),
+        Arc::new(ConfirmOrder(ctx.clone())),
+    ]
+}
 
 #[async_trait::async_trait]
 impl Step<PlaceOrderData> for ReserveStock {
@@ -502,110 +435,5 @@ impl Step<PlaceOrderData> for ConfirmOrder {
 
     fn retry(&self) -> StepRetry {
         past_the_pivot()
-    }
-}
-
-/// The order saga and the instances this process is running.
-pub struct OrderSaga {
-    pub def: Saga<PlaceOrderData>,
-    ctx: Arc<Ctx>,
-    running: Mutex<HashSet<String>>,
-}
-
-impl OrderSaga {
-    pub fn new(parts: Participants, orders: Orders, db: DatabaseConnection) -> Arc<Self> {
-        let ctx = Arc::new(Ctx { parts, orders, db });
-        let def = Saga {
-            kind: KIND,
-            steps: vec![
-                Arc::new(ReserveStock(ctx.clone())),
-                Arc::new(AuthorizePayment(ctx.clone())),
-                Arc::new(CreateShipment(ctx.clone())),
-                Arc::new(CapturePayment(ctx.clone())),
-                Arc::new(CommitStock(ctx.clone())),
-                Arc::new(ConfirmOrder(ctx.clone())),
-            ],
-        };
-        Arc::new(Self {
-            def,
-            ctx,
-            running: Mutex::new(HashSet::new()),
-        })
-    }
-
-    /// The saga id of an order.
-    pub fn saga_id(order_id: &str) -> String {
-        format!("saga-{order_id}")
-    }
-
-    /// Runs an order's saga in the background unless this process already runs it.
-    pub fn spawn(self: &Arc<Self>, order_id: &str) {
-        let saga_id = Self::saga_id(order_id);
-        let Ok(mut running) = self.running.lock() else {
-            return;
-        };
-        if !running.insert(saga_id.clone()) {
-            return;
-        }
-        drop(running);
-        let this = self.clone();
-        let order_id = order_id.to_string();
-        // In the placing request's span and trace, so the saga's spans join the order's trace.
-        tokio::spawn(ordermesh::telemetry::carry(async move {
-            let outcome = this.def.run(&this.ctx.db, &saga_id).await;
-            match outcome {
-                Ok(Outcome::Completed) => {
-                    tracing::info!(%order_id, "order placed: saga completed");
-                }
-                Ok(Outcome::Compensated { step, reason }) => {
-                    tracing::info!(%order_id, %step, %reason, "order rejected: saga compensated");
-                    if let Ok(id) = OrderId::parse(&order_id) {
-                        // A cancelled order stays cancelled; otherwise it is rejected.
-                        if let Err(e) = this
-                            .ctx
-                            .orders
-                            .advance(&id, OrderStatus::Rejected, &reason)
-                            .await
-                        {
-                            if e.code() != Code::FailedPrecondition {
-                                tracing::warn!(%order_id, error = %e, "could not mark the order rejected");
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(%order_id, error = %e, "saga stopped; it resumes at the next start")
-                }
-            }
-            if let Ok(mut running) = this.running.lock() {
-                running.remove(&saga_id);
-            }
-        }));
-    }
-
-    /// Resumes every unfinished saga (at start-up).
-    /// Also picks up PENDING orders whose saga finished but whose outcome was not yet written
-    /// to the order (a crash between the two).
-    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, ordermesh::saga::SagaError> {
-        let mut orders: Vec<String> = self
-            .def
-            .unfinished(&self.ctx.db)
-            .await?
-            .iter()
-            .filter_map(|s| s.strip_prefix("saga-").map(str::to_string))
-            .collect();
-        for id in store::pending_order_ids(&self.ctx.db)
-            .await
-            .map_err(|e| ordermesh::saga::SagaError::Db(sea_orm::DbErr::Custom(e.to_string())))?
-        {
-            if !orders.contains(&id) {
-                orders.push(id);
-            }
-        }
-        for order_id in &orders {
-            tracing::info!(%order_id, "resuming saga");
-            self.spawn(order_id);
-        }
-        Ok(orders.len())
     }
 }
