@@ -34,14 +34,6 @@ async fn participants() -> Participants {
     Participants { servers, _dbs: dbs }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_order(p: &Participants, db_url: &str, port: u16, crash_at: Option<&str>) -> Child {
     let uris = [p.servers[0].uri(), p.servers[1].uri(), p.servers[2].uri()];
     start_order_at(&uris, db_url, port, crash_at)
@@ -104,19 +96,6 @@ fn place_req(customer: &str, sku: &str, card: &str) -> pb::PlaceOrderRequest {
         }),
         card_token: card.into(),
         idempotency_key: format!("{customer}/place"),
-    }
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
-    let started = Instant::now();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if started.elapsed() > within {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -252,7 +231,7 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
         "sqlite://{}?mode=rwc",
         dir.path().join("order.db").display()
     );
-    let port = free_port();
+    let port = helpers::free_port();
 
     let steps = [
         "reserve_stock",
@@ -293,7 +272,7 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
         let mut c = connect(port).await;
         // The reply may be lost if the crash comes first; the order is committed either way.
         let _ = c.place_order(place_req(&customer, &sku, card)).await;
-        let status = wait_exit(&mut child, Duration::from_secs(30))
+        let status = helpers::wait_exit(&mut child, Duration::from_secs(30))
             .await
             .unwrap_or_else(|| panic!("{point}: the crash point was never reached"));
         assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
@@ -397,7 +376,7 @@ async fn wait_port(port: u16) {
 async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
     let dir = tempfile::tempdir().unwrap();
     let services = ["inventory", "payment", "shipping"];
-    let ports: Vec<u16> = services.iter().map(|_| free_port()).collect();
+    let ports: Vec<u16> = services.iter().map(|_| helpers::free_port()).collect();
     let uris: [String; 3] = std::array::from_fn(|i| format!("http://127.0.0.1:{}", ports[i]));
     let mut procs = Processes(Vec::new());
     for (svc, port) in services.iter().zip(&ports) {
@@ -407,7 +386,7 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
         ));
         wait_port(*port).await;
     }
-    let order_port = free_port();
+    let order_port = helpers::free_port();
     let db_url = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("order.db").display()
@@ -467,7 +446,7 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
         wait_port(port).await;
 
         let _ = c.place_order(place_req(&customer, &sku, card)).await;
-        let status = wait_exit(&mut armed, Duration::from_secs(30))
+        let status = helpers::wait_exit(&mut armed, Duration::from_secs(30))
             .await
             .unwrap_or_else(|| panic!("{point}: the crash point was never reached"));
         assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");

@@ -33,3 +33,29 @@ pub fn saga_over(o: &ordermesh::proto::order::v1::Order) -> bool {
         .any(|s| s.name == "confirm_order" && s.status == "SUCCEEDED");
     (confirmed || turned_back) && !(running || undo_pending)
 }
+
+/// A port nothing listens on right now, for a process the test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The exit status of `child`, once it exits within `within`.
+pub async fn wait_exit(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if started.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
