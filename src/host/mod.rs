@@ -8,7 +8,11 @@
 //!
 //! ```ignore
 //! let mut host = ServiceHost::start::<store::Migrator>(&config).await?;
-//! host.every("expire reservations", Duration::from_secs(5), move || api.expire_due());
+//! let expiring = api.clone();
+//! host.every("expiring reservations", Duration::from_secs(5), move || {
+//!     let api = expiring.clone();
+//!     async move { api.expire_due().await }
+//! });
 //! host.serve(Routes::new(InventoryServiceServer::new(api)), &[GRPC_SERVICE], listener, shutdown).await
 //! ```
 

@@ -68,7 +68,7 @@ impl Direction {
         }
     }
 
-    /// The `kind` label of `saga_step_total`.
+    /// The `direction` label of `saga_step_attempts_total`.
     pub fn metric_label(self) -> &'static str {
         match self {
             Self::Act => "action",

@@ -1,6 +1,7 @@
 //! The one way to serve a service: gRPC health (NOT_SERVING while its readiness check fails,
-//! e.g. the database is unreachable, or the server drains), reflection v1 and v1alpha, request logs, and a graceful drain on
-//! shutdown that is bounded by the configured grace period. Optionally the same health service
+//! e.g. the database is unreachable, or the server drains), reflection v1 and v1alpha,
+//! request logs, and a graceful drain on shutdown that is bounded by the configured grace
+//! period. Optionally the same health service
 //! on a second, plaintext port for probes that cannot do mTLS (the kubelet's gRPC probes).
 
 use std::future::Future;
@@ -92,8 +93,8 @@ impl MeshServer {
         self
     }
 
-    /// Health follows this check (asked once per health interval, bounded by a timeout):
-    /// NOT_SERVING while it fails.
+    /// Health follows this check (asked at start, then once per health interval bounded by a
+    /// timeout): NOT_SERVING while it fails.
     pub fn readiness(mut self, ready: Readiness) -> Self {
         self.readiness = Some(ready);
         self

@@ -1,7 +1,7 @@
 //! The transactional outbox and the event log served from it.
 //!
 //! A state change records its event with `record`, in the same transaction, so an event exists
-//! exactly when its change does. The `Relay` then publishes recorded rows in the order they
+//! exactly when its change does. The relay (`Outbox::run_relay`) then publishes recorded rows in the order they
 //! were recorded: it gives each the next sequence of this producer's log (rows committed late
 //! still get a later sequence, so a consumer reading "after my last sequence" misses nothing)
 //! and wakes subscribers. Rows are never deleted. `EventLog` serves the log as the gRPC stream
