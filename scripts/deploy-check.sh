@@ -5,8 +5,11 @@
 # under deploy/k8s/tests/ must be refused. Arguments: kustomization folders to check instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --bin mesh-certs -p ordermesh
-cargo build --quiet -p ordermesh-order -p ordermesh-payment -p ordermesh-inventory -p ordermesh-shipping --bins
-if [[ -f gateway/Cargo.toml ]]; then cargo build --quiet --manifest-path gateway/Cargo.toml --bins; fi
+# One workspace build, as `make run` and the tests build: per-package builds would each compile
+# the runtime again with another feature set.
+cargo build --quiet --workspace --bins
+# The gateway must build without the services' runtime (no sea-orm, lapin or DNS server):
+# checked alone, with only the features it asks for.
+cargo check --quiet -p ordermesh-gateway --bins
 export PATH="$PATH:$PWD/.deps/venv/bin"
 exec .deps/venv/bin/python scripts/deploy_check.py --bin-dir "${CARGO_TARGET_DIR:-target}/debug" "$@"
