@@ -17,6 +17,15 @@ pub use upstreams::{mesh_dns_nameserver, upstreams, Discovery, DEFAULT_ZONE};
 
 use std::net::SocketAddr;
 
+impl From<crate::transport::client::SettingError> for ConfigError {
+    fn from(e: crate::transport::client::SettingError) -> Self {
+        Self::Invalid {
+            var: e.var,
+            message: e.message,
+        }
+    }
+}
+
 /// A setting that cannot be used: which variable, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -29,22 +38,6 @@ impl ConfigError {
         Self::Invalid {
             var: var.into(),
             message: message.to_string(),
-        }
-    }
-
-    /// The variable this error is about.
-    pub fn var(&self) -> &str {
-        match self {
-            Self::Invalid { var, .. } => var,
-        }
-    }
-
-    /// From a message that already starts with its variable (`VAR: why`), as the client
-    /// stack's per-upstream settings report them.
-    pub fn named(message: &str) -> Self {
-        match message.split_once(": ") {
-            Some((var, why)) => Self::invalid(var, why),
-            None => Self::invalid("configuration", message),
         }
     }
 }

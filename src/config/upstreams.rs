@@ -84,7 +84,7 @@ pub fn upstreams(
             };
             upstream
                 .configure(&svc.to_uppercase(), |k| env.get(k))
-                .map_err(|message| ConfigError::named(&message))
+                .map_err(ConfigError::from)
         })
         .collect()
 }

@@ -138,6 +138,14 @@ pub struct Upstream {
     pub breaker: Option<BreakerPolicy>,
 }
 
+/// A per-upstream setting that cannot be used: which variable, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct SettingError {
+    pub var: String,
+    pub message: String,
+}
+
 impl Upstream {
     /// An upstream at one fixed `http://host:port` (the scheme names HTTP/2; TLS comes from
     /// `security`).
@@ -207,34 +215,28 @@ impl Upstream {
         self
     }
 
-    /// Per-upstream settings from the environment, named after `prefix` (e.g. `PAYMENT`):
+    /// Per-upstream settings read through `get`, named after `prefix` (e.g. `PAYMENT`):
     /// `<PREFIX>_BALANCER` (`peak-ewma`, `least-requests`, `round-robin`), `<PREFIX>_TIMEOUT`
     /// (default deadline, e.g. `2s`), `<PREFIX>_RETRY_ATTEMPTS` (1 sends each call once) and
     /// `<PREFIX>_BREAKER` (`on` or `off`). A bad value is an error naming the variable.
-    pub fn configure_from_env(self, prefix: &str) -> Result<Self, String> {
-        self.configure(prefix, |k| {
-            std::env::var(k).ok().filter(|v| !v.trim().is_empty())
-        })
-    }
-
-    /// `configure_from_env` over any lookup (tests pass a map).
     pub fn configure(
         mut self,
         prefix: &str,
         get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
         let var = |name: &str| format!("{prefix}_{name}");
+        let bad = |name: &str, message: String| SettingError {
+            var: var(name),
+            message,
+        };
         if let Some(v) = get(&var("BALANCER")) {
-            self.balancer = v
-                .trim()
-                .parse()
-                .map_err(|e| format!("{}: {e}", var("BALANCER")))?;
+            self.balancer = v.trim().parse().map_err(|e: String| bad("BALANCER", e))?;
         }
         if let Some(v) = get(&var("TIMEOUT")) {
             let d = crate::types::time::parse_duration(&v)
-                .map_err(|e| format!("{}: '{v}' {e}", var("TIMEOUT")))?;
+                .map_err(|e| bad("TIMEOUT", format!("'{v}' {e}")))?;
             if d.is_zero() {
-                return Err(format!("{}: must be more than 0", var("TIMEOUT")));
+                return Err(bad("TIMEOUT", "must be more than 0".into()));
             }
             self.default_timeout = d;
         }
@@ -245,9 +247,9 @@ impl Upstream {
                 .ok()
                 .filter(|n| (1..=10).contains(n))
                 .ok_or_else(|| {
-                    format!(
-                        "{}: '{v}' is not a number from 1 to 10",
-                        var("RETRY_ATTEMPTS")
+                    bad(
+                        "RETRY_ATTEMPTS",
+                        format!("'{v}' is not a number from 1 to 10"),
                     )
                 })?;
             self.retry = (n > 1).then(|| RetryPolicy {
@@ -259,7 +261,7 @@ impl Upstream {
             self.breaker = match v.trim() {
                 "on" => Some(self.breaker.unwrap_or_default()),
                 "off" => None,
-                other => return Err(format!("{}: '{other}' is not on or off", var("BREAKER"))),
+                other => return Err(bad("BREAKER", format!("'{other}' is not on or off"))),
             };
         }
         Ok(self)
@@ -514,7 +516,7 @@ mod tests {
                 .configure("P", lookup(&[(k, v)]))
                 .err()
                 .unwrap();
-            assert!(e.starts_with(k), "{e}");
+            assert!(e.to_string().starts_with(k), "{e}");
         }
     }
 }
