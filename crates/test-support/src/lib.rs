@@ -65,8 +65,8 @@ pub struct Mesh {
     certs: Option<tempfile::TempDir>,
 }
 
-/// A free loopback address for a listener the service binds itself.
-fn free_addr() -> SocketAddr {
+/// A free loopback address for a listener a service (or a process a test starts) binds itself.
+pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

@@ -231,7 +231,7 @@ async fn the_saga_survives_sigkill_at_every_step_boundary() {
         "sqlite://{}?mode=rwc",
         dir.path().join("order.db").display()
     );
-    let port = helpers::free_port();
+    let port = test_support::free_addr().port();
 
     let steps = [
         "reserve_stock",
@@ -376,7 +376,10 @@ async fn wait_port(port: u16) {
 async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
     let dir = tempfile::tempdir().unwrap();
     let services = ["inventory", "payment", "shipping"];
-    let ports: Vec<u16> = services.iter().map(|_| helpers::free_port()).collect();
+    let ports: Vec<u16> = services
+        .iter()
+        .map(|_| test_support::free_addr().port())
+        .collect();
     let uris: [String; 3] = std::array::from_fn(|i| format!("http://127.0.0.1:{}", ports[i]));
     let mut procs = Processes(Vec::new());
     for (svc, port) in services.iter().zip(&ports) {
@@ -386,7 +389,7 @@ async fn the_saga_survives_sigkill_of_a_participant_around_every_commit() {
         ));
         wait_port(*port).await;
     }
-    let order_port = helpers::free_port();
+    let order_port = test_support::free_addr().port();
     let db_url = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("order.db").display()

@@ -34,15 +34,6 @@ pub fn saga_over(o: &ordermesh::proto::order::v1::Order) -> bool {
     (confirmed || turned_back) && !(running || undo_pending)
 }
 
-/// A port nothing listens on right now, for a process the test starts itself.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The exit status of `child`, once it exits within `within`.
 pub async fn wait_exit(
     child: &mut std::process::Child,
