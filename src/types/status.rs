@@ -34,6 +34,48 @@ pub fn illegal_transition(kind: &str, id: &str, from: &str, action: &str) -> Sta
     )
 }
 
+/// The response header (trailers-only answers carry it with `grpc-status`) by which a server
+/// says a failure belongs to the one request, not to the server: `request`.
+pub const FAILURE_SCOPE_HEADER: &str = "x-ordermesh-failure-scope";
+
+/// Marks `status` as a failure of this request alone (one card the processor cannot charge
+/// now, one key): the client stack does not eject the endpoint that answered it nor retry it
+/// on another one at once, and its circuit breaker counts it once per idempotency key, so a
+/// few bad requests never open the breaker that every request shares while the same answer
+/// to every request still does. The caller's own retry (with backoff) is still welcome.
+pub fn request_scoped(mut status: Status) -> Status {
+    status.metadata_mut().insert(
+        FAILURE_SCOPE_HEADER,
+        tonic::metadata::MetadataValue::from_static("request"),
+    );
+    status
+}
+
+/// UNAVAILABLE for one request whose dependency cannot serve it now (retry later), with an
+/// `ErrorInfo` (reason, domain, metadata) and a `RetryInfo` hint, marked `request_scoped`.
+pub fn unavailable_for_request(
+    message: impl Into<String>,
+    reason: &str,
+    domain: &str,
+    metadata: std::collections::HashMap<String, String>,
+    retry_after: std::time::Duration,
+) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, domain, metadata);
+    details.set_retry_info(Some(retry_after));
+    request_scoped(Status::with_error_details(
+        Code::Unavailable,
+        message,
+        details,
+    ))
+}
+
+/// ABORTED for a write that lost to a concurrent one (a lock or serialization conflict on a
+/// hot row): the request may be retried as it is; the server is fine.
+pub fn contended(what: impl std::fmt::Display) -> Status {
+    tracing::debug!(error = %what, "write conflict");
+    Status::aborted("a concurrent change conflicted with this one; retry")
+}
+
 /// A database failure. The cause is logged, not sent: callers get UNAVAILABLE, which is
 /// retryable, instead of INTERNAL.
 pub fn db_error(err: impl std::fmt::Display) -> Status {
@@ -86,6 +128,38 @@ mod tests {
         assert_eq!(s.message(), "lines[0].quantity: must be positive");
         let br = s.get_details_bad_request().expect("bad request detail");
         assert_eq!(br.field_violations[0].field, "lines[0].quantity");
+    }
+
+    #[test]
+    fn a_request_scoped_failure_says_so_and_keeps_its_details() {
+        let s = unavailable_for_request(
+            "the processor is down",
+            "PROCESSOR_UNAVAILABLE",
+            "payment.ordermesh",
+            [("card_last4".to_string(), "0119".to_string())].into(),
+            std::time::Duration::from_secs(1),
+        );
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(
+            s.metadata()
+                .get(FAILURE_SCOPE_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("request")
+        );
+        let http: http::Response<tonic::body::Body> = s.clone().into_http();
+        assert_eq!(
+            http.headers()
+                .get(FAILURE_SCOPE_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("request"),
+            "a trailers-only answer carries the mark beside grpc-status"
+        );
+        let info = s.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "PROCESSOR_UNAVAILABLE");
+        assert_eq!(
+            s.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(std::time::Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -3,8 +3,15 @@
 //! every call fails fast with UNAVAILABLE naming the upstream. After the reset timeout it
 //! half-opens and lets a few probe calls through: all succeed and it closes, one fails and it
 //! opens again. Transitions are logged and the state can be read from a `BreakerHandle`.
+//!
+//! The window counts requests, not attempts: the failures of one idempotency key (a saga
+//! step retried, a transport retry) count once while that key's failure is in the window. A
+//! few requests that keep failing on their own (one card the processor cannot charge) cannot
+//! open the breaker every request shares; the same failure on many requests (every card,
+//! a service that is down) still does.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -58,19 +65,30 @@ pub enum BreakerState {
 struct Outcome {
     failed: bool,
     slow: bool,
+    /// A hash of the call's idempotency key, when it has one.
+    key: Option<u64>,
 }
 
 /// The last outcomes while closed, with running counts (recording one is O(1) under the
-/// lock every call of the upstream takes).
+/// lock every call of the upstream takes), and the keys whose failure is among them.
 #[derive(Default)]
 struct Window {
     outcomes: VecDeque<Outcome>,
     failed: usize,
     slow: usize,
+    failed_keys: HashSet<u64>,
 }
 
 impl Window {
+    /// Records `o`, unless it is another failure of a key that already failed in the window.
     fn push(&mut self, o: Outcome, cap: usize) {
+        if o.failed {
+            if let Some(k) = o.key {
+                if !self.failed_keys.insert(k) {
+                    return;
+                }
+            }
+        }
         self.outcomes.push_back(o);
         self.failed += o.failed as usize;
         self.slow += o.slow as usize;
@@ -78,9 +96,22 @@ impl Window {
             if let Some(old) = self.outcomes.pop_front() {
                 self.failed -= old.failed as usize;
                 self.slow -= old.slow as usize;
+                if let (true, Some(k)) = (old.failed, old.key) {
+                    self.failed_keys.remove(&k);
+                }
             }
         }
     }
+}
+
+/// The idempotency key of a call, hashed (a collision merely merges two keys' failures).
+fn key_of(req: &http::Request<Body>) -> Option<u64> {
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let v = req
+        .headers()
+        .get(crate::transport::headers::IDEMPOTENCY_KEY)?;
+    Some(SEED.get_or_init(Default::default).hash_one(v.as_bytes()))
 }
 
 enum Inner {
@@ -273,6 +304,7 @@ impl Drop for Pending {
                 Outcome {
                     failed: true,
                     slow: true,
+                    key: None,
                 },
                 true,
             );
@@ -322,6 +354,7 @@ where
             }
         };
         let started = Instant::now();
+        let key = key_of(&req);
         let fut = self.inner.call(req);
         let pending = Pending {
             shared: self.shared.clone(),
@@ -335,7 +368,7 @@ where
                 Err(_) => true,
             };
             let slow = started.elapsed() > pending.shared.policy.slow_call;
-            pending.shared.record(Outcome { failed, slow }, probe);
+            pending.shared.record(Outcome { failed, slow, key }, probe);
             pending.done.set(true);
             result
         })
@@ -401,5 +434,89 @@ mod tests {
             "a new probe went through"
         );
         assert_eq!(handle.state(), BreakerState::Closed);
+    }
+
+    fn keyed(mode: &str, key: &str) -> http::Request<Body> {
+        let mut r = req(mode);
+        r.headers_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        r
+    }
+
+    #[tokio::test]
+    async fn one_request_failing_again_and_again_counts_once_but_many_requests_open_it() {
+        let layer = CircuitBreakerLayer::new(
+            "keys",
+            BreakerPolicy {
+                window: 20,
+                min_calls: 4,
+                failure_rate: 0.5,
+                slow_call: Duration::from_secs(5),
+                slow_rate: 2.0,
+                reset_timeout: Duration::from_secs(60),
+                probes: 1,
+            },
+        );
+        let handle = layer.handle();
+        let svc = layer.layer(tower::service_fn(|r: http::Request<Body>| async move {
+            if r.headers().get("mode").is_some_and(|v| v == "fail") {
+                return Ok::<_, std::convert::Infallible>(
+                    tonic::Status::unavailable("this card cannot be charged now").into_http(),
+                );
+            }
+            Ok(http::Response::new(Body::empty()))
+        }));
+        for _ in 0..3 {
+            svc.clone().oneshot(req("ok")).await.unwrap();
+        }
+        // One poisoned request retried 30 times, with a good call now and then.
+        for i in 0..30 {
+            svc.clone()
+                .oneshot(keyed("fail", "saga-1/authorize_payment"))
+                .await
+                .unwrap();
+            if i % 10 == 0 {
+                svc.clone().oneshot(req("ok")).await.unwrap();
+            }
+        }
+        assert_eq!(
+            handle.state(),
+            BreakerState::Closed,
+            "one request, one failure"
+        );
+        // The same failure on many requests: the upstream is failing for everyone.
+        for i in 0..6 {
+            svc.clone()
+                .oneshot(keyed("fail", &format!("saga-{i}/authorize_payment")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(handle.state(), BreakerState::Open);
+    }
+
+    #[tokio::test]
+    async fn calls_without_a_key_each_count() {
+        let layer = CircuitBreakerLayer::new(
+            "nokeys",
+            BreakerPolicy {
+                window: 10,
+                min_calls: 4,
+                failure_rate: 0.5,
+                slow_call: Duration::from_secs(5),
+                slow_rate: 2.0,
+                reset_timeout: Duration::from_secs(60),
+                probes: 1,
+            },
+        );
+        let handle = layer.handle();
+        let svc = layer.layer(tower::service_fn(|_r: http::Request<Body>| async move {
+            Ok::<_, std::convert::Infallible>(tonic::Status::internal("boom").into_http())
+        }));
+        for _ in 0..3 {
+            svc.clone().oneshot(req("fail")).await.unwrap();
+        }
+        assert_eq!(handle.state(), BreakerState::Closed, "below min_calls");
+        svc.clone().oneshot(req("fail")).await.unwrap();
+        assert_eq!(handle.state(), BreakerState::Open);
     }
 }

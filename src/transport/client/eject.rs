@@ -1,8 +1,10 @@
 //! Per-endpoint outlier ejection: an endpoint that fails `consecutive` calls in a row (transport
-//! errors or UNAVAILABLE) is taken out of the balancer for a while, longer each time it is
-//! ejected again. At most half of an upstream's endpoints are ejected at once, and never the
-//! only one: when everything fails, that is the circuit breaker's business. While ejected its `poll_ready` is pending, so the balancer's p2c picks among
-//! the other endpoints; it comes back on its own when the ejection ends.
+//! errors or UNAVAILABLE, unless the answer marks the failure as the request's own) is taken
+//! out of the balancer for a while, longer each time it is ejected again. At most half of an
+//! upstream's endpoints are ejected at once, and never the only one: when everything fails,
+//! that is the circuit breaker's business. While ejected its `poll_ready` is pending, so the
+//! balancer's p2c picks among the other endpoints; it comes back on its own when the ejection
+//! ends.
 
 use std::future::Future as _;
 use std::sync::{Arc, Mutex};
@@ -98,11 +100,13 @@ impl<S> Eject<S> {
     }
 }
 
-/// Whether a response says the endpoint itself is failing (trailers-only UNAVAILABLE).
+/// Whether a response says the endpoint itself is failing (trailers-only UNAVAILABLE that is
+/// not marked as the failure of that one request: every endpoint would answer it the same).
 fn unavailable(resp: &http::Response<Body>) -> bool {
     resp.headers()
         .get(crate::transport::headers::GRPC_STATUS)
         .is_some_and(|v| v.as_bytes() == b"14")
+        && !crate::transport::headers::request_scoped(resp.headers())
 }
 
 impl<S> Drop for Eject<S> {
@@ -187,5 +191,20 @@ where
             record(&state, &group, &policy, &endpoint, failed);
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_endpoints_own_failures_count_toward_ejection() {
+        let down = tonic::Status::unavailable("shedding").into_http();
+        assert!(unavailable(&down));
+        let one_card =
+            crate::types::status::request_scoped(tonic::Status::unavailable("card")).into_http();
+        assert!(!unavailable(&one_card), "the request's own failure");
+        assert!(!unavailable(&tonic::Status::not_found("x").into_http()));
     }
 }

@@ -98,14 +98,18 @@ pub fn is_retry_safe(req: &http::Request<Body>) -> bool {
     method.starts_with("Get") || method.starts_with("List")
 }
 
+/// Transport errors, UNAVAILABLE and RESOURCE_EXHAUSTED, unless the answer marks the failure as
+/// the request's own (another endpoint would answer the same; the caller retries later).
 fn retryable(result: &Result<http::Response<Body>, impl Sized>) -> bool {
     match result {
-        Ok(resp) => matches!(
-            resp.headers()
-                .get(crate::transport::headers::GRPC_STATUS)
-                .map(|v| v.as_bytes()),
-            Some(b"14" | b"8")
-        ),
+        Ok(resp) => {
+            matches!(
+                resp.headers()
+                    .get(crate::transport::headers::GRPC_STATUS)
+                    .map(|v| v.as_bytes()),
+                Some(b"14" | b"8")
+            ) && !crate::transport::headers::request_scoped(resp.headers())
+        }
         Err(_) => true,
     }
 }
@@ -250,6 +254,19 @@ mod tests {
             .headers_mut()
             .insert("idempotency-key", "k1".parse().unwrap());
         assert!(is_retry_safe(&keyed));
+    }
+
+    #[test]
+    fn a_failure_of_the_request_itself_is_not_retried_on_another_endpoint() {
+        let ok: Result<_, ()> = Ok(tonic::Status::unavailable("down").into_http());
+        assert!(retryable(&ok));
+        let one_card: Result<_, ()> = Ok(crate::types::status::request_scoped(
+            tonic::Status::unavailable("card"),
+        )
+        .into_http());
+        assert!(!retryable(&one_card));
+        let refused: Result<_, ()> = Ok(tonic::Status::invalid_argument("x").into_http());
+        assert!(!retryable(&refused));
     }
 
     #[test]
