@@ -10,6 +10,7 @@ use sea_orm::{
 use sha2::Digest;
 use tonic::Status;
 
+use crate::data::db_status;
 use crate::types::status::db_error;
 
 pub mod entity {
@@ -166,7 +167,7 @@ where
     F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<Resp, Status>>,
 {
     let request_hash = hash(request);
-    let txn = db.begin().await.map_err(db_error)?;
+    let txn = db.begin().await.map_err(db_status)?;
     match lookup::<_, Resp>(&txn, scope, key, &request_hash).await? {
         Some(Stored::Replay(r)) => return Ok(r),
         Some(Stored::Conflict) => return Err(conflict(key)),
@@ -183,7 +184,7 @@ where
     let inserted = entity::Entity::insert(row).exec(&txn).await;
     match inserted {
         Ok(_) => {
-            txn.commit().await.map_err(db_error)?;
+            txn.commit().await.map_err(db_status)?;
             Ok(response)
         }
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
@@ -195,6 +196,6 @@ where
                 _ => Err(conflict(key)),
             }
         }
-        Err(e) => Err(db_error(e)),
+        Err(e) => Err(db_status(e)),
     }
 }

@@ -8,4 +8,4 @@ pub mod schema;
 pub mod store_error;
 pub mod tombstone;
 
-pub use store_error::{DomainError, StoreError};
+pub use store_error::{db_status, DomainError, StoreError};

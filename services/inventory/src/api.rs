@@ -212,15 +212,9 @@ impl InventoryService for InventoryApi {
         if r.delta == 0 {
             return Err(invalid_argument("delta", "must not be zero"));
         }
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(ordermesh::types::status::db_error)?;
+        let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
         let row = store::adjust_stock(&txn, &sku, r.delta, now()).await?;
-        txn.commit()
-            .await
-            .map_err(ordermesh::types::status::db_error)?;
+        txn.commit().await.map_err(ordermesh::data::db_status)?;
         tracing::info!(sku = %sku, delta = r.delta, reason = %r.reason, "stock adjusted");
         publish_levels(&self.feed, std::slice::from_ref(&row));
         Ok(Response::new(pb::AdjustStockResponse {
@@ -281,15 +275,9 @@ impl InventoryService for InventoryApi {
                 if msg.delta == 0 {
                     return Err(invalid_argument("delta", "must not be zero"));
                 }
-                let txn = self
-                    .db
-                    .begin()
-                    .await
-                    .map_err(ordermesh::types::status::db_error)?;
+                let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
                 let row = store::adjust_stock(&txn, &sku, msg.delta, now()).await?;
-                txn.commit()
-                    .await
-                    .map_err(ordermesh::types::status::db_error)?;
+                txn.commit().await.map_err(ordermesh::data::db_status)?;
                 Ok(row)
             }
             .await;
@@ -342,15 +330,9 @@ impl InventoryService for InventoryApi {
                     if msg.counted > domain::MAX_STOCK {
                         return Err(invalid_argument("counted", "is too large"));
                     }
-                    let txn = api
-                        .db
-                        .begin()
-                        .await
-                        .map_err(ordermesh::types::status::db_error)?;
+                    let txn = api.db.begin().await.map_err(ordermesh::data::db_status)?;
                     let out = store::set_on_hand(&txn, &sku, msg.counted, now()).await?;
-                    txn.commit()
-                        .await
-                        .map_err(ordermesh::types::status::db_error)?;
+                    txn.commit().await.map_err(ordermesh::data::db_status)?;
                     Ok(out)
                 }
                 .await;

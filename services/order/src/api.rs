@@ -97,14 +97,14 @@ impl OrderApi {
     /// updates that row when it moves to the next step, so the two cannot cross.
     async fn cancel_placed(&self, order_id: &OrderId, reason: &str) -> Result<pb::Order, Status> {
         use sea_orm::{EntityTrait, QuerySelect};
-        let db_error = ordermesh::types::status::db_error;
-        let txn = self.orders.db.begin().await.map_err(db_error)?;
+        let db_status = ordermesh::data::db_status;
+        let txn = self.orders.db.begin().await.map_err(db_status)?;
         let instance =
             ordermesh::saga::instance::Entity::find_by_id(OrderSaga::saga_id(order_id.as_str()))
                 .lock_exclusive()
                 .one(&txn)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_status)?;
         let past_capture = match (&instance, &self.saga) {
             (Some(i), Some(saga)) => saga.def.has_passed(i, crate::saga::CAPTURE_PAYMENT),
             _ => false,
@@ -126,7 +126,7 @@ impl OrderApi {
             Some(&[OrderStatus::Pending]),
         )
         .await?;
-        txn.commit().await.map_err(db_error)?;
+        txn.commit().await.map_err(db_status)?;
         let order = order_to_proto(&view);
         if changed {
             tracing::info!(order_id = %order_id, reason, "order cancelled");

@@ -99,15 +99,9 @@ impl Orders {
         to: OrderStatus,
         reason: &str,
     ) -> Result<pb::Order, Status> {
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(ordermesh::types::status::db_error)?;
+        let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
         let (view, changed) = move_order(&txn, order_id, to, reason).await?;
-        txn.commit()
-            .await
-            .map_err(ordermesh::types::status::db_error)?;
+        txn.commit().await.map_err(ordermesh::data::db_status)?;
         let order = order_to_proto(&view);
         if changed {
             tracing::info!(

@@ -12,7 +12,7 @@ use ordermesh::proto::shipping::v1::shipping_service_server::ShippingService;
 use ordermesh::transport::shutdown::Drain;
 use ordermesh::transport::watch::{Seen, Watch, WatchFeed};
 use ordermesh::types::status::{
-    db_error, illegal_transition, invalid_argument, not_found, require_id, require_idempotency_key,
+    illegal_transition, invalid_argument, not_found, require_id, require_idempotency_key,
 };
 use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
@@ -401,10 +401,10 @@ impl ShippingService for ShippingApi {
         };
         domain::check_text("location", &r.location)?;
         domain::check_text("note", &r.note)?;
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
         let (view, event) =
             store::advance(&txn, &r.shipment_id, to, &r.location, &r.note, now()).await?;
-        txn.commit().await.map_err(db_error)?;
+        txn.commit().await.map_err(ordermesh::data::db_status)?;
         tracing::info!(shipment_id = %r.shipment_id, status = to.as_str(), "tracking event recorded");
         self.feed.events.publish(event);
         Ok(Response::new(pb::RecordTrackingEventResponse {
