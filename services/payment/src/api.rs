@@ -27,7 +27,18 @@ impl From<PaymentError> for Status {
                 illegal_transition("payment", id, from, action)
             }
             Exceeds { .. } => Status::failed_precondition(e.to_string()),
-            ProcessorUnavailable => Status::unavailable(e.to_string()),
+            // The processor failed on this one card: the payment service is fine, so the
+            // answer is marked as the request's own (the caller's breaker counts it once per
+            // key and no endpoint is ejected for it); a retry later may succeed.
+            ProcessorUnavailable { card_last4 } => {
+                ordermesh::types::status::unavailable_for_request(
+                    e.to_string(),
+                    "PROCESSOR_UNAVAILABLE",
+                    "payment.ordermesh",
+                    [("card_last4".to_string(), card_last4.clone())].into(),
+                    std::time::Duration::from_secs(1),
+                )
+            }
             OrderClosed(_) => Status::failed_precondition(e.to_string()),
         }
     }
@@ -110,7 +121,10 @@ impl PaymentService for PaymentApi {
                         Outcome::Declined(reason) => Some(reason),
                         // Nothing is stored, so a retry with the same key tries again.
                         Outcome::Unavailable => {
-                            return Err(PaymentError::ProcessorUnavailable.into())
+                            return Err(PaymentError::ProcessorUnavailable {
+                                card_last4: token.last4(),
+                            }
+                            .into())
                         }
                     };
                     let row = store::insert(

@@ -43,10 +43,31 @@ impl CardToken {
         &self.0
     }
 
-    /// The last four characters, the only part of the token a payment keeps.
+    /// The last four digits of the simulated card behind the token, the only part of it a
+    /// payment keeps. The named test cards have fixed numbers (those of the usual processor
+    /// test cards); any other token gets four digits derived from it, the same every time.
     pub fn last4(&self) -> String {
-        let chars: Vec<char> = self.0.chars().collect();
-        chars[chars.len().saturating_sub(4)..].iter().collect()
+        let fixed = match self.0.as_str() {
+            "tok_visa" => Some("4242"),
+            "tok_mastercard" => Some("4444"),
+            "tok_amex" => Some("8431"),
+            "tok_discover" => Some("1117"),
+            "tok_decline" => Some("0002"),
+            "tok_insufficient_funds" => Some("9995"),
+            "tok_expired" => Some("0069"),
+            "tok_processor_down" => Some("0119"),
+            _ => None,
+        };
+        match fixed {
+            Some(d) => d.to_string(),
+            None => {
+                // FNV-1a: stable across builds and processes, unlike the std hasher.
+                let h = self.0.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                format!("{:04}", h % 10_000)
+            }
+        }
     }
 }
 
@@ -83,7 +104,7 @@ pub enum Outcome {
 ///
 /// | token                    | outcome                                  |
 /// |--------------------------|------------------------------------------|
-/// | `tok_processor_down`     | unavailable (gRPC UNAVAILABLE, retryable) |
+/// | `tok_processor_down`     | unavailable for this card (gRPC UNAVAILABLE marked as the request's own, retryable) |
 /// | `tok_decline`            | declined, `card_declined`                |
 /// | `tok_insufficient_funds` | declined, `insufficient_funds`           |
 /// | `tok_expired`            | declined, `expired_card`                 |
@@ -208,8 +229,8 @@ pub enum PaymentError {
         limit: Money,
         what: &'static str,
     },
-    #[error("the card processor is unavailable; nothing was charged, retry later")]
-    ProcessorUnavailable,
+    #[error("the card processor cannot charge card ...{card_last4} now; nothing was charged, retry later")]
+    ProcessorUnavailable { card_last4: String },
     #[error("the payments of order '{0}' were voided; no new authorization is taken for it")]
     OrderClosed(String),
 }
@@ -241,8 +262,16 @@ mod tests {
 
     #[test]
     fn tokens() {
-        assert_eq!(CardToken::parse("tok_visa").unwrap().last4(), "visa");
-        assert_eq!(CardToken::parse("tok_a").unwrap().last4(), "ok_a");
+        assert_eq!(CardToken::parse("tok_visa").unwrap().last4(), "4242");
+        assert_eq!(
+            CardToken::parse("tok_processor_down").unwrap().last4(),
+            "0119"
+        );
+        let other = CardToken::parse("tok_a").unwrap().last4();
+        assert_eq!(other.len(), 4);
+        assert!(other.chars().all(|c| c.is_ascii_digit()), "{other}");
+        assert_eq!(other, CardToken::parse("tok_a").unwrap().last4(), "stable");
+        assert_ne!(other, CardToken::parse("tok_b").unwrap().last4());
         for bad in ["", "visa", "tok_", "tok_Visa", "tok_with space"] {
             assert!(CardToken::parse(bad).is_err(), "{bad}");
         }

@@ -72,7 +72,7 @@ async fn simulator_outcomes_are_deterministic(backend: Backend) {
     let ok = authorized(&mut h.client, "ord-1", 2500).await;
     assert_eq!(ok.status, pb::PaymentStatus::Authorized as i32);
     assert_eq!(minor(&ok.authorized_amount), 2500);
-    assert_eq!(ok.card_last4, "visa");
+    assert_eq!(ok.card_last4, "4242", "the simulated card's digits");
     assert!(ok.payment_id.starts_with("pay_"));
 
     for (token, reason) in [
@@ -111,6 +111,23 @@ async fn simulator_outcomes_are_deterministic(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(down.code(), Code::Unavailable);
+    // The failure is this card's, not the service's: marked so, with what and when to retry.
+    assert_eq!(
+        down.metadata()
+            .get("x-ordermesh-failure-scope")
+            .and_then(|v| v.to_str().ok()),
+        Some("request")
+    );
+    {
+        use tonic_types::StatusExt;
+        let info = down.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "PROCESSOR_UNAVAILABLE");
+        assert_eq!(
+            info.metadata.get("card_last4").map(String::as_str),
+            Some("0119")
+        );
+        assert!(down.get_details_retry_info().is_some());
+    }
     let listed = h
         .client
         .list_payments(pb::ListPaymentsRequest {
