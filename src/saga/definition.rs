@@ -80,7 +80,8 @@ impl Direction {
 /// Why a step did not succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepError {
-    /// Worth trying again (the participant was unavailable, the call timed out).
+    /// Worth trying again (the participant was unavailable, the call timed out): retried
+    /// within the step's budget.
     Transient(String),
     /// A definitive answer (declined, out of stock): the saga turns back.
     Rejected(String),
@@ -104,10 +105,16 @@ impl StepError {
     }
 }
 
-/// How a step's action is retried.
+/// How a step's action is retried: transient failures (the codes below, a timed-out
+/// attempt) are tried again with jittered backoff for as long as the budget lasts, counted
+/// from the step's first attempt in this run. A participant that is briefly unavailable (its
+/// breaker open, shedding, restarting) delays the step instead of turning the saga back.
 #[derive(Clone, Debug)]
 pub struct StepRetry {
-    pub attempts: u32,
+    /// How long transient failures are retried before the step is given up on and the saga
+    /// turns back; `None`: until it succeeds or is refused for good (past a point of no
+    /// return, only a definitive answer may turn the saga back).
+    pub budget: Option<Duration>,
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub retry_codes: Vec<Code>,
@@ -116,7 +123,7 @@ pub struct StepRetry {
 impl Default for StepRetry {
     fn default() -> Self {
         Self {
-            attempts: 8,
+            budget: Some(Duration::from_secs(30)),
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             retry_codes: vec![

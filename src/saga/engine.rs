@@ -185,7 +185,8 @@ where
     }
 
     /// Runs one action (or compensation) with its retries and timeout, recording each attempt
-    /// before it is made. Compensations keep retrying transient failures.
+    /// before it is made. Actions retry transient failures within their budget;
+    /// compensations keep retrying them.
     async fn attempt(
         &self,
         db: &DatabaseConnection,
@@ -208,6 +209,7 @@ where
             count_attempt,
         };
         let mut attempt = 0u32;
+        let first_try = std::time::Instant::now();
         loop {
             let span = tracing::info_span!(
                 "saga.step",
@@ -256,7 +258,9 @@ where
                 crate::faults::crash::point(step.name(), crash_after);
             }
             match result {
-                Err(StepError::Transient(msg)) if compensating || attempt + 1 < policy.attempts => {
+                Err(StepError::Transient(msg))
+                    if compensating || policy.budget.is_none_or(|b| first_try.elapsed() < b) =>
+                {
                     span.in_scope(|| tracing::info!(saga_id, step = step.name(), attempt, error = %msg, "saga step will be retried"));
                     store::mark_step(db, mark(msg, false)).await?;
                     tokio::time::sleep(backoff(&policy, attempt)).await;

@@ -24,6 +24,8 @@ enum Behaviour {
     Reject,
     /// Fails transiently this many times, then succeeds.
     Flaky(u32),
+    /// Fails transiently every time.
+    Down,
 }
 
 struct Probe {
@@ -49,6 +51,7 @@ impl Step<Data> for Probe {
         match self.behaviour {
             Behaviour::Succeed => {}
             Behaviour::Reject => return Err(StepError::Rejected("no".into())),
+            Behaviour::Down => return Err(StepError::Transient("unavailable".into())),
             Behaviour::Flaky(n) => {
                 let mut f = self.failures.lock().unwrap();
                 if *f < n {
@@ -72,7 +75,7 @@ impl Step<Data> for Probe {
 
     fn retry(&self) -> StepRetry {
         StepRetry {
-            attempts: 3,
+            budget: Some(Duration::from_millis(300)),
             backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
             ..StepRetry::default()
@@ -189,4 +192,33 @@ async fn a_resumed_saga_continues_where_it_stopped() {
         .unwrap();
     assert_eq!(inst.data, r#"{"done":["a","b"]}"#);
     assert_eq!(inst.state, InstanceState::Completed);
+}
+
+#[tokio::test]
+async fn a_step_that_stays_unavailable_is_retried_for_its_budget_then_turns_back() {
+    let db = db().await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let s = saga(&[("a", Behaviour::Succeed), ("b", Behaviour::Down)], &log);
+    s.start_in(&db, "s3", &Data::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    let out = s.run(&db, "s3").await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "gave up before its budget: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        out,
+        Outcome::Compensated {
+            step: "b".into(),
+            reason: "b: unavailable".into()
+        }
+    );
+    let attempts = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.as_str() == "do s3/b")
+        .count();
+    assert!(attempts > 3, "retried within the budget: {attempts}");
 }

@@ -129,6 +129,7 @@ impl Mesh {
             inventory: part(0),
             payment: part(1),
             shipping: part(2),
+            step_budget: order_service::DEFAULT_STEP_BUDGET,
         };
         let (cfg, db) = self.service_config("order").await;
         let app = order_service::App::build(&cfg)

@@ -21,7 +21,7 @@ use tonic::service::Routes;
 
 pub use api::OrderApi;
 pub use orders::{OrderFeed, Orders};
-pub use saga::{OrderSaga, Participants};
+pub use saga::{OrderSaga, Participants, DEFAULT_STEP_BUDGET};
 
 pub const SERVICE: &str = "order";
 pub const DEFAULT_PORT: u16 = 50051;
@@ -102,7 +102,8 @@ impl App {
 /// `/etc/resolv.conf`, e.g. a pod's cluster DNS with `MESH_ZONE=<namespace>.svc.cluster.local.`).
 /// Calls go over mTLS with this service's identity unless the service runs in plaintext, and
 /// each participant's stack is tuned by `<SERVICE>_BALANCER`, `_TIMEOUT`, `_RETRY_ATTEMPTS`
-/// and `_BREAKER`. `None` when neither `MESH_DNS` nor any `<SERVICE>_URL` is set: orders are
+/// and `_BREAKER`; `SAGA_STEP_BUDGET` (e.g. `30s`) is how long the steps before the payment
+/// is authorized wait for an unavailable participant. `None` when neither `MESH_DNS` nor any `<SERVICE>_URL` is set: orders are
 /// then recorded and stay PENDING.
 pub fn participants_from_env(config: &ServiceConfig) -> anyhow::Result<Option<Participants>> {
     participants_from(config, &EnvReads::default())
@@ -135,6 +136,17 @@ pub fn participants_from(
     };
     let upstreams =
         ordermesh::config::upstreams(&PARTICIPANTS, &discovery, identity.as_ref(), env)?;
+    let step_budget = match env.get("SAGA_STEP_BUDGET") {
+        None => DEFAULT_STEP_BUDGET,
+        Some(v) => ordermesh::types::time::parse_duration(&v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "SAGA_STEP_BUDGET: '{v}' is not a positive duration (e.g. 30s, 2m, 500ms)"
+                )
+            })?,
+    };
     let stack = |u: &ordermesh::transport::client::Upstream| {
         u.stack().map_err(|e| anyhow::anyhow!("{}: {e}", u.name))
     };
@@ -142,5 +154,6 @@ pub fn participants_from(
         inventory: stack(&upstreams[0])?,
         payment: stack(&upstreams[1])?,
         shipping: stack(&upstreams[2])?,
+        step_budget,
     }))
 }

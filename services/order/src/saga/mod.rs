@@ -92,13 +92,21 @@ impl PlaceOrderData {
     }
 }
 
-/// Channels to the saga's participants (built with `ordermesh::transport::client`).
+/// Channels to the saga's participants (built with `ordermesh::transport::client`), and how
+/// long a step before the payment is authorized waits for one that is unavailable.
 #[derive(Clone)]
 pub struct Participants {
     pub inventory: MeshChannel,
     pub payment: MeshChannel,
     pub shipping: MeshChannel,
+    /// `SAGA_STEP_BUDGET`; `DEFAULT_STEP_BUDGET` unless set.
+    pub step_budget: std::time::Duration,
 }
+
+/// How long reserve_stock and authorize_payment retry a participant that is unavailable
+/// (breaker open, shedding, restarting, a card the processor cannot charge now) before the
+/// order is rejected. Later steps wait for as long as it takes.
+pub const DEFAULT_STEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The order saga and the instances this process is running.
 pub struct OrderSaga {
@@ -109,7 +117,12 @@ pub struct OrderSaga {
 
 impl OrderSaga {
     pub fn new(parts: Participants, orders: Orders, db: DatabaseConnection) -> Arc<Self> {
-        let ctx = Arc::new(Ctx { parts, orders, db });
+        let ctx = Arc::new(Ctx {
+            step_budget: parts.step_budget,
+            parts,
+            orders,
+            db,
+        });
         let def = Saga {
             kind: KIND,
             steps: steps::all(&ctx),

@@ -28,6 +28,8 @@ pub(super) struct Ctx {
     pub(super) parts: Participants,
     pub(super) orders: Orders,
     pub(super) db: DatabaseConnection,
+    /// How long a step before the authorization waits for an unavailable participant.
+    pub(super) step_budget: Duration,
 }
 
 impl Ctx {
@@ -56,11 +58,21 @@ fn policy() -> StepRetry {
     StepRetry::default()
 }
 
-/// After the payment is captured the saga only goes forward: a participant that is down or
-/// overloaded is waited for, not given up on (turning back now would mean a refund).
-fn past_the_pivot() -> StepRetry {
+/// Before the payment is authorized, a participant that stays unavailable for the whole
+/// budget turns the order back (nothing is held for the customer yet but stock).
+fn before_authorization(budget: Duration) -> StepRetry {
     StepRetry {
-        attempts: u32::MAX,
+        budget: Some(budget),
+        ..StepRetry::default()
+    }
+}
+
+/// Once the payment is authorized, only a definitive refusal (or the customer's cancel) may
+/// turn the order back: a participant that is down, shedding or behind an open breaker is
+/// waited for, not given up on.
+fn after_authorization() -> StepRetry {
+    StepRetry {
+        budget: None,
         max_backoff: Duration::from_secs(5),
         ..StepRetry::default()
     }
@@ -93,6 +105,10 @@ pub(super) fn all(ctx: &Arc<Ctx>) -> Vec<Arc<dyn Step<PlaceOrderData>>> {
 impl Step<PlaceOrderData> for ReserveStock {
     fn name(&self) -> &'static str {
         "reserve_stock"
+    }
+
+    fn retry(&self) -> StepRetry {
+        before_authorization(self.0.step_budget)
     }
 
     async fn action(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
@@ -135,6 +151,10 @@ impl Step<PlaceOrderData> for ReserveStock {
 impl Step<PlaceOrderData> for AuthorizePayment {
     fn name(&self) -> &'static str {
         "authorize_payment"
+    }
+
+    fn retry(&self) -> StepRetry {
+        before_authorization(self.0.step_budget)
     }
 
     async fn action(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
@@ -267,6 +287,10 @@ impl Step<PlaceOrderData> for CreateShipment {
         "create_shipment"
     }
 
+    fn retry(&self) -> StepRetry {
+        after_authorization()
+    }
+
     async fn action(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
         self.0.still_wanted(&d.order_id).await?;
         // Shipping prices in USD, EUR or GBP; other order currencies are quoted in USD.
@@ -340,6 +364,10 @@ impl Step<PlaceOrderData> for CapturePayment {
         CAPTURE_PAYMENT
     }
 
+    fn retry(&self) -> StepRetry {
+        after_authorization()
+    }
+
     async fn action(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
         self.0.still_wanted(&d.order_id).await?;
         let id = d
@@ -393,7 +421,7 @@ impl Step<PlaceOrderData> for CommitStock {
     }
 
     fn retry(&self) -> StepRetry {
-        past_the_pivot()
+        after_authorization()
     }
 
     async fn action(&self, d: &mut PlaceOrderData, key: &str) -> Result<(), StepError> {
@@ -434,6 +462,6 @@ impl Step<PlaceOrderData> for ConfirmOrder {
     }
 
     fn retry(&self) -> StepRetry {
-        past_the_pivot()
+        after_authorization()
     }
 }
