@@ -4,5 +4,6 @@
 mod crash;
 mod duplicates;
 mod helpers;
+mod isolation;
 mod order;
 mod saga;
