@@ -161,6 +161,20 @@ fn from_path_only(input: &MessageDescriptor, bindings: &Bindings) -> Option<Dyna
     Some(msg)
 }
 
+/// Refuses a query string on a client or bidirectional stream: its messages come from the body
+/// alone, so a parameter could only be dropped silently (`?dry_run=true` would apply the call).
+pub fn refuse_stream_query(query: Option<&str>) -> Result<(), GatewayError> {
+    let Some(first) = query.and_then(|q| q.split('&').find(|p| !p.is_empty())) else {
+        return Ok(());
+    };
+    let raw = first.split_once('=').map_or(first, |(k, _)| k);
+    let key = form_decode(raw).unwrap_or_else(|| raw.to_string());
+    Err(GatewayError::bad_request(
+        &key,
+        "unknown query parameter: a streamed request takes every field from its body",
+    ))
+}
+
 /// Parses a client-streaming body: a JSON array of request messages, or newline-delimited JSON.
 pub fn build_stream(
     input: &MessageDescriptor,

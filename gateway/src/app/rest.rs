@@ -40,6 +40,9 @@ impl Gateway {
                 return Ok(cache::hit_response(&hit));
             }
         }
+        if route.client_streaming() {
+            transcode::refuse_stream_query(parts.uri.query())?;
+        }
         let body = body::read(&parts.headers, incoming, self.settings.max_body).await?;
         let metadata = metadata::request_metadata(
             &self.settings.forward_headers,

@@ -89,3 +89,41 @@ async fn service_errors_name_fields_by_json_name_over_rest_and_proto_name_over_g
     let br = err.get_details_bad_request().expect("a BadRequest detail");
     assert_eq!(br.field_violations[0].field, "customer_id");
 }
+
+async fn on_hand(m: &Mesh, sku: &str) -> Value {
+    let r = client()
+        .get(m.gateway.url(&format!("/v1/inventory/items/{sku}")))
+        .send()
+        .await
+        .unwrap();
+    r.json::<Value>().await.unwrap()["item"]["onHand"].clone()
+}
+
+#[tokio::test]
+async fn query_parameters_on_client_and_bidi_streams_are_refused_not_ignored() {
+    let m = helpers::mesh::mesh().await;
+    m.create_item("TEA-1").await;
+    let delta = json!([{"sku": "TEA-1", "delta": "5", "reason": "count"}]);
+    let (s, v) = post(&m, "/v1/inventory/stock:import?dry_run=true", delta.clone()).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["status"], "INVALID_ARGUMENT");
+    assert_eq!(violation(&v).0, "dry_run");
+    assert_eq!(
+        on_hand(&m, "TEA-1").await,
+        "20",
+        "the import was not applied"
+    );
+    let (s, v) = post(
+        &m,
+        "/v1/inventory/stock:sync?dryRun=1",
+        json!([{"sku": "TEA-1", "counted": "3"}]),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(violation(&v).0, "dryRun");
+    assert_eq!(on_hand(&m, "TEA-1").await, "20", "the sync was not applied");
+    // Without the parameter the same import applies.
+    let (s, v) = post(&m, "/v1/inventory/stock:import", delta).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(on_hand(&m, "TEA-1").await, "25");
+}
