@@ -1,9 +1,12 @@
 //! Bodies: the gateway's response body type and the few ways it is built, and reading a
 //! request body within the size limit and the accepted content types.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
-use http::{HeaderMap, StatusCode};
+use http::{StatusCode, Version};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
 use tonic::Code;
@@ -40,13 +43,57 @@ pub fn json(bytes: impl Into<Bytes>) -> http::Response<Body> {
     resp
 }
 
+/// Whether the body an HTTP/1 request declared has been read to its end. A request answered
+/// without it (a 404, a refused token, a 413 by `Content-Length`) still has the body on the
+/// wire, where the next request on the connection would be read from: such an answer says
+/// `Connection: close`, and the connection ends with it.
+#[derive(Clone, Debug, Default)]
+pub struct BodyRead(Arc<AtomicBool>);
+
+impl BodyRead {
+    /// Starts tracking `req` if it is HTTP/1 and declares a body (`Content-Length` above 0, or
+    /// `Transfer-Encoding`); `read` marks it once the body has been read.
+    pub fn track<B>(req: &mut http::Request<B>) -> Option<BodyRead> {
+        let http1 = matches!(req.version(), Version::HTTP_10 | Version::HTTP_11);
+        let h = req.headers();
+        let declared = h.contains_key(http::header::TRANSFER_ENCODING)
+            || h.get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes().iter().any(|b| *b != b'0'));
+        if !(http1 && declared) {
+            return None;
+        }
+        let read = BodyRead::default();
+        req.extensions_mut().insert(read.clone());
+        Some(read)
+    }
+
+    /// Adds `Connection: close` to `resp` unless the body was read.
+    pub fn close_if_unread(&self, resp: &mut http::Response<Body>) {
+        if !self.0.load(Ordering::Acquire) {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+    }
+
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Reads a REST request body of at most `limit` bytes (413 beyond), in JSON or a type parsed
 /// as JSON (415 for others).
-pub async fn read<B>(headers: &HeaderMap, incoming: B, limit: usize) -> Result<Bytes, GatewayError>
+pub async fn read<B>(
+    parts: &http::request::Parts,
+    incoming: B,
+    limit: usize,
+) -> Result<Bytes, GatewayError>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
+    let headers = &parts.headers;
     let too_large = || {
         GatewayError::new(
             Code::InvalidArgument,
@@ -76,6 +123,9 @@ where
             }
         })?
         .to_bytes();
+    if let Some(read) = parts.extensions.get::<BodyRead>() {
+        read.mark();
+    }
     if !bytes.is_empty() {
         if let Some(ct) = headers
             .get(http::header::CONTENT_TYPE)

@@ -150,10 +150,22 @@ impl Gateway {
     /// Answers one request (boxed so the connection task stays small).
     pub fn handle(
         self: Arc<Self>,
-        req: http::Request<Incoming>,
+        mut req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> BoxFuture<'static, http::Response<Body>> {
-        Box::pin(self.dispatch(req, peer))
+        // gRPC bodies are streamed to the service, not read here.
+        let body_read = if grpc::is_grpc(req.headers()) {
+            None
+        } else {
+            body::BodyRead::track(&mut req)
+        };
+        Box::pin(async move {
+            let mut resp = self.dispatch(req, peer).await;
+            if let Some(read) = body_read {
+                read.close_if_unread(&mut resp);
+            }
+            resp
+        })
     }
 
     async fn dispatch(

@@ -43,7 +43,7 @@ impl Gateway {
         if route.client_streaming() {
             transcode::refuse_stream_query(parts.uri.query())?;
         }
-        let body = body::read(&parts.headers, incoming, self.settings.max_body).await?;
+        let body = body::read(&parts, incoming, self.settings.max_body).await?;
         let metadata = metadata::request_metadata(
             &self.settings.forward_headers,
             &parts.headers,

@@ -5,9 +5,12 @@
 
 use crate::helpers;
 
-use crate::helpers::client;
+use std::time::Duration;
+
 use crate::helpers::mesh::Mesh;
+use crate::helpers::{client, echo_gateway};
 use ordermesh::proto::order::v1 as order_pb;
+use ordermesh_gateway::Settings;
 use serde_json::{json, Value};
 use tonic_types::StatusExt;
 
@@ -126,4 +129,112 @@ async fn query_parameters_on_client_and_bidi_streams_are_refused_not_ignored() {
     let (s, v) = post(&m, "/v1/inventory/stock:import", delta).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(on_hand(&m, "TEA-1").await, "25");
+}
+
+/// One HTTP/1.1 answer read off a raw connection: status, lower-case headers, body (framed by
+/// Content-Length, as every gateway error is).
+async fn read_answer(conn: &mut tokio::net::TcpStream) -> (u16, Vec<(String, String)>, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.expect("an answer");
+        assert!(n > 0, "connection closed before an answer: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed inside the body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let json = serde_json::from_slice(&body[..len]).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether the peer has closed the connection (end of stream or reset) within two seconds.
+async fn closed_by_peer(conn: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut rest = [0u8; 1024];
+    match tokio::time::timeout(Duration::from_secs(2), conn.read(&mut rest)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn an_early_413_closes_the_connection_and_says_so() {
+    use tokio::io::AsyncWriteExt;
+    let (echo, gw) = echo_gateway(Settings {
+        max_body: 1024,
+        ..Settings::default()
+    })
+    .await;
+    // Declared larger than the limit: refused before the body is read.
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(
+        b"POST /v1/echo HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n{\"name\": \"",
+    )
+    .await
+    .unwrap();
+    conn.write_all(&[b'x'; 2048]).await.unwrap();
+    let (status, headers, v) = read_answer(&mut conn).await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["status"], "INVALID_ARGUMENT");
+    assert!(v["message"].as_str().unwrap().contains("1024 bytes"), "{v}");
+    assert_eq!(header(&headers, "connection"), Some("close"), "{headers:?}");
+    // The gateway closes its side: a second request on this connection is not left hanging
+    // or answered out of the rest of the first body.
+    let _ = conn
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await;
+    assert!(
+        closed_by_peer(&mut conn).await,
+        "the connection stayed open"
+    );
+    assert_eq!(echo.calls(), 0);
+    // A body that is read to its end keeps the connection for the next request.
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let body = br#"{"name": "kept"}"#;
+    for _ in 0..2 {
+        conn.write_all(
+            format!(
+                "POST /v1/echo HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        conn.write_all(body).await.unwrap();
+        let (status, headers, v) = read_answer(&mut conn).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["name"], "kept");
+        assert_ne!(header(&headers, "connection"), Some("close"));
+    }
 }
