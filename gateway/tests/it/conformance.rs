@@ -238,3 +238,100 @@ async fn an_early_413_closes_the_connection_and_says_so() {
         assert_ne!(header(&headers, "connection"), Some("close"));
     }
 }
+
+async fn post_echo(gw: &helpers::Running, path: &str, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(gw.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_field_given_twice_is_refused_naming_it() {
+    let (echo, gw) = echo_gateway(Settings::default()).await;
+    for (body, field) in [
+        // One name twice.
+        (r#"{"name": "a", "name": "b"}"#, "name"),
+        (r#"{"inner": {"id": "a", "id": "b"}}"#, "inner.id"),
+        // The JSON name and the proto name of one field.
+        (
+            r#"{"metadataSeen": ["a"], "metadata_seen": ["b"]}"#,
+            "metadataSeen",
+        ),
+        (r#"{"any_value": 1, "anyValue": 2}"#, "anyValue"),
+        // Twice under its proto name: still named by its JSON name.
+        (
+            r#"{"metadata_seen": [], "metadata_seen": []}"#,
+            "metadataSeen",
+        ),
+    ] {
+        let (s, v) = post_echo(&gw, "/v1/echo", body).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["status"], "INVALID_ARGUMENT");
+        let (f, message) = violation(&v);
+        assert_eq!(f, field, "{body}");
+        assert!(message.contains("twice"), "{message}");
+    }
+    // In a streamed body, the message's position leads the path.
+    let (s, v) = post_echo(
+        &gw,
+        "/v1/echo:sum",
+        r#"[{"value": 1}, {"value": 1, "value": 2}]"#,
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(violation(&v).0, "[1].value");
+    let (s, v) = post_echo(
+        &gw,
+        "/v1/echo:sum",
+        "{\"value\": 1}\n{\"value\": 2, \"value\": 3}\n",
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(violation(&v).0, "[1].value");
+    assert_eq!(echo.calls(), 0);
+}
+
+#[tokio::test]
+async fn integer_strings_are_json_numbers() {
+    let (echo, gw) = echo_gateway(Settings::default()).await;
+    // Quoted exponents and fractions with an integral value are read as that value.
+    let (s, v) = post_echo(
+        &gw,
+        "/v1/echo",
+        r#"{"count": "1e0", "ucount": "2.5E1", "inner": {"big": "-12e2"}, "numbers": ["1e1", "7"], "maybe": "3.0"}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["count"], "1");
+    assert_eq!(v["ucount"], "25");
+    assert_eq!(v["inner"]["big"], "-1200");
+    assert_eq!(v["numbers"], json!([10, 7]));
+    assert_eq!(v["maybe"], 3);
+    // A '+' sign, leading zeros and fractions are not integers.
+    for (body, field) in [
+        (r#"{"count": "+12"}"#, "count"),
+        (r#"{"count": "012"}"#, "count"),
+        (r#"{"inner": {"big": "1.5"}}"#, "inner.big"),
+        (r#"{"numbers": [1, "08"]}"#, "numbers[1]"),
+        (r#"{"ucount": "1e400"}"#, "ucount"),
+    ] {
+        let (s, v) = post_echo(&gw, "/v1/echo", body).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["status"], "INVALID_ARGUMENT");
+        assert_eq!(violation(&v).0, field, "{body}");
+    }
+    let (s, v) = post_echo(
+        &gw,
+        "/v1/echo:sum",
+        r#"[{"value": "1e2"}, {"value": "+1"}]"#,
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(violation(&v).0, "[1].value");
+    assert_eq!(echo.calls(), 1);
+}
