@@ -335,3 +335,70 @@ async fn integer_strings_are_json_numbers() {
     assert_eq!(violation(&v).0, "[1].value");
     assert_eq!(echo.calls(), 1);
 }
+
+/// Sends `request` on a fresh connection and reads the answer.
+async fn raw(gw: &helpers::Running, request: &str) -> (u16, Vec<(String, String)>, Value) {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    read_answer(&mut conn).await
+}
+
+#[tokio::test]
+async fn an_http11_request_without_one_host_is_a_400() {
+    let (echo, gw) = echo_gateway(Settings::default()).await;
+    let (s, _, v) = raw(&gw, "GET /v1/echo/x HTTP/1.1\r\n\r\n").await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["status"], "INVALID_ARGUMENT");
+    assert_eq!(violation(&v).0, "host");
+    let (s, _, v) = raw(&gw, "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(violation(&v).0, "host");
+    assert_eq!(echo.calls(), 0);
+    // With one Host it is served; HTTP/1.0 has no Host rule.
+    let (s, _, v) = raw(&gw, "GET /v1/echo/x HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inner"]["id"], "x");
+    let (s, _, v) = raw(&gw, "GET /v1/echo/y HTTP/1.0\r\n\r\n").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["inner"]["id"], "y");
+}
+
+#[tokio::test]
+async fn literal_segments_match_percent_encoded_and_bad_escapes_are_a_400() {
+    let (_echo, gw) = echo_gateway(Settings::default()).await;
+    let get = |path: &str| {
+        let url = gw.url(path);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, body) = get("/v1/%65cho/%7Ex").await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["inner"]["id"], "~x");
+    // The verb too.
+    let (s, body) = get("/v1/%65%63ho:c%6Funt?to=2").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body.lines().count(), 2, "{body}");
+    // Reserved characters stay escaped: %2F is data, not a separator.
+    let (s, body) = get("/v1/files/a%2Fb").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["path"], "a/b");
+    let (s, _) = get("/v1%2Fecho/x").await;
+    assert_eq!(s, 404);
+    // A malformed escape is a bad request, wherever it is.
+    for path in [
+        "/v1/%zzcho/x",
+        "/v1/echo/x%zz",
+        "/v1/echo/%4",
+        "/v1/nothing/%ff",
+    ] {
+        let (s, body) = get(path).await;
+        assert_eq!(s, 400, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "INVALID_ARGUMENT");
+        assert_eq!(violation(&v).0, "path", "{path}");
+    }
+}
