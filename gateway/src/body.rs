@@ -1,12 +1,13 @@
 //! Bodies: the gateway's response body type and the few ways it is built, and reading a
 //! request body within the size limit and the accepted content types.
 
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
-use http::{StatusCode, Version};
+use http::{HeaderMap, StatusCode, Version};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
 use tonic::Code;
@@ -82,8 +83,66 @@ impl BodyRead {
     }
 }
 
-/// Reads a REST request body of at most `limit` bytes (413 beyond), in JSON or a type parsed
-/// as JSON (415 for others).
+/// How a request body is encoded on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// The request's `Content-Encoding`: none, `identity` or `gzip` (415 for any other, or for
+/// more than one: a body the gateway cannot decode must not be read as malformed JSON).
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, GatewayError> {
+    let mut codings = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("\u{fffd}").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "identity");
+    let encoding = match codings.next().as_deref() {
+        None => Encoding::Identity,
+        Some("gzip" | "x-gzip") => Encoding::Gzip,
+        Some(other) => return Err(unsupported_encoding(other)),
+    };
+    match codings.next() {
+        None => Ok(encoding),
+        Some(_) => Err(unsupported_encoding("more than one coding")),
+    }
+}
+
+fn unsupported_encoding(what: &str) -> GatewayError {
+    GatewayError::new(
+        Code::InvalidArgument,
+        format!("content-encoding '{what}' is not accepted; send gzip or no encoding"),
+    )
+    .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+    .with_header(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("gzip"),
+    )
+}
+
+/// Decodes a gzip body to at most `limit` bytes: the limit holds for what the gateway would
+/// parse, so a small body that inflates beyond it (a gzip bomb) is a 413, never held whole.
+fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, GatewayError> {
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| GatewayError::bad_request("body", format!("not valid gzip: {e}")))?;
+    if out.len() > limit {
+        return Err(GatewayError::new(
+            Code::InvalidArgument,
+            format!("request body is larger than {limit} bytes once decompressed"),
+        )
+        .with_http(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    Ok(out.into())
+}
+
+/// Reads a REST request body of at most `limit` bytes (413 beyond, on the wire and once
+/// decompressed), plain or gzip (415 for other encodings), in JSON or a type parsed as JSON
+/// (415 for others).
 pub async fn read<B>(
     parts: &http::request::Parts,
     incoming: B,
@@ -94,6 +153,7 @@ where
     B::Error: Into<BoxError>,
 {
     let headers = &parts.headers;
+    let encoding = content_encoding(headers)?;
     let too_large = || {
         GatewayError::new(
             Code::InvalidArgument,
@@ -126,6 +186,10 @@ where
     if let Some(read) = parts.extensions.get::<BodyRead>() {
         read.mark();
     }
+    let bytes = match encoding {
+        Encoding::Identity => bytes,
+        Encoding::Gzip => gunzip(&bytes, limit)?,
+    };
     if !bytes.is_empty() {
         if let Some(ct) = headers
             .get(http::header::CONTENT_TYPE)
@@ -152,4 +216,46 @@ where
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn encoded(values: &[&str]) -> Result<Encoding, u16> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(http::header::CONTENT_ENCODING, v.parse().unwrap());
+        }
+        content_encoding(&h).map_err(|e| e.status().as_u16())
+    }
+
+    #[test]
+    fn gzip_and_identity_are_the_encodings_taken() {
+        assert_eq!(encoded(&[]), Ok(Encoding::Identity));
+        assert_eq!(encoded(&["identity"]), Ok(Encoding::Identity));
+        assert_eq!(encoded(&["GZIP"]), Ok(Encoding::Gzip));
+        assert_eq!(encoded(&["x-gzip"]), Ok(Encoding::Gzip));
+        assert_eq!(encoded(&["br"]), Err(415));
+        assert_eq!(encoded(&["deflate"]), Err(415));
+        assert_eq!(encoded(&["gzip, gzip"]), Err(415));
+        assert_eq!(encoded(&["gzip", "br"]), Err(415));
+    }
+
+    #[test]
+    fn gzip_decodes_within_the_limit_only() {
+        let json = br#"{"name": "x"}"#;
+        assert_eq!(gunzip(&gzip(json), 100).unwrap(), &json[..]);
+        let bomb = gzip(&vec![b' '; 1 << 20]);
+        assert!(bomb.len() < 4096, "{}", bomb.len());
+        assert_eq!(gunzip(&bomb, 1000).unwrap_err().status(), 413);
+        assert_eq!(gunzip(b"not gzip", 100).unwrap_err().status(), 400);
+    }
 }

@@ -402,3 +402,75 @@ async fn literal_segments_match_percent_encoded_and_bad_escapes_are_a_400() {
         assert_eq!(violation(&v).0, "path", "{path}");
     }
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_decoded_within_the_limit_and_other_encodings_are_a_415() {
+    let (echo, gw) = echo_gateway(Settings {
+        max_body: 64 * 1024,
+        ..Settings::default()
+    })
+    .await;
+    let send = |path: &str, encoding: &str, body: Vec<u8>| {
+        let req = client()
+            .post(gw.url(path))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let accept = r.headers().get("accept-encoding").cloned();
+            (status, accept, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, _, v) = send("/v1/echo", "gzip", gzip(br#"{"name": "zipped"}"#)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["name"], "zipped");
+    let (s, _, v) = send(
+        "/v1/echo:sum",
+        "gzip",
+        gzip(br#"[{"value": 2}, {"value": 3}]"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["total"], "5");
+    assert_eq!(echo.calls(), 2);
+    // Small on the wire, a megabyte once inflated: refused by the limit, not held in memory.
+    let mut big = br#"{"name": ""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 1 << 20));
+    big.extend_from_slice(br#""}"#);
+    let bomb = gzip(&big);
+    assert!(bomb.len() < 8 * 1024, "{}", bomb.len());
+    let (s, _, v) = send("/v1/echo", "gzip", bomb).await;
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(v["status"], "INVALID_ARGUMENT");
+    assert!(
+        v["message"].as_str().unwrap().contains("once decompressed"),
+        "{v}"
+    );
+    // Not gzip after all: a 400 about the body, not malformed JSON.
+    let (s, _, v) = send("/v1/echo", "gzip", br#"{"name": "plain"}"#.to_vec()).await;
+    assert_eq!(s, 400, "{v}");
+    let (field, message) = violation(&v);
+    assert_eq!(field, "body");
+    assert!(message.contains("gzip"), "{message}");
+    // Encodings the gateway does not decode.
+    for encoding in ["br", "deflate", "gzip, br"] {
+        let (s, accept, v) = send("/v1/echo", encoding, br#"{"name": "x"}"#.to_vec()).await;
+        assert_eq!(s, 415, "{encoding}: {v}");
+        assert_eq!(v["status"], "INVALID_ARGUMENT");
+        assert!(
+            v["message"].as_str().unwrap().contains("content-encoding"),
+            "{v}"
+        );
+        assert_eq!(accept.unwrap(), "gzip");
+    }
+    assert_eq!(echo.calls(), 2);
+}
