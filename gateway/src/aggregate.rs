@@ -20,7 +20,7 @@ use tonic::Code;
 use crate::error::GatewayError;
 use crate::openapi::schema_ref;
 use crate::routes::{Route, Router};
-use crate::transcode::to_value;
+use crate::transcode::{to_value, upstream_error};
 use crate::upstream::Upstreams;
 
 pub const PATH: &str = "/v1/customers/{customer_id}/overview";
@@ -74,7 +74,7 @@ impl CustomerOverview {
             .upstreams
             .unary_call(orders_route, request, md.clone(), Some(deadline))
             .await
-            .map_err(|s| GatewayError::from_status(&s))?;
+            .map_err(|s| upstream_error(&orders_route.method.input(), &s))?;
         let orders = to_value(&orders, None)?;
         let list: Vec<Value> = orders["orders"].as_array().cloned().unwrap_or_default();
         let shipments_route = self.list_shipments.as_deref();

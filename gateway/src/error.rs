@@ -113,6 +113,48 @@ impl GatewayError {
         }
     }
 
+    /// Rewrites the field paths of the BadRequest violations, and the one leading the message
+    /// (`customer_id: must not be empty`), with `rename`: a service names fields as its protos
+    /// do, a REST caller knows them by their JSON names.
+    pub fn rename_fields(mut self, rename: impl Fn(&str) -> String) -> Self {
+        let mut message_done = false;
+        for detail in &mut self.details {
+            if detail["@type"] != "type.googleapis.com/google.rpc.BadRequest" {
+                continue;
+            }
+            let Some(violations) = detail
+                .get_mut("fieldViolations")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for v in violations {
+                let Some(field) = v.get("field").and_then(Value::as_str).map(str::to_string) else {
+                    continue;
+                };
+                let renamed = rename(&field);
+                if renamed == field {
+                    continue;
+                }
+                if !message_done {
+                    if let Some(rest) = self
+                        .message
+                        .strip_prefix(field.as_str())
+                        .filter(|r| r.starts_with(':'))
+                    {
+                        self.message = format!("{renamed}{rest}");
+                        message_done = true;
+                    }
+                }
+                if self.field.as_deref() == Some(field.as_str()) {
+                    self.field = Some(renamed.clone());
+                }
+                v["field"] = Value::String(renamed);
+            }
+        }
+        self
+    }
+
     /// An upstream's status, with its rich error details (google.rpc.*) as JSON.
     pub fn from_status(status: &tonic::Status) -> Self {
         let mut e = Self::new(status.code(), status.message());
@@ -208,6 +250,34 @@ mod tests {
         ] {
             assert_eq!(http_status(code).as_u16(), http, "{code:?}");
         }
+    }
+
+    #[test]
+    fn renamed_fields_reach_the_details_and_the_message() {
+        let status = tonic::Status::with_error_details(
+            Code::InvalidArgument,
+            "customer_id: must not be empty",
+            tonic_types::ErrorDetails::with_bad_request_violation(
+                "customer_id",
+                "must not be empty",
+            ),
+        );
+        let e = GatewayError::from_status(&status).rename_fields(|f| f.replace("_id", "Id"));
+        assert_eq!(e.field(), Some("customerId"));
+        assert_eq!(e.message, "customerId: must not be empty");
+        assert_eq!(
+            e.to_json()["details"][0]["fieldViolations"][0]["field"],
+            "customerId"
+        );
+        // A message that does not start with the field is left alone.
+        let status = tonic::Status::with_error_details(
+            Code::InvalidArgument,
+            "bad input",
+            tonic_types::ErrorDetails::with_bad_request_violation("customer_id", "x"),
+        );
+        let e = GatewayError::from_status(&status).rename_fields(|f| f.replace("_id", "Id"));
+        assert_eq!(e.message, "bad input");
+        assert_eq!(e.field(), Some("customerId"));
     }
 
     #[test]

@@ -273,6 +273,47 @@ fn is_ident(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The request path with percent-encoded unreserved characters decoded (`%69` is `i`, RFC 3986
+/// section 6.2.2.2: the same path either way), so literal segments and verbs match however a
+/// client escaped them; other escapes (`%2F`) stay for the variables to decode. `Err` for a
+/// `%` not followed by two hex digits, or escapes that are not UTF-8: no route could match
+/// such a path, and the client should hear that it is malformed, not that it is unknown.
+pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    if !path.contains('%') {
+        return Ok(path.into());
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            let next = path[i..].find('%').map_or(path.len(), |n| i + n);
+            out.push_str(&path[i..next]);
+            i = next;
+            continue;
+        }
+        let escape = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .ok_or_else(|| {
+                let bad: String = path[i..].chars().take(3).collect();
+                format!("malformed percent-encoding '{bad}' in the path")
+            })?;
+        let hex = std::str::from_utf8(escape).expect("hex digits are ASCII");
+        let b = u8::from_str_radix(hex, 16).expect("two hex digits");
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&path[i..i + 3]);
+        }
+        i += 3;
+    }
+    if percent_decode(&out, false).is_none() {
+        return Err("percent-encoded bytes in the path are not UTF-8".into());
+    }
+    Ok(out.into())
+}
+
 /// Decodes `%XX` escapes. With `keep_slash`, `%2F` stays encoded (it is data inside a
 /// multi-segment value, not a separator). Invalid escapes or UTF-8 make the path not match.
 pub fn percent_decode(s: &str, keep_slash: bool) -> Option<String> {
@@ -399,6 +440,23 @@ mod tests {
             Some("shelves/*")
         );
         assert_eq!(t.variable_pattern(&t.variables[1]), None);
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_before_matching() {
+        for (raw, normal) in [
+            ("/v1/echo", "/v1/echo"),
+            ("/v1/%69nventory/items", "/v1/inventory/items"),
+            ("/v1/%65CHO%2d%5F%2E%7e", "/v1/eCHO-_.~"),
+            ("/v1/files/a%2Fb%20c", "/v1/files/a%2Fb%20c"),
+            ("/v1/orders/o1%3Acancel", "/v1/orders/o1%3Acancel"),
+            ("/v1/caf%C3%A9", "/v1/caf%C3%A9"),
+        ] {
+            assert_eq!(normalize_path(raw).unwrap(), normal, "{raw}");
+        }
+        for bad in ["/v1/%zz", "/v1/%4", "/v1/x%", "/v1/%ff", "/v1/%C3"] {
+            assert!(normalize_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

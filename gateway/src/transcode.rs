@@ -4,6 +4,8 @@
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions,
 };
+use std::cell::RefCell;
+
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
@@ -60,7 +62,7 @@ pub fn build_request(
     }
     let mut root = Map::new();
     match &route.body {
-        BodyRule::All if has_body => match parse_json(body)? {
+        BodyRule::All if has_body => match parse_json(body).map_err(|e| in_json(&input, "", e))? {
             Value::Object(m) => root = m,
             other => {
                 return Err(GatewayError::bad_request(
@@ -70,7 +72,9 @@ pub fn build_request(
             }
         },
         BodyRule::Field(f) if has_body => {
-            root.insert(f.json_name().to_string(), parse_json(body)?);
+            let under = format!("{}.", f.name());
+            let value = parse_json(body).map_err(|e| in_json(&input, &under, e))?;
+            root.insert(f.json_name().to_string(), value);
         }
         BodyRule::None if has_body => {
             return Err(GatewayError::bad_request(
@@ -83,6 +87,7 @@ pub fn build_request(
         }
         _ => {}
     }
+    check_fields(&input, &mut root, "")?;
     let mut bound: Vec<Vec<String>> = Vec::new();
     for (path, value) in bindings {
         let fields = resolve_path(&input, &path)
@@ -161,6 +166,20 @@ fn from_path_only(input: &MessageDescriptor, bindings: &Bindings) -> Option<Dyna
     Some(msg)
 }
 
+/// Refuses a query string on a client or bidirectional stream: its messages come from the body
+/// alone, so a parameter could only be dropped silently (`?dry_run=true` would apply the call).
+pub fn refuse_stream_query(query: Option<&str>) -> Result<(), GatewayError> {
+    let Some(first) = query.and_then(|q| q.split('&').find(|p| !p.is_empty())) else {
+        return Ok(());
+    };
+    let raw = first.split_once('=').map_or(first, |(k, _)| k);
+    let key = form_decode(raw).unwrap_or_else(|| raw.to_string());
+    Err(GatewayError::bad_request(
+        &key,
+        "unknown query parameter: a streamed request takes every field from its body",
+    ))
+}
+
 /// Parses a client-streaming body: a JSON array of request messages, or newline-delimited JSON.
 pub fn build_stream(
     input: &MessageDescriptor,
@@ -168,26 +187,40 @@ pub fn build_stream(
 ) -> Result<Vec<DynamicMessage>, GatewayError> {
     let text =
         std::str::from_utf8(body).map_err(|_| GatewayError::bad_request("body", "not UTF-8"))?;
-    let items: Vec<Value> = if text.trim_start().starts_with('[') {
-        match parse_json(body)? {
+    let mut items: Vec<Value> = if text.trim_start().starts_with('[') {
+        match parse_json(body).map_err(|e| in_json(input, "", e))? {
             Value::Array(items) => items,
             _ => unreachable!("starts with '['"),
         }
     } else {
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| parse_json(l.as_bytes()))
+            .enumerate()
+            .map(|(i, l)| {
+                parse_json(l.as_bytes()).map_err(|e| {
+                    if e.field() == Some("body") {
+                        return e;
+                    }
+                    let mut e = in_json(input, "", e);
+                    e.prefix_field(&format!("[{i}]"));
+                    e
+                })
+            })
             .collect::<Result<_, _>>()?
     };
     items
-        .iter()
+        .iter_mut()
         .enumerate()
         .map(|(i, v)| {
-            DynamicMessage::deserialize_with_options(input.clone(), v, &deserialize_options())
+            let at = format!("[{i}]");
+            if let Value::Object(obj) = v {
+                check_fields(input, obj, &at)?;
+            }
+            DynamicMessage::deserialize_with_options(input.clone(), &*v, &deserialize_options())
                 .map_err(|e| {
                     let mut err = localize(input, v, "")
                         .unwrap_or_else(|| GatewayError::bad_request("body", e.to_string()));
-                    err.prefix_field(&format!("[{i}]"));
+                    err.prefix_field(&at);
                     err
                 })
         })
@@ -231,17 +264,137 @@ pub fn to_value(
     })
 }
 
+/// Parses a JSON body. A key given twice in one object is a 400 naming it (its path as
+/// written, e.g. `lines[0].sku`): serde_json would keep the last one without a word.
 fn parse_json(body: &[u8]) -> Result<Value, GatewayError> {
-    serde_json::from_slice(body).map_err(|e| {
-        GatewayError::bad_request(
+    let twice = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::DeserializeSeed::deserialize(
+        StrictValue {
+            at: &At::Root,
+            twice: &twice,
+        },
+        &mut de,
+    )
+    .and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| match twice.take() {
+        Some(path) => GatewayError::bad_request(&path, "is given twice"),
+        None => GatewayError::bad_request(
             "body",
             format!(
                 "malformed JSON at line {} column {}: {e}",
                 e.line(),
                 e.column()
             ),
-        )
+        ),
     })
+}
+
+/// A body error's field (a path as the client wrote it, under `prefix`) by its JSON names.
+fn in_json(input: &MessageDescriptor, prefix: &str, e: GatewayError) -> GatewayError {
+    e.rename_fields(|f| json_path(input, &format!("{prefix}{f}")))
+}
+
+/// Where a JSON value sits in the document, rendered only when a key is found twice.
+enum At<'a> {
+    Root,
+    Key(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+}
+
+impl At<'_> {
+    fn render(&self) -> String {
+        match self {
+            At::Root => String::new(),
+            At::Key(At::Root, k) => (*k).to_string(),
+            At::Key(parent, k) => format!("{}.{k}", parent.render()),
+            At::Index(parent, i) => format!("{}[{i}]", parent.render()),
+        }
+    }
+}
+
+/// Deserializes a `serde_json::Value`, refusing an object with a repeated key (the path of
+/// the repeated key is left in `twice`).
+#[derive(Clone, Copy)]
+struct StrictValue<'a> {
+    at: &'a At<'a>,
+    twice: &'a RefCell<Option<String>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let at = At::Index(self.at, items.len());
+            let seed = StrictValue {
+                at: &at,
+                twice: self.twice,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(v) => items.push(v),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let at = At::Key(self.at, &key);
+            if obj.contains_key(&key) {
+                *self.twice.borrow_mut() = Some(at.render());
+                return Err(serde::de::Error::custom(format!("'{key}' is given twice")));
+            }
+            let v = map.next_value_seed(StrictValue {
+                at: &at,
+                twice: self.twice,
+            })?;
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -279,6 +432,256 @@ fn resolve_path(
         out.push(f);
     }
     Ok(out)
+}
+
+/// A service's error for a REST caller: the fields its BadRequest names (proto names, as the
+/// service knows them) renamed to the JSON names of the request message `input`.
+pub fn upstream_error(input: &MessageDescriptor, status: &tonic::Status) -> GatewayError {
+    GatewayError::from_status(status).rename_fields(|f| json_path(input, f))
+}
+
+/// A field path (`shipping_address.postal_code`, `lines[0].unit_price`) with each segment
+/// that names a field of `message` (by proto or JSON name) written by its JSON name; an
+/// unknown segment, and everything under it, stays as it is.
+pub fn json_path(message: &MessageDescriptor, path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 8);
+    let mut current = Some(message.clone());
+    let mut rest = path;
+    loop {
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        let (name, after) = rest.split_at(end);
+        if !name.is_empty() {
+            let field = current.as_ref().and_then(|m| {
+                m.get_field_by_name(name)
+                    .or_else(|| m.get_field_by_json_name(name))
+            });
+            out.push_str(field.as_ref().map_or(name, |f| f.json_name()));
+            current = field.as_ref().and_then(element_message);
+        }
+        rest = after;
+        // Indexes and map keys are copied as they are.
+        while rest.starts_with('[') {
+            let Some(close) = rest.find(']') else {
+                break;
+            };
+            out.push_str(&rest[..=close]);
+            rest = &rest[close + 1..];
+        }
+        match rest.strip_prefix('.') {
+            Some(next) => {
+                out.push('.');
+                rest = next;
+            }
+            None => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+/// The message a path continues into below `field`: its type, a list's element type, or a
+/// map's value type.
+fn element_message(field: &FieldDescriptor) -> Option<MessageDescriptor> {
+    match field.kind() {
+        Kind::Message(m) if field.is_map() => match m.map_entry_value_field().kind() {
+            Kind::Message(v) => Some(v),
+            _ => None,
+        },
+        Kind::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// What the proto3 JSON parser would let through, checked on a body before it is parsed into
+/// the message: one field given under both its names (`initialStock` and `initial_stock`,
+/// which would leave an arbitrary winner), and integers in strings, which must be JSON
+/// numbers (`"1e3"` is read as 1000; `"+12"` and `"012"` are refused). Errors name the field
+/// by its JSON path under `prefix`.
+fn check_fields(
+    message: &MessageDescriptor,
+    obj: &mut Map<String, Value>,
+    prefix: &str,
+) -> Result<(), GatewayError> {
+    let mut seen: Vec<(u32, &str)> = Vec::new();
+    for (key, value) in obj.iter_mut() {
+        let Some(field) = message
+            .get_field_by_json_name(key)
+            .or_else(|| message.get_field_by_name(key))
+        else {
+            // Unknown fields are refused when the message is parsed.
+            continue;
+        };
+        let path = if prefix.is_empty() || prefix.ends_with('.') {
+            format!("{prefix}{}", field.json_name())
+        } else {
+            format!("{prefix}.{}", field.json_name())
+        };
+        if let Some((_, other)) = seen.iter().find(|(n, _)| *n == field.number()) {
+            return Err(GatewayError::bad_request(
+                &path,
+                format!("is given twice, as '{other}' and '{key}'"),
+            ));
+        }
+        seen.push((field.number(), key));
+        if field.is_map() {
+            let value_field = match field.kind() {
+                Kind::Message(entry) => entry.map_entry_value_field(),
+                _ => continue,
+            };
+            if let Value::Object(entries) = value {
+                for (k, v) in entries.iter_mut() {
+                    check_value(&value_field.kind(), v, &format!("{path}[{k}]"))?;
+                }
+            }
+        } else if field.is_list() {
+            if let Value::Array(items) = value {
+                for (i, v) in items.iter_mut().enumerate() {
+                    check_value(&field.kind(), v, &format!("{path}[{i}]"))?;
+                }
+            }
+        } else {
+            check_value(&field.kind(), value, &path)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_value(kind: &Kind, value: &mut Value, path: &str) -> Result<(), GatewayError> {
+    let integer = match kind {
+        Kind::Int32
+        | Kind::Int64
+        | Kind::Uint32
+        | Kind::Uint64
+        | Kind::Sint32
+        | Kind::Sint64
+        | Kind::Fixed32
+        | Kind::Fixed64
+        | Kind::Sfixed32
+        | Kind::Sfixed64 => true,
+        Kind::Message(m) => match m.full_name() {
+            "google.protobuf.Int32Value"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.UInt64Value" => true,
+            // Struct, Value, Any and the rest have JSON forms of their own.
+            name if name.starts_with("google.protobuf.") => false,
+            _ => {
+                if let Value::Object(obj) = value {
+                    check_fields(m, obj, path)?;
+                }
+                false
+            }
+        },
+        _ => false,
+    };
+    if let (true, Value::String(text)) = (integer, &*value) {
+        if let Some(digits) =
+            integer_digits(text).map_err(|m| GatewayError::bad_request(path, m))?
+        {
+            *value = Value::String(digits);
+        }
+    }
+    Ok(())
+}
+
+/// Largest exponent worth expanding: no 64-bit integer has more than 20 digits.
+const MAX_INTEGER_DIGITS: usize = 20;
+
+/// An integer written in a JSON string, as the proto3 JSON mapping reads it: a JSON number
+/// (`-`, no `+`, no leading zeros; fraction and exponent allowed) whose value is integral.
+/// `Ok(None)` when `text` is plain decimal digits already, else its digits (`"1e3"` ->
+/// `1000`). The range is checked by the type's own parser afterwards.
+fn integer_digits(text: &str) -> Result<Option<String>, String> {
+    let not_a_number = || {
+        format!(
+            "'{text}' is not an integer: write decimal digits, optionally signed with '-', \
+             without leading zeros"
+        )
+    };
+    let b = text.as_bytes();
+    let mut i = 0;
+    let negative = b.first() == Some(&b'-');
+    if negative {
+        i += 1;
+    }
+    let digits_from = |i: usize| b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let int_len = digits_from(i);
+    if int_len == 0 || (int_len > 1 && b[i] == b'0') {
+        return Err(not_a_number());
+    }
+    let int_part = &text[i..i + int_len];
+    i += int_len;
+    let mut frac_part = "";
+    if b.get(i) == Some(&b'.') {
+        let n = digits_from(i + 1);
+        if n == 0 {
+            return Err(not_a_number());
+        }
+        frac_part = &text[i + 1..i + 1 + n];
+        i += 1 + n;
+    }
+    let mut exponent: i64 = 0;
+    let mut has_exponent = false;
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        has_exponent = true;
+        i += 1;
+        let sign = match b.get(i) {
+            Some(b'-') => {
+                i += 1;
+                -1
+            }
+            Some(b'+') => {
+                i += 1;
+                1
+            }
+            _ => 1,
+        };
+        let n = digits_from(i);
+        if n == 0 {
+            return Err(not_a_number());
+        }
+        // Saturates: an exponent this large is out of range (or not integral) either way.
+        let magnitude = b[i..i + n].iter().fold(0i64, |acc, d| {
+            (acc * 10 + i64::from(d - b'0')).min(1_000_000_000)
+        });
+        exponent = sign * magnitude;
+        i += n;
+    }
+    if i != b.len() {
+        return Err(not_a_number());
+    }
+    if frac_part.is_empty() && !has_exponent {
+        return Ok((negative && int_part == "0").then(|| "0".to_string()));
+    }
+    let all = format!("{int_part}{frac_part}");
+    let significant = all.trim_start_matches('0');
+    if significant.is_empty() {
+        return Ok(Some("0".to_string()));
+    }
+    let shift = exponent - frac_part.len() as i64;
+    let magnitude = if shift >= 0 {
+        if significant.len() as i64 + shift > MAX_INTEGER_DIGITS as i64 {
+            return Err(format!("'{text}' is out of range for an integer field"));
+        }
+        format!("{significant}{}", "0".repeat(shift as usize))
+    } else {
+        // The last `cut` digits are the fraction: they must all be zeros.
+        let cut = shift.unsigned_abs();
+        if cut >= significant.len() as u64 {
+            return Err(format!("'{text}' is not an integral value"));
+        }
+        let (whole, fraction) = significant.split_at(significant.len() - cut as usize);
+        if fraction.bytes().any(|d| d != b'0') {
+            return Err(format!("'{text}' is not an integral value"));
+        }
+        whole.to_string()
+    };
+    Ok(Some(if negative {
+        format!("-{magnitude}")
+    } else {
+        magnitude
+    }))
 }
 
 /// A path or query value as the JSON the proto3 mapping expects for the field's type.
@@ -510,6 +913,115 @@ mod tests {
         let e = build(http::Method::POST, "/v1/orders", r#"{"customer_id": "#).unwrap_err();
         assert_eq!(e.field(), Some("body"));
         assert!(e.to_string().contains("malformed JSON"), "{e}");
+    }
+
+    #[test]
+    fn service_field_paths_become_json_paths() {
+        let pool = DescriptorPool::decode(ordermesh::proto::FILE_DESCRIPTOR_SET).unwrap();
+        let place = pool
+            .get_message_by_name("ordermesh.order.v1.PlaceOrderRequest")
+            .unwrap();
+        for (proto, json) in [
+            ("customer_id", "customerId"),
+            ("shipping_address.postal_code", "shippingAddress.postalCode"),
+            ("lines[0].quantity", "lines[0].quantity"),
+            (
+                "lines[12].unit_price.amount_minor",
+                "lines[12].unitPrice.amountMinor",
+            ),
+            (
+                "shippingAddress.country_code",
+                "shippingAddress.countryCode",
+            ),
+            ("no_such_field.postal_code", "no_such_field.postal_code"),
+            (
+                "shipping_address.no_such.postal_code",
+                "shippingAddress.no_such.postal_code",
+            ),
+            ("[3].customer_id", "[3].customerId"),
+            ("lines[0", "lines[0"),
+            ("", ""),
+            ("customer_id.", "customerId."),
+        ] {
+            assert_eq!(json_path(&place, proto), json, "{proto}");
+        }
+    }
+
+    #[test]
+    fn integer_strings_follow_the_json_number_grammar() {
+        for (text, want) in [
+            ("12", None),
+            ("-12", None),
+            ("0", None),
+            ("-0", Some("0")),
+            ("1e0", Some("1")),
+            ("1E3", Some("1000")),
+            ("1e+2", Some("100")),
+            ("-2.5e1", Some("-25")),
+            ("1.0", Some("1")),
+            ("100e-2", Some("1")),
+            ("0.0e5", Some("0")),
+            ("1.500e3", Some("1500")),
+            ("9223372036854775807e0", Some("9223372036854775807")),
+        ] {
+            assert_eq!(integer_digits(text).unwrap().as_deref(), want, "{text}");
+        }
+        for bad in [
+            "+12",
+            "012",
+            "00",
+            "-012",
+            "",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            " 1",
+            "1 ",
+            "0x10",
+            "1.5",
+            "1e-1",
+            "15e-1",
+            "1e999999999999",
+            "1e21",
+            "NaN",
+            "1_000",
+        ] {
+            assert!(integer_digits(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused_by_name() {
+        let e = build(
+            http::Method::POST,
+            "/v1/inventory/items",
+            r#"{"initialStock": 1, "initial_stock": 2}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("initialStock"));
+        let e = build(
+            http::Method::POST,
+            "/v1/inventory/items",
+            r#"{"sku": "a", "sku": "b"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("sku"));
+        let e = build(
+            http::Method::POST,
+            "/v1/inventory/items",
+            r#"{"price": {"currency_code": "EUR", "amount_minor": 1, "amount_minor": 2}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("price.amountMinor"));
+        let e = build(
+            http::Method::POST,
+            "/v1/orders",
+            r#"{"lines": [{"sku": "a"}, {"unit_price": {}, "unitPrice": {}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), Some("lines[1].unitPrice"));
     }
 
     #[test]

@@ -77,6 +77,25 @@ pub fn upstream_name(service: &ServiceDescriptor) -> Option<String> {
     (name != "events" && !name.is_empty()).then(|| name.to_string())
 }
 
+/// An HTTP/1.1 request must carry exactly one `Host` (RFC 9112 section 3.2: a server answers
+/// 400 otherwise); HTTP/2 has `:authority` instead and HTTP/1.0 predates the rule.
+fn require_host<B>(req: &http::Request<B>) -> Result<(), GatewayError> {
+    if req.version() != http::Version::HTTP_11 {
+        return Ok(());
+    }
+    match req.headers().get_all(http::header::HOST).iter().count() {
+        1 => Ok(()),
+        0 => Err(GatewayError::bad_request(
+            "host",
+            "an HTTP/1.1 request needs a Host header",
+        )),
+        _ => Err(GatewayError::bad_request(
+            "host",
+            "an HTTP/1.1 request takes one Host header",
+        )),
+    }
+}
+
 /// The descriptor pool: the shipped contracts plus any extra descriptor sets.
 pub fn load_pool(extra: &[Vec<u8>]) -> anyhow::Result<DescriptorPool> {
     let mut pool = DescriptorPool::decode(ordermesh::proto::FILE_DESCRIPTOR_SET)?;
@@ -150,10 +169,22 @@ impl Gateway {
     /// Answers one request (boxed so the connection task stays small).
     pub fn handle(
         self: Arc<Self>,
-        req: http::Request<Incoming>,
+        mut req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> BoxFuture<'static, http::Response<Body>> {
-        Box::pin(self.dispatch(req, peer))
+        // gRPC bodies are streamed to the service, not read here.
+        let body_read = if grpc::is_grpc(req.headers()) {
+            None
+        } else {
+            body::BodyRead::track(&mut req)
+        };
+        Box::pin(async move {
+            let mut resp = self.dispatch(req, peer).await;
+            if let Some(read) = body_read {
+                read.close_if_unread(&mut resp);
+            }
+            resp
+        })
     }
 
     async fn dispatch(
@@ -164,10 +195,16 @@ impl Gateway {
         let started = Instant::now();
         req.extensions_mut().insert(ClientAddr(peer));
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        if let Err(e) = require_host(&req) {
+            return self.refuse(&method, e, started);
+        }
         if grpc::is_grpc(req.headers()) {
             return self.grpc_admitted(req).await;
         }
+        let path = match crate::template::normalize_path(req.uri().path()) {
+            Ok(p) => p.into_owned(),
+            Err(m) => return self.refuse(&method, GatewayError::bad_request("path", m), started),
+        };
         let (label, resp) = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => return body::json(r#"{"status":"SERVING"}"#),
             ("GET", "/readyz") => {
@@ -237,6 +274,16 @@ impl Gateway {
             }
         };
         crate::server::record_route(&method, &label);
+        self.metrics
+            .observe(&label, resp.status().as_u16(), started.elapsed());
+        resp
+    }
+
+    /// Answers a request refused before routing (a malformed request line or headers).
+    fn refuse(&self, method: &Method, e: GatewayError, started: Instant) -> http::Response<Body> {
+        let label = format!("{method} unmatched");
+        crate::server::record_route(method, &label);
+        let resp = e.into_response();
         self.metrics
             .observe(&label, resp.status().as_u16(), started.elapsed());
         resp

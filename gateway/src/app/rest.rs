@@ -40,7 +40,10 @@ impl Gateway {
                 return Ok(cache::hit_response(&hit));
             }
         }
-        let body = body::read(&parts.headers, incoming, self.settings.max_body).await?;
+        if route.client_streaming() {
+            transcode::refuse_stream_query(parts.uri.query())?;
+        }
+        let body = body::read(&parts, incoming, self.settings.max_body).await?;
         let metadata = metadata::request_metadata(
             &self.settings.forward_headers,
             &parts.headers,
@@ -65,7 +68,7 @@ impl Gateway {
             let (md, stream) = upstreams
                 .bidi_call(&route, msgs, metadata, deadline(None))
                 .await
-                .map_err(|s| GatewayError::from_status(&s))?;
+                .map_err(|s| transcode::upstream_error(&route.method.input(), &s))?;
             return Ok(streams::response(
                 self.metrics.clone(),
                 &route,
@@ -84,7 +87,7 @@ impl Gateway {
                     deadline(Some(self.settings.timeout)),
                 )
                 .await
-                .map_err(|s| GatewayError::from_status(&s))?;
+                .map_err(|s| transcode::upstream_error(&route.method.input(), &s))?;
             return unary_response(&route, &md, &msg);
         }
         let msg = transcode::build_request(&route, bindings, parts.uri.query(), &body)?;
@@ -92,7 +95,7 @@ impl Gateway {
             let (md, stream) = upstreams
                 .server_streaming_call(&route, msg, metadata, deadline(None))
                 .await
-                .map_err(|s| GatewayError::from_status(&s))?;
+                .map_err(|s| transcode::upstream_error(&route.method.input(), &s))?;
             return Ok(streams::response(
                 self.metrics.clone(),
                 &route,
@@ -104,7 +107,7 @@ impl Gateway {
         let (md, msg) = upstreams
             .unary_call(&route, msg, metadata, deadline(Some(self.settings.timeout)))
             .await
-            .map_err(|s| GatewayError::from_status(&s))?;
+            .map_err(|s| transcode::upstream_error(&route.method.input(), &s))?;
         let resp = unary_response(&route, &md, &msg)?;
         match (cache_key, cache_ttl) {
             (Some(key), Some(ttl)) => {

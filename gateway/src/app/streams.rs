@@ -13,7 +13,6 @@ use tonic::metadata::MetadataMap;
 
 use super::metadata;
 use crate::body::{self, Body};
-use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::routes::Route;
 use crate::transcode;
@@ -54,8 +53,10 @@ pub fn response(
 ) -> http::Response<Body> {
     let open = Open::new(metrics);
     let response_body = route.response_body.clone();
+    let input = route.method.input();
     let items = futures::stream::unfold((stream, false, open), move |(mut s, done, open)| {
         let response_body = response_body.clone();
+        let input = input.clone();
         async move {
             if done {
                 return None;
@@ -75,7 +76,7 @@ pub fn response(
                 },
                 Ok(None) => return None,
                 Err(status) => {
-                    let e = GatewayError::from_status(&status).to_json();
+                    let e = transcode::upstream_error(&input, &status).to_json();
                     (frame(sse, Some("error"), &json!({"error": e}), &e), true)
                 }
             };
