@@ -101,6 +101,11 @@ async fn reservations_commit_release_and_replay(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(release_after_commit.code(), Code::FailedPrecondition);
+    assert_eq!(
+        release_after_commit.message(),
+        "reservation 'o-1' is COMMITTED; cannot release",
+        "the refusal names the reservation"
+    );
 
     c.reserve_stock(reserve_req("o-2", "saga-2/reserve", &[("B", 5)]))
         .await
@@ -125,6 +130,10 @@ async fn reservations_commit_release_and_replay(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(commit_after_release.code(), Code::FailedPrecondition);
+    assert_eq!(
+        commit_after_release.message(),
+        "reservation 'o-2' is RELEASED; cannot commit"
+    );
     let missing = c
         .commit_reservation(pb::CommitReservationRequest {
             order_id: "o-404".into(),
