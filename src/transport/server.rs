@@ -176,10 +176,12 @@ impl MeshServer {
             });
         }
 
-        // Reflection advertises what this server serves, not every contract in the descriptor set.
+        // Reflection advertises what this server serves, not every contract in the descriptor set;
+        // it also knows the google.rpc error details, so a client can decode a status's details.
         let reflection = || {
             let mut b = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(crate::proto::ERROR_DETAILS_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name("grpc.health.v1.Health");
             for name in &self.grpc_names {

@@ -5,4 +5,5 @@ mod health_port;
 mod mesh_transport;
 mod migrations;
 mod mtls;
+mod reflection;
 mod sampling;
