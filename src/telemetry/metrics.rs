@@ -9,7 +9,6 @@
 //! (`rpc_service`, `rpc_method`, `grpc_code` as the code's name).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -196,15 +195,6 @@ pub fn answer<B>(
     resp
 }
 
-/// Binds `addr` and serves `/metrics` until the task is dropped.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("METRICS_ADDR: cannot bind {addr}: {e}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
-    Ok(tokio::spawn(serve(listener)))
-}
-
 /// Serves the shared registry on `listener` (see [`answer`]) until the task is dropped.
 pub async fn serve(listener: TcpListener) {
     serve_with(listener, String::new).await
@@ -246,6 +236,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One request on a fresh connection; the whole answer as text.

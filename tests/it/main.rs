@@ -2,6 +2,7 @@
 //! is one concern.
 
 mod health_port;
+mod listeners;
 mod mesh_transport;
 mod migrations;
 mod mtls;
