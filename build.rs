@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .out_dir(&unused)
         .file_descriptor_set_path(out.join("error_details_descriptor.bin"))
-        .compile_protos(&[error_details.clone()], &[rpc_dir])?;
+        .compile_protos(std::slice::from_ref(&error_details), &[rpc_dir])?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed={}", error_details.display());
     println!("cargo:rerun-if-env-changed=ORDERMESH_GOOGLEAPIS");
