@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: cycles schemathesis bench-gateway bench-tracing bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
+.PHONY: tools cycles schemathesis bench-gateway bench-tracing bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -12,6 +12,10 @@ run:
 
 build:
 	cargo build --workspace --bins
+
+## Only what the README's examples need: grpcurl in .deps/venv/bin (the test tools: make test-deps).
+tools:
+	scripts/tools.sh
 
 ## Dev mesh CA + a leaf per service (SPIFFE ids) in var/certs; ROTATE=1 re-issues the leaves.
 certs:

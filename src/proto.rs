@@ -45,3 +45,8 @@ pub use ordermesh::{common, events, inventory, order, payment, shipping};
 
 /// Encoded `FileDescriptorSet` of every contract and its imports (googleapis, well-known types).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ordermesh_descriptor");
+
+/// Encoded `FileDescriptorSet` of `google/rpc/error_details.proto` (and its imports): served by
+/// reflection so clients can decode the details a `Status` carries, e.g. `google.rpc.BadRequest`.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("error_details_descriptor");

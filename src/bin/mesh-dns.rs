@@ -25,8 +25,8 @@ struct Args {
     /// Resolve this name (SRV _grpc._tcp.<name>) against --nameserver and print the endpoints.
     #[arg(long)]
     resolve: Option<String>,
-    /// Nameserver for --resolve.
-    #[arg(long, default_value = "127.0.0.1:5354")]
+    /// Nameserver for --resolve (MESH_DNS, as the services read it).
+    #[arg(long, env = "MESH_DNS", default_value = "127.0.0.1:5354")]
     nameserver: SocketAddr,
 }
 

@@ -9,7 +9,6 @@
 //! (`rpc_service`, `rpc_method`, `grpc_code` as the code's name).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -178,14 +177,13 @@ pub fn scrape(own: &str) -> http::Response<Full<Bytes>> {
     resp
 }
 
-/// How a metrics listener answers one request: `GET` or `HEAD` of `/metrics` (or `/`) is a
-/// scrape, anything else is 404.
+/// How a metrics listener answers one request: `GET` or `HEAD` of `/metrics` is a scrape,
+/// any other path (`/` included) is 404, so a mistyped scrape path fails loudly.
 pub fn answer<B>(
     req: &http::Request<B>,
     own: impl FnOnce() -> String,
 ) -> http::Response<Full<Bytes>> {
-    let scrape_path = matches!(req.uri().path(), "/metrics" | "/");
-    if scrape_path && matches!(*req.method(), Method::GET | Method::HEAD) {
+    if req.uri().path() == "/metrics" && matches!(*req.method(), Method::GET | Method::HEAD) {
         return scrape(&own());
     }
     let mut resp = http::Response::new(Full::new(Bytes::from_static(b"not found: try /metrics\n")));
@@ -195,15 +193,6 @@ pub fn answer<B>(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// Binds `addr` and serves `/metrics` (and `/` with the same) until the task is dropped.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("METRICS_ADDR: cannot bind {addr}: {e}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
-    Ok(tokio::spawn(serve(listener)))
 }
 
 /// Serves the shared registry on `listener` (see [`answer`]) until the task is dropped.
@@ -247,6 +236,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One request on a fresh connection; the whole answer as text.
@@ -285,8 +275,33 @@ mod tests {
         let head = request(addr, "HEAD", "/metrics").await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
-        let other = request(addr, "GET", "/v1/orders").await;
-        assert!(other.starts_with("HTTP/1.1 404 Not Found\r\n"), "{other}");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn metrics_listener_answers_404_on_every_other_path() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve(listener));
+        for path in [
+            "/",
+            "/v1/orders",
+            "/metrics/",
+            "/metricsx",
+            "/healthz",
+            "/favicon.ico",
+        ] {
+            let got = request(addr, "GET", path).await;
+            assert!(
+                got.starts_with("HTTP/1.1 404 Not Found\r\n"),
+                "{path}: {got}"
+            );
+            assert!(got.ends_with("not found: try /metrics\n"), "{path}: {got}");
+        }
+        let query = request(addr, "GET", "/metrics?name[]=up").await;
+        assert!(query.starts_with("HTTP/1.1 200 OK\r\n"), "{query}");
+        let post = request(addr, "POST", "/metrics").await;
+        assert!(post.starts_with("HTTP/1.1 404 Not Found\r\n"), "{post}");
         task.abort();
     }
 }

@@ -30,7 +30,9 @@ pub use propagation::{
 };
 pub use sampling::{carry, current_context, entry, Traced};
 pub use settings::{LogFormat, TraceSettings};
-pub use setup::{enabled, exporting, flush, init, init_with, Telemetry};
+pub use setup::{enabled, exporting, flush, init, init_with, Telemetry, DEFAULT_LOG_FILTER};
 
+#[cfg(test)]
+pub(crate) mod capture;
 #[cfg(test)]
 mod tests;

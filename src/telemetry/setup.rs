@@ -56,7 +56,12 @@ pub async fn flush() {
     }
 }
 
-/// Installs the global subscriber: logs (filter from `RUST_LOG`, default `info`; JSON lines
+/// The log filter when `RUST_LOG` is unset: INFO, except hickory's DNS server, which logs every
+/// answered query at INFO (the mesh zone answers each process's re-resolution every few
+/// seconds: most of an idle `make run` log). The zone logs each query at DEBUG itself.
+pub const DEFAULT_LOG_FILTER: &str = "info,hickory_server::server=warn";
+
+/// Installs the global subscriber: logs (filter from `RUST_LOG`, default [`DEFAULT_LOG_FILTER`]; JSON lines
 /// carry `trace_id` and `span_id`) and, unless `OTEL_SDK_DISABLED`, OpenTelemetry spans from
 /// the `OTEL_*` settings. Calling it twice is harmless (the second call does nothing and
 /// returns a `Telemetry` with nothing to flush), which tests rely on. A bad `OTEL_*` value is
@@ -82,7 +87,8 @@ pub fn init_with(settings: &TraceSettings, format: LogFormat) -> Telemetry {
         return Telemetry { provider: None };
     }
     // RUST_LOG filters the log lines only: spans at INFO and above are traced whatever it says.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Spans are made only to be exported: without an exporter the trace context still flows
     // (calls, events, log lines), with no span made anywhere.
     let provider = if settings.disabled {

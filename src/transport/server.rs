@@ -38,6 +38,23 @@ pub struct ServerSettings {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// Binds a listener for the setting `setting` (e.g. `LISTEN_ADDR`) at `addr`; a failure names
+/// both, e.g. `LISTEN_ADDR 127.0.0.1:50051: address already in use`, so the operator knows
+/// which setting to change.
+pub async fn bind(setting: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let reason = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "address already in use".to_string(),
+            std::io::ErrorKind::AddrNotAvailable => {
+                "address not available on this host".to_string()
+            }
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("{setting} {addr}: {reason}")
+    })
+}
+
 /// Whether the process can do its work right now (e.g. its database answers a ping): health
 /// reports NOT_SERVING while it says no.
 pub type Readiness = std::sync::Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
@@ -124,7 +141,11 @@ impl MeshServer {
                 tracing::info!(addr = %l.local_addr()?, "serving Prometheus metrics on /metrics");
                 Some(tokio::spawn(crate::telemetry::metrics::serve(l)))
             }
-            (None, Some(a)) => Some(crate::telemetry::metrics::bind(a).await?),
+            (None, Some(a)) => {
+                let l = bind("METRICS_ADDR", a).await?;
+                tracing::info!(addr = %l.local_addr()?, "serving Prometheus metrics on /metrics");
+                Some(tokio::spawn(crate::telemetry::metrics::serve(l)))
+            }
             (None, None) => None,
         };
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -176,10 +197,12 @@ impl MeshServer {
             });
         }
 
-        // Reflection advertises what this server serves, not every contract in the descriptor set.
+        // Reflection advertises what this server serves, not every contract in the descriptor set;
+        // it also knows the google.rpc error details, so a client can decode a status's details.
         let reflection = || {
             let mut b = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(crate::proto::ERROR_DETAILS_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name("grpc.health.v1.Health");
             for name in &self.grpc_names {
@@ -189,11 +212,7 @@ impl MeshServer {
         };
         let health_only = match (self.health_listener, self.health_addr) {
             (Some(l), _) => Some(l),
-            (None, Some(addr)) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("HEALTH_LISTEN_ADDR: cannot bind {addr}: {e}"))?,
-            ),
+            (None, Some(addr)) => Some(bind("HEALTH_LISTEN_ADDR", addr).await?),
             (None, None) => None,
         };
         // Only grpc.health.v1, without TLS: it tells whether the process serves, nothing more.

@@ -2,7 +2,9 @@
 //! is one concern.
 
 mod health_port;
+mod listeners;
 mod mesh_transport;
 mod migrations;
 mod mtls;
+mod reflection;
 mod sampling;

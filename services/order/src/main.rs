@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
             "no saga participants configured (MESH_DNS, or INVENTORY_URL/PAYMENT_URL/SHIPPING_URL): orders stay PENDING"
         ),
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = ordermesh::transport::server::bind("LISTEN_ADDR", config.listen).await?;
     let served = app
         .serve(listener, ordermesh::transport::shutdown::signal())
         .await;

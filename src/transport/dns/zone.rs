@@ -10,6 +10,8 @@ use std::time::Duration;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_resolver::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 
@@ -137,7 +139,7 @@ impl MeshZone {
             LowerName::new(&self.origin),
             vec![self.handler.clone() as Arc<dyn ZoneHandler>],
         );
-        let mut server = hickory_server::Server::new(catalog);
+        let mut server = hickory_server::Server::new(QueryLog(catalog));
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
         Ok(DnsServer {
@@ -147,10 +149,39 @@ impl MeshZone {
     }
 }
 
+/// The zone's catalog, logging each answered query at DEBUG: every process re-resolves its
+/// upstreams on the records' TTL, so at INFO the queries would be most of a quiet log.
+pub struct QueryLog(Catalog);
+
+#[async_trait::async_trait]
+impl RequestHandler for QueryLog {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let answered = self
+            .0
+            .handle_request::<R, T>(request, response_handle)
+            .await;
+        for query in request.queries.queries() {
+            tracing::debug!(
+                src = %request.src(),
+                name = %query.name(),
+                qtype = %query.query_type(),
+                code = %answered.response_code,
+                answers = answered.counts().answers,
+                "dns query"
+            );
+        }
+        answered
+    }
+}
+
 /// A running DNS server; stops when dropped or shut down.
 pub struct DnsServer {
     addr: SocketAddr,
-    server: hickory_server::Server<Catalog>,
+    server: hickory_server::Server<QueryLog>,
 }
 
 impl DnsServer {
@@ -209,6 +240,40 @@ mod tests {
             lookup: Lookup::Srv,
         };
         assert!(resolver.resolve(&missing).await.is_err());
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn queries_are_logged_at_debug_and_not_at_the_default_level() {
+        use crate::telemetry::capture::capture;
+        let zone = MeshZone::new("mesh.test.", 1).unwrap();
+        let a: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        zone.set_endpoints("payment", &[a]).await.unwrap();
+        let server = zone.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let srv = Target {
+            name: zone.fqdn("payment"),
+            lookup: Lookup::Srv,
+        };
+
+        // Without RUST_LOG: nothing per query.
+        let (quiet, guard) = capture(crate::telemetry::DEFAULT_LOG_FILTER);
+        let resolver = Resolver::new(Some(server.local_addr())).unwrap();
+        resolver.resolve(&srv).await.unwrap();
+        drop(guard);
+        assert_eq!(quiet.text(), "", "no log line per query by default");
+
+        // With RUST_LOG=debug: one line per query, naming it.
+        let (verbose, guard) = capture("info,ordermesh=debug");
+        let resolver = Resolver::new(Some(server.local_addr())).unwrap();
+        resolver.resolve(&srv).await.unwrap();
+        drop(guard);
+        let text = verbose.text();
+        assert!(
+            text.contains("DEBUG")
+                && text.contains("dns query")
+                && text.contains("_grpc._tcp.payment.mesh.test."),
+            "{text}"
+        );
         server.shutdown().await;
     }
 }

@@ -78,7 +78,8 @@ impl AsyncWrite for MeshTlsStream {
 
 /// Accepts TCP connections and completes the mTLS handshake of each concurrently. Only
 /// connections that present a valid mesh certificate come out; plaintext, missing, expired
-/// and foreign certificates are refused at the handshake and logged.
+/// and foreign certificates are refused at the handshake and logged as warnings. A connection
+/// closed before it sent anything (a TCP port check) is logged at DEBUG only.
 pub fn tls_incoming(
     listener: TcpListener,
     identity: Arc<MeshIdentity>,
@@ -104,7 +105,25 @@ pub fn tls_incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let deadline = tokio::time::Instant::now() + handshake_timeout;
+                // A port check (connect, then close) sends nothing: not a refused handshake.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+                    Ok(Ok(0)) => {
+                        tracing::debug!(peer = %addr, "connection closed before any TLS bytes");
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "connection failed before any TLS bytes");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %addr, "mTLS handshake timed out");
+                        return;
+                    }
+                    Ok(Ok(_)) => {}
+                }
+                match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let identity = tls
                             .get_ref()
@@ -191,4 +210,56 @@ pub fn connector(
             Ok(TokioIo::new(tls))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::capture::capture;
+    use crate::transport::tls::{ensure_dev_certs, CertPaths};
+    use tokio::io::AsyncWriteExt;
+
+    async fn logged(logs: &crate::telemetry::capture::Captured, what: &str) -> bool {
+        for _ in 0..200 {
+            if logs.text().contains(what) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_port_check_is_logged_at_debug_and_a_plaintext_client_is_refused_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_dev_certs(dir.path(), "ordermesh.local", "default", &["payment"]).unwrap();
+        let identity = MeshIdentity::load(CertPaths::in_dir(dir.path(), "payment")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (logs, _guard) = capture("warn,ordermesh=debug");
+        let incoming = tls_incoming(listener, identity, Duration::from_secs(5));
+
+        // Connect and close, as `make run`'s start-up check or a TCP probe does.
+        drop(TcpStream::connect(addr).await.unwrap());
+        assert!(
+            logged(&logs, "connection closed before any TLS bytes").await,
+            "{}",
+            logs.text()
+        );
+        assert!(!logs.text().contains("WARN"), "{}", logs.text());
+
+        // A client that speaks something else than TLS is still refused, as a warning.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(
+            logged(&logs, "mTLS handshake refused").await,
+            "{}",
+            logs.text()
+        );
+        assert!(logs.text().contains("WARN"), "{}", logs.text());
+        drop(incoming);
+    }
 }
