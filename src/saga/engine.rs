@@ -62,6 +62,9 @@ where
         saga_id: &str,
         moved: &mut bool,
     ) -> Result<Outcome, SagaError> {
+        // Whether the current step's first attempt was already recorded as STARTED, in the
+        // transaction that finished the step before it (one commit per step instead of two).
+        let mut premarked = false;
         loop {
             let inst = store::load(db, saga_id).await?;
             let mut data: D = serde_json::from_str(&inst.data)?;
@@ -102,13 +105,21 @@ where
                         error,
                         count_attempt: false,
                     };
+                    let first_marked = std::mem::take(&mut premarked);
                     match self
-                        .attempt(db, saga_id, idx, &mut data, Direction::Act)
+                        .attempt(db, saga_id, idx, &mut data, Direction::Act, first_marked)
                         .await?
                     {
                         Ok(()) => {
+                            // The step's success, the instance's move and the next step's
+                            // start (or the saga's completion) in one transaction.
+                            let following = self.steps.get(idx + 1);
                             let next = InstanceMove {
-                                state: InstanceState::Running,
+                                state: if following.is_some() {
+                                    InstanceState::Running
+                                } else {
+                                    InstanceState::Completed
+                                },
                                 step: inst.step + 1,
                                 data: Some(serde_json::to_string(&data)?),
                                 error: None,
@@ -117,7 +128,19 @@ where
                             store::mark_step(&txn, mark(StepStatus::Succeeded, String::new()))
                                 .await?;
                             store::set_instance(&txn, &inst, next).await?;
+                            if let Some(following) = following {
+                                let start = StepMark {
+                                    saga_id,
+                                    step_no: idx as i32 + 1,
+                                    name: following.name(),
+                                    status: Direction::Act.in_progress(),
+                                    error: String::new(),
+                                    count_attempt: true,
+                                };
+                                store::mark_step(&txn, start).await?;
+                            }
                             txn.commit().await?;
+                            premarked = following.is_some();
                         }
                         Err(e) => {
                             tracing::warn!(
@@ -147,7 +170,7 @@ where
                             continue;
                         }
                         let result = self
-                            .attempt(db, saga_id, i, &mut data, Direction::Compensate)
+                            .attempt(db, saga_id, i, &mut data, Direction::Compensate, false)
                             .await?;
                         let (status, err) = match &result {
                             Ok(()) => (StepStatus::Compensated, String::new()),
@@ -185,8 +208,8 @@ where
     }
 
     /// Runs one action (or compensation) with its retries and timeout, recording each attempt
-    /// before it is made. Actions retry transient failures within their budget;
-    /// compensations keep retrying them.
+    /// before it is made (the first one already is when `first_marked`). Actions retry
+    /// transient failures within their budget; compensations keep retrying them.
     async fn attempt(
         &self,
         db: &DatabaseConnection,
@@ -194,6 +217,7 @@ where
         idx: usize,
         data: &mut D,
         direction: Direction,
+        first_marked: bool,
     ) -> Result<Result<(), StepError>, SagaError> {
         let step = &self.steps[idx];
         let policy = step.retry();
@@ -222,9 +246,11 @@ where
                 saga.outcome = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
-            store::mark_step(db, mark(String::new(), true))
-                .instrument(span.clone())
-                .await?;
+            if attempt > 0 || !first_marked {
+                store::mark_step(db, mark(String::new(), true))
+                    .instrument(span.clone())
+                    .await?;
+            }
             crate::faults::crash::point(step.name(), crash_before);
             let fut = async {
                 match direction {
