@@ -19,10 +19,10 @@ async fn main() -> anyhow::Result<()> {
     let pool = app::load_pool(&extra)?;
     let gateway = Gateway::new(pool, &config.upstreams, config.settings.clone())?;
     if let Some(addr) = config.metrics_listen {
-        let metrics = tokio::net::TcpListener::bind(addr).await?;
+        let metrics = ordermesh::transport::server::bind("METRICS_ADDR", addr).await?;
         tokio::spawn(server::serve_metrics(gateway.clone(), metrics));
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = ordermesh::transport::server::bind("GATEWAY_LISTEN", config.listen).await?;
     tracing::info!(addr = %config.listen, routes = gateway.router().routes().len(), "gateway listening");
     let served = server::serve(
         gateway,

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let telemetry = ordermesh::telemetry::init(config.service, config.log_format);
     let app = inventory_service::App::build(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = ordermesh::transport::server::bind("LISTEN_ADDR", config.listen).await?;
     let served = app
         .serve(listener, ordermesh::transport::shutdown::signal())
         .await;
