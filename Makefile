@@ -66,6 +66,7 @@ buf-breaking:
 
 nextest:
 	cargo nextest run --workspace --no-fail-fast
+	cargo nextest run --workspace --no-fail-fast --ignore-default-filter -E 'test(/::alone::/)' --test-threads 1
 
 ## deploy/k8s: every overlay rendered (kubectl kustomize) and validated (kubernetes-validate
 ## --strict), then checked against the binaries: settings, probe ports, identities, network

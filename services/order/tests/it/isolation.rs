@@ -100,7 +100,7 @@ async fn a_card_that_keeps_failing_does_not_slow_the_good_orders(backend: Backen
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let with = good_orders(&m, "during", 30, 2).await;
+    let with = good_orders(&m, "during", 40, 2).await;
     let o = get(&mut m, &poisoned.order_id).await;
     assert_eq!(
         status(&o),
@@ -137,11 +137,11 @@ async fn a_card_that_keeps_failing_does_not_slow_the_good_orders(backend: Backen
     })
     .await;
     assert!(ended, "the cancelled order's saga did not end");
-    let without = good_orders(&m, "after", 30, 2).await;
+    let without = good_orders(&m, "after", 40, 2).await;
 
     let (during, after) = (p99(&with), p99(&without));
-    // 1.5x, with 100ms of room for the scheduler of a busy 2-core machine on fast runs (the
-    // defect this guards against cost seconds per order).
+    // 1.5x, with 100ms of room for a scheduler hiccup on fast runs (the defect this guards
+    // against cost seconds per order).
     let bound = (after.mul_f64(1.5)).max(after + Duration::from_millis(100));
     assert!(
         during <= bound,
@@ -210,7 +210,14 @@ async fn every_card_failing_opens_the_breaker(backend: Backend) {
 }
 
 ordermesh::backend_tests!(
-    a_card_that_keeps_failing_does_not_slow_the_good_orders,
     failing_cards_among_sixteen_shoppers_never_reject_a_good_order,
     every_card_failing_opens_the_breaker,
 );
+
+/// Latency comparisons: nextest runs `::alone::` tests after the others, one at a time
+/// (`make nextest`), so the machine's load is the same for both halves of the comparison.
+mod alone {
+    use super::a_card_that_keeps_failing_does_not_slow_the_good_orders;
+
+    ordermesh::backend_tests!(a_card_that_keeps_failing_does_not_slow_the_good_orders);
+}
