@@ -65,8 +65,13 @@ where
         // Whether the current step's first attempt was already recorded as STARTED, in the
         // transaction that finished the step before it (one commit per step instead of two).
         let mut premarked = false;
+        // The instance as this run last wrote it, so a step's success is not read back.
+        let mut written = None;
         loop {
-            let inst = store::load(db, saga_id).await?;
+            let inst = match written.take() {
+                Some(inst) => inst,
+                None => store::load(db, saga_id).await?,
+            };
             let mut data: D = serde_json::from_str(&inst.data)?;
             let idx = inst.step.max(0) as usize;
             if inst.state.is_unfinished() {
@@ -127,7 +132,7 @@ where
                             let txn = db.begin().await?;
                             store::mark_step(&txn, mark(StepStatus::Succeeded, String::new()))
                                 .await?;
-                            store::set_instance(&txn, &inst, next).await?;
+                            let moved = store::set_instance(&txn, &inst, next).await?;
                             if let Some(following) = following {
                                 let start = StepMark {
                                     saga_id,
@@ -141,6 +146,7 @@ where
                             }
                             txn.commit().await?;
                             premarked = following.is_some();
+                            written = Some(moved);
                         }
                         Err(e) => {
                             tracing::warn!(

@@ -219,41 +219,38 @@ pub(super) async fn compensated_steps(
         .collect())
 }
 
-/// Writes a step's row: creates it on the step's first attempt, updates it after.
+/// Writes a step's row in one statement (an upsert): creates it on the step's first attempt,
+/// updates it after, counting the attempt when `count_attempt`. A compensated step keeps the
+/// error that made the saga turn back: an empty error replaces the stored one only when the
+/// step starts or succeeds.
 pub(super) async fn mark_step<C: ConnectionTrait>(c: &C, m: StepMark<'_>) -> Result<(), SagaError> {
-    let now = crate::types::time::now();
-    match step_row::Entity::find_by_id((m.saga_id.to_string(), m.step_no))
-        .one(c)
-        .await?
-    {
-        Some(row) => {
-            let attempts = row.attempts + i32::from(m.count_attempt);
-            let mut a: step_row::ActiveModel = row.into();
-            a.status = Set(m.status);
-            // A compensated step keeps the error that made the saga turn back.
-            if !m.error.is_empty()
-                || matches!(m.status, StepStatus::Started | StepStatus::Succeeded)
-            {
-                a.error = Set(m.error);
-            }
-            a.attempts = Set(attempts);
-            a.updated_at = Set(now);
-            a.update(c).await?;
-        }
-        None => {
-            step_row::ActiveModel {
-                saga_id: Set(m.saga_id.into()),
-                step_no: Set(m.step_no),
-                name: Set(m.name.into()),
-                status: Set(m.status),
-                attempts: Set(i32::from(m.count_attempt)),
-                error: Set(m.error),
-                updated_at: Set(now),
-            }
-            .insert(c)
-            .await?;
-        }
-    }
+    use sea_orm::sea_query::{Expr, OnConflict};
+    use step_row::Column;
+    let row = step_row::ActiveModel {
+        saga_id: Set(m.saga_id.into()),
+        step_no: Set(m.step_no),
+        name: Set(m.name.into()),
+        status: Set(m.status),
+        attempts: Set(i32::from(m.count_attempt)),
+        error: Set(m.error),
+        updated_at: Set(crate::types::time::now()),
+    };
+    let keep_error = Expr::cust(
+        "CASE WHEN excluded.error <> '' OR excluded.status IN ('STARTED', 'SUCCEEDED') \
+         THEN excluded.error ELSE saga_steps.error END",
+    );
+    let on_conflict = OnConflict::columns([Column::SagaId, Column::StepNo])
+        .update_columns([Column::Status, Column::UpdatedAt])
+        .value(
+            Column::Attempts,
+            Expr::col((step_row::Entity, Column::Attempts)).add(Expr::cust("excluded.attempts")),
+        )
+        .value(Column::Error, keep_error)
+        .to_owned();
+    step_row::Entity::insert(row)
+        .on_conflict(on_conflict)
+        .exec_without_returning(c)
+        .await?;
     Ok(())
 }
 
@@ -265,12 +262,12 @@ pub(super) struct InstanceMove {
     pub error: Option<String>,
 }
 
-/// Moves `inst` to a new state (and step, data, error when given).
+/// Moves `inst` to a new state (and step, data, error when given); returns it as written.
 pub(super) async fn set_instance<C: ConnectionTrait>(
     c: &C,
     inst: &instance::Model,
     to: InstanceMove,
-) -> Result<(), SagaError> {
+) -> Result<instance::Model, SagaError> {
     let mut a: instance::ActiveModel = inst.clone().into();
     a.state = Set(to.state);
     a.step = Set(to.step);
@@ -281,8 +278,7 @@ pub(super) async fn set_instance<C: ConnectionTrait>(
         a.error = Set(e);
     }
     a.updated_at = Set(crate::types::time::now());
-    a.update(c).await?;
-    Ok(())
+    Ok(a.update(c).await?)
 }
 
 /// Saves `inst`'s data without moving it (a compensation changed what the saga carries).

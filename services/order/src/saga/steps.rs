@@ -36,8 +36,8 @@ impl Ctx {
     /// A cancelled order stops the saga before its next step.
     async fn still_wanted(&self, order_id: &str) -> Result<(), StepError> {
         let id = OrderId::parse(order_id).map_err(|e| StepError::Rejected(e.message().into()))?;
-        match store::get(&self.db, &id).await {
-            Ok(v) if v.status() == OrderStatus::Cancelled => {
+        match store::status(&self.db, &id).await {
+            Ok(OrderStatus::Cancelled) => {
                 Err(StepError::Rejected("the order was cancelled".to_string()))
             }
             Ok(_) => Ok(()),

@@ -137,6 +137,19 @@ pub async fn get<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<OrderV
         .ok_or_else(|| OrderError::NotFound(order_id.to_string()).into())
 }
 
+/// An order's status alone (one indexed read, for the saga's check before each step).
+pub async fn status<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<OrderStatus> {
+    let status: Option<String> = order::Entity::find_by_id(order_id.as_str())
+        .select_only()
+        .column(order::Column::Status)
+        .into_tuple()
+        .one(c)
+        .await?;
+    let status = status.ok_or_else(|| OrderError::NotFound(order_id.to_string()))?;
+    OrderStatus::parse(&status)
+        .ok_or_else(|| sea_orm::DbErr::Custom(format!("unknown order status '{status}'")).into())
+}
+
 /// Ids of orders still PENDING, oldest first (start-up resumes their sagas).
 pub async fn pending_order_ids<C: ConnectionTrait>(c: &C) -> Result<Vec<String>> {
     Ok(order::Entity::find()
