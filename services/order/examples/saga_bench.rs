@@ -107,9 +107,23 @@ async fn main() -> anyhow::Result<()> {
         "SQLite"
     };
     // A warm-up, so connection set-up and first statements are not timed.
-    shoppers(&order, "warm", 2 * args.concurrency, args.concurrency, args.skus).await?;
+    shoppers(
+        &order,
+        "warm",
+        2 * args.concurrency,
+        args.concurrency,
+        args.skus,
+    )
+    .await?;
+    let cost = Cost::new(&dbs).await?;
+    let before = cost.snapshot().await?;
+    let sampler = cost.lock_waits();
     let spread = shoppers(&order, "spread", args.orders, args.concurrency, args.skus).await?;
+    let spread_locks = sampler.stop().await;
+    let after = cost.snapshot().await?;
+    let sampler = cost.lock_waits();
     let hot = shoppers(&order, "hot", args.orders, args.concurrency, 1).await?;
+    let hot_locks = sampler.stop().await;
     let commits_per_sec = raw_commit_rate(backend, 4_000, args.concurrency).await;
     for (run, r) in [("spread", &spread), ("hot", &hot)] {
         let skus = if run == "hot" { 1 } else { args.skus };
@@ -127,6 +141,17 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 format!(", not confirmed: {:?}", r.not_confirmed)
             }
+        );
+    }
+    println!(
+        "{name} spread, per order: {}",
+        after.per_order(&before, spread.latencies.len())
+    );
+    if let (Some(s), Some(h)) = (spread_locks, hot_locks) {
+        println!(
+            "{name} lock waits: a backend waited on a lock in {:.1}% of 20ms samples spread, {:.1}% hot",
+            s * 100.0,
+            h * 100.0
         );
     }
     println!(
@@ -243,4 +268,148 @@ async fn shoppers(
         confirmed,
         not_confirmed,
     })
+}
+
+/// Where an order's cost goes: statements by kind (all services, from this process's
+/// `db_client_operation_duration_seconds`), and on PostgreSQL the commits of each service's
+/// database (`pg_stat_database`) and how often a backend waits on a lock.
+struct Cost {
+    system: &'static str,
+    /// (service, database name) on PostgreSQL.
+    databases: Vec<(&'static str, String)>,
+    admin: Option<sea_orm::DatabaseConnection>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    statements: Vec<(&'static str, u64)>,
+    commits: Vec<(&'static str, i64)>,
+}
+
+const STATEMENTS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+
+impl Snapshot {
+    fn per_order(&self, before: &Snapshot, orders: usize) -> String {
+        let n = orders.max(1) as f64;
+        let mut parts: Vec<String> = self
+            .statements
+            .iter()
+            .zip(&before.statements)
+            .map(|((op, a), (_, b))| format!("{op} {:.1}", (a - b) as f64 / n))
+            .collect();
+        let total: u64 = self
+            .statements
+            .iter()
+            .zip(&before.statements)
+            .map(|((_, a), (_, b))| a - b)
+            .sum();
+        parts.push(format!("= {:.1} statements", total as f64 / n));
+        for ((svc, a), (_, b)) in self.commits.iter().zip(&before.commits) {
+            parts.push(format!("{svc} {:.1} commits", (a - b) as f64 / n));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Samples lock waits until stopped; the share of samples that saw one.
+struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Option<f64>>,
+}
+
+impl Sampler {
+    async fn stop(self) -> Option<f64> {
+        let _ = self.stop.send(());
+        self.task.await.ok().flatten()
+    }
+}
+
+impl Cost {
+    async fn new(dbs: &[TestDatabase]) -> anyhow::Result<Self> {
+        let pg = dbs.first().is_some_and(|d| d.backend == Backend::Postgres);
+        if !pg {
+            return Ok(Self {
+                system: "sqlite",
+                databases: vec![],
+                admin: None,
+            });
+        }
+        let services = ["inventory", "payment", "shipping", "order"];
+        let databases = services
+            .iter()
+            .zip(dbs)
+            .map(|(svc, d)| (*svc, d.url.rsplit('/').next().unwrap_or("").to_string()))
+            .collect();
+        let admin = ordermesh::data::db::connect(&ordermesh::testing::postgres_admin_url()).await?;
+        Ok(Self {
+            system: "postgresql",
+            databases,
+            admin: Some(admin),
+        })
+    }
+
+    async fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        use ordermesh::telemetry::metrics::DB_DURATION;
+        let statements = STATEMENTS
+            .iter()
+            .map(|op| {
+                let n = DB_DURATION
+                    .with_label_values(&[self.system, op, "ok"])
+                    .get_sample_count();
+                (*op, n)
+            })
+            .collect();
+        let mut commits = Vec::new();
+        if let Some(admin) = &self.admin {
+            // Backends report their counts when idle, at most once a second.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            for (svc, db) in &self.databases {
+                let row = admin
+                    .query_one(sea_orm::Statement::from_sql_and_values(
+                        sea_orm::DatabaseBackend::Postgres,
+                        "SELECT xact_commit FROM pg_stat_database WHERE datname = $1",
+                        [db.clone().into()],
+                    ))
+                    .await?;
+                let n: i64 = row
+                    .and_then(|r| r.try_get("", "xact_commit").ok())
+                    .unwrap_or(0);
+                commits.push((*svc, n));
+            }
+        }
+        Ok(Snapshot {
+            statements,
+            commits,
+        })
+    }
+
+    fn lock_waits(&self) -> Sampler {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let admin = self.admin.clone();
+        let names: Vec<String> = self.databases.iter().map(|(_, d)| d.clone()).collect();
+        let task = tokio::spawn(async move {
+            let admin = admin?;
+            let (mut samples, mut waiting) = (0u64, 0u64);
+            loop {
+                if stopped.try_recv().is_ok() {
+                    break;
+                }
+                let row = admin
+                    .query_one(sea_orm::Statement::from_sql_and_values(
+                        sea_orm::DatabaseBackend::Postgres,
+                        "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = ANY($1)",
+                        [names.clone().into()],
+                    ))
+                    .await
+                    .ok()
+                    .flatten();
+                let n: i64 = row.and_then(|r| r.try_get("", "n").ok()).unwrap_or(0);
+                samples += 1;
+                waiting += u64::from(n > 0);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(waiting as f64 / samples.max(1) as f64)
+        });
+        Sampler { stop, task }
+    }
 }
