@@ -80,9 +80,12 @@ impl Progress {
                 }
                 let now = Instant::now();
                 let (w, totals) = recorder.take_window();
-                let line = status_line(&w, now - last, &totals);
+                let mut line = status_line(&w, now - last, &totals);
                 last = now;
                 let elapsed = now.saturating_duration_since(start);
+                if elapsed > load_for {
+                    line = format!("draining (shoppers under way finish)  {line}");
+                }
                 match &bar {
                     Some(bar) => {
                         bar.set_position(elapsed.as_secs().min(load_for.as_secs()));

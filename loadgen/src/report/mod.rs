@@ -75,6 +75,9 @@ pub struct RunInfo {
 pub struct Totals {
     pub requests: u64,
     pub errors: u64,
+    /// Every `per_s` figure counts what completed in the first `rate_window_s` seconds (while
+    /// shoppers were arriving, whole timeline buckets), not the drain after it.
+    pub rate_window_s: f64,
     pub requests_per_s: f64,
 }
 
@@ -156,7 +159,13 @@ impl Summary {
         punctuality: Option<Punctuality>,
         unfinished_sessions: usize,
     ) -> Self {
-        let elapsed = rec.elapsed;
+        // Rates over the load phase only: the drain (orders finishing, a 30s processor
+        // outage) would otherwise dilute them.
+        let load = Duration::from_secs_f64(run.duration_s).min(rec.elapsed);
+        let n = ((load.as_secs_f64() / rec.bucket.as_secs_f64()).floor() as usize).max(1);
+        let window = rec.bucket * n as u32;
+        let in_window = &rec.timeline[..n.min(rec.timeline.len())];
+        let op_in_window = |op: Op| -> u64 { in_window.iter().map(|b| b.ops[op.index()].0).sum() };
         let operations: Vec<OpSummary> = Op::ALL
             .iter()
             .filter_map(|op| {
@@ -165,7 +174,7 @@ impl Summary {
                     op: op.name().into(),
                     count: r.count(),
                     errors: r.errors(),
-                    per_s: per_s(r.count(), elapsed),
+                    per_s: per_s(op_in_window(*op), window),
                     latency_ms: Percentiles::of(&r.latency)?,
                 })
             })
@@ -189,7 +198,7 @@ impl Summary {
         let orders = OrderSummary {
             placed: rec.orders.placed,
             final_count,
-            final_per_s: per_s(final_count, elapsed),
+            final_per_s: per_s(in_window.iter().map(|b| b.orders_final).sum(), window),
             outcomes: rec
                 .orders
                 .outcomes
@@ -234,7 +243,8 @@ impl Summary {
             totals: Totals {
                 requests,
                 errors: error_count,
-                requests_per_s: per_s(requests, elapsed),
+                rate_window_s: window.as_secs_f64(),
+                requests_per_s: per_s(in_window.iter().map(|b| b.requests()).sum(), window),
             },
             operations,
             errors,
@@ -272,10 +282,11 @@ impl Summary {
         let t = &self.totals;
         let _ = writeln!(
             s,
-            "requests {} in {:.1}s ({:.1}/s), errors {} ({:.2}%)",
+            "requests {} in {:.1}s ({:.1}/s over the first {}s), errors {} ({:.2}%)",
             t.requests,
             r.elapsed_s,
             t.requests_per_s,
+            t.rate_window_s,
             t.errors,
             100.0 * t.errors as f64 / (t.requests.max(1)) as f64
         );

@@ -51,6 +51,34 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (lo / 1.5).max(0.01)..(hi * 1.5).max(lo * 2.0)
 }
 
+/// Runs of consecutive buckets (`width` apart), so a line is not drawn across a gap.
+fn segments(points: Vec<(f64, f64)>, width: f64) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    for p in points {
+        match out.last_mut() {
+            Some(seg) if seg.last().is_some_and(|q| p.0 - q.0 <= width * 1.5) => seg.push(p),
+            _ => out.push(vec![p]),
+        }
+    }
+    out
+}
+
+fn bucket_width(s: &Summary) -> f64 {
+    match s.timeline.as_slice() {
+        [a, b, ..] => b.t_s - a.t_s,
+        _ => 1.0,
+    }
+}
+
+/// Milliseconds on a log axis: no decimals from 1ms up.
+fn ms_label(v: &f64) -> String {
+    if *v >= 1.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 fn end_of_time(s: &Summary) -> f64 {
     s.timeline
         .last()
@@ -82,7 +110,9 @@ pub fn latency_over_time(s: &Summary) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("seconds since start")
             .y_desc("ms (log)")
+            .y_label_formatter(&ms_label)
             .draw()?;
+        let width = bucket_width(s);
         for (i, op) in Op::ALL.iter().enumerate() {
             let points: Vec<(f64, f64)> = s
                 .timeline
@@ -93,12 +123,16 @@ pub fn latency_over_time(s: &Summary) -> anyhow::Result<String> {
                 continue;
             }
             let c = color(i);
-            chart
-                .draw_series(LineSeries::new(points, c.stroke_width(2)))?
-                .label(format!("{} p99", op.name()))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
+            for (k, seg) in segments(points, width).into_iter().enumerate() {
+                let drawn = chart.draw_series(LineSeries::new(seg, c.stroke_width(2)))?;
+                if k == 0 {
+                    drawn
+                        .label(format!("{} p99", op.name()))
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                        });
+                }
+            }
         }
         let p50: Vec<(f64, f64)> = s
             .timeline
@@ -106,10 +140,14 @@ pub fn latency_over_time(s: &Summary) -> anyhow::Result<String> {
             .filter_map(|p| Some((p.t_s, p.p50_ms?)))
             .collect();
         let grey = RGBColor(120, 120, 120);
-        chart
-            .draw_series(LineSeries::new(p50, grey.stroke_width(1)))?
-            .label("all p50")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey));
+        for (k, seg) in segments(p50, width).into_iter().enumerate() {
+            let drawn = chart.draw_series(LineSeries::new(seg, grey.stroke_width(1)))?;
+            if k == 0 {
+                drawn
+                    .label("all p50")
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey));
+            }
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -147,6 +185,7 @@ pub fn percentile_curves(rec: &Recorded) -> anyhow::Result<String> {
         let mut chart = ChartBuilder::on(root)
             .caption("Latency by percentile", (FONT, 18))
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(36)
             .y_label_area_size(64)
             .build_cartesian_2d((1f64..10_000f64).log_scale(), log_range(ys).log_scale())?;
@@ -154,6 +193,7 @@ pub fn percentile_curves(rec: &Recorded) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("percentile")
             .y_desc("ms (log)")
+            .y_label_formatter(&ms_label)
             .x_label_formatter(&|x| {
                 let pct = 100.0 * (1.0 - 1.0 / x);
                 let s = format!("{pct:.2}");
