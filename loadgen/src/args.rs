@@ -37,7 +37,9 @@ pub enum Mode {
 #[command(
     name = "loadgen",
     about = "Load ordermesh with shopper scenarios and write an HDR/SVG/HTML report",
-    after_help = "Targets must be loopback addresses unless --allow-remote is given."
+    after_help = "Targets must be loopback addresses unless --allow-remote is given.",
+    // A later flag wins, so a script's defaults can be overridden by its caller's arguments.
+    args_override_self = true
 )]
 pub struct Args {
     /// The gateway's base URL (--transport rest).
