@@ -51,13 +51,19 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (lo / 1.5).max(0.01)..(hi * 1.5).max(lo * 2.0)
 }
 
-/// Runs of consecutive buckets (`width` apart), so a line is not drawn across a gap.
+/// Runs of consecutive buckets (`width` apart), so a line is not drawn across a gap; a bucket
+/// alone becomes a short flat stroke across its own width, so it still shows.
 fn segments(points: Vec<(f64, f64)>, width: f64) -> Vec<Vec<(f64, f64)>> {
     let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
     for p in points {
         match out.last_mut() {
             Some(seg) if seg.last().is_some_and(|q| p.0 - q.0 <= width * 1.5) => seg.push(p),
             _ => out.push(vec![p]),
+        }
+    }
+    for seg in &mut out {
+        if let [(x, y)] = seg[..] {
+            *seg = vec![(x, y), (x + width * 0.8, y)];
         }
     }
     out
@@ -79,6 +85,32 @@ fn ms_label(v: &f64) -> String {
     }
 }
 
+/// A grey vertical line where new shoppers stopped arriving.
+fn mark_load_end<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<impl Ranged<ValueType = f64>, impl Ranged<ValueType = f64>>,
+    >,
+    s: &Summary,
+    y: (f64, f64),
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let x = s.run.duration_s;
+    let grey = RGBColor(160, 160, 160);
+    chart
+        .draw_series(LineSeries::new(
+            vec![(x, y.0), (x, y.1)],
+            grey.stroke_width(1),
+        ))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .label("shoppers stop arriving")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey));
+    Ok(())
+}
+
 fn end_of_time(s: &Summary) -> f64 {
     s.timeline
         .last()
@@ -97,6 +129,7 @@ pub fn latency_over_time(s: &Summary) -> anyhow::Result<String> {
                 .chain(p.p50_ms)
                 .collect::<Vec<_>>()
         });
+        let yr = log_range(ys);
         let mut chart = ChartBuilder::on(root)
             .caption(
                 "Latency over time: p99 per operation, p50 of all (from intended start)",
@@ -105,7 +138,7 @@ pub fn latency_over_time(s: &Summary) -> anyhow::Result<String> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
-            .build_cartesian_2d(0f64..end_of_time(s), log_range(ys).log_scale())?;
+            .build_cartesian_2d(0f64..end_of_time(s), yr.clone().log_scale())?;
         chart
             .configure_mesh()
             .x_desc("seconds since start")
@@ -148,6 +181,7 @@ pub fn latency_over_time(s: &Summary) -> anyhow::Result<String> {
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey));
             }
         }
+        mark_load_end(&mut chart, s, (yr.start, yr.end))?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -255,6 +289,7 @@ pub fn throughput(s: &Summary) -> anyhow::Result<String> {
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                 });
         }
+        mark_load_end(&mut chart, s, (0.0, y_max))?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
