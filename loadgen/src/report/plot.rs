@@ -99,7 +99,7 @@ where
     DB::ErrorType: 'static,
 {
     let x = s.run.duration_s;
-    let grey = RGBColor(160, 160, 160);
+    let grey = RGBColor(80, 80, 80);
     chart
         .draw_series(LineSeries::new(
             vec![(x, y.0), (x, y.1)],
@@ -184,7 +184,7 @@ pub fn latency_over_time(s: &Summary) -> anyhow::Result<String> {
         mark_load_end(&mut chart, s, (yr.start, yr.end))?;
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()?;
