@@ -92,6 +92,7 @@ bench: bench-gateway
 	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)
 	cargo run --release --quiet -p ordermesh-order --example saga-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench -- --postgres
+	scripts/bench-e2e.sh
 
 ## The mesh hop with tracing off, sampling 100% and 1% (OTLP export in-process), as ratios to off.
 bench-tracing:
@@ -102,3 +103,15 @@ bench-tracing:
 bench-gateway:
 	cargo build --release --quiet -p ordermesh-gateway -p ordermesh-inventory
 	scripts/bench-gateway.sh $(GATEWAY_BENCH_ARGS)
+
+## loadgen (docs/loadgen.md): one minute of Black Friday shoppers (open loop, 20 shoppers/s,
+## REST through the gateway) against a running `make run`, the report under var/loadgen/<UTC time>/;
+## LOADGEN_ARGS adds or overrides flags, e.g. LOADGEN_ARGS="--transport grpc --rate 40".
+.PHONY: loadgen bench-e2e
+loadgen:
+	scripts/loadgen.sh $(LOADGEN_ARGS)
+
+## End to end: a release mesh on ports of its own, loadgen closed loop (32 shoppers, 20s, 100 SKUs)
+## over gRPC and through the gateway: placed-and-final orders/s and p99 completion, and the ratios.
+bench-e2e:
+	scripts/bench-e2e.sh
