@@ -8,10 +8,10 @@
 //! forward by re-issuing the current step (participants deduplicate by the idempotency key
 //! `<saga id>/<step>`), or backward when it was compensating.
 //!
-//! When a step is rejected (or runs out of retries), the saga compensates that step and every
-//! completed one in reverse order; compensations are retried until they succeed, because a
-//! half-compensated saga is worse than a slow one. A compensation for an action that never
-//! arrived is a no-op on the participant's side.
+//! When a step is rejected (or still failing when its retry budget is spent), the saga
+//! compensates that step and every completed one in reverse order; compensations are retried
+//! until they succeed, because a half-compensated saga is worse than a slow one. A
+//! compensation for an action that never arrived is a no-op on the participant's side.
 //!
 //! `definition` says what a saga is (its steps, their retries, which way a step runs),
 //! `engine` runs an instance, `store` keeps instances and steps with their states, and
