@@ -390,18 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_probe_does_not_leave_the_breaker_half_open() {
-        let layer = CircuitBreakerLayer::new(
-            "up",
-            BreakerPolicy {
-                window: 1,
-                min_calls: 1,
-                failure_rate: 0.5,
-                slow_call: Duration::from_secs(5),
-                slow_rate: 2.0,
-                reset_timeout: Duration::from_millis(50),
-                probes: 1,
-            },
-        );
+        let layer = CircuitBreakerLayer::new("up", policy(1, 1, Duration::from_millis(50)));
         let handle = layer.handle();
         let svc = layer.layer(tower::service_fn(|r: http::Request<Body>| async move {
             match r.headers().get("mode").map(|v| v.as_bytes()) {
@@ -436,6 +425,19 @@ mod tests {
         assert_eq!(handle.state(), BreakerState::Closed);
     }
 
+    /// A breaker on a short window that only failures open (slow calls never do).
+    fn policy(window: usize, min_calls: usize, reset_timeout: Duration) -> BreakerPolicy {
+        BreakerPolicy {
+            window,
+            min_calls,
+            failure_rate: 0.5,
+            slow_call: Duration::from_secs(5),
+            slow_rate: 2.0,
+            reset_timeout,
+            probes: 1,
+        }
+    }
+
     fn keyed(mode: &str, key: &str) -> http::Request<Body> {
         let mut r = req(mode);
         r.headers_mut()
@@ -445,18 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_request_failing_again_and_again_counts_once_but_many_requests_open_it() {
-        let layer = CircuitBreakerLayer::new(
-            "keys",
-            BreakerPolicy {
-                window: 20,
-                min_calls: 4,
-                failure_rate: 0.5,
-                slow_call: Duration::from_secs(5),
-                slow_rate: 2.0,
-                reset_timeout: Duration::from_secs(60),
-                probes: 1,
-            },
-        );
+        let layer = CircuitBreakerLayer::new("keys", policy(20, 4, Duration::from_secs(60)));
         let handle = layer.handle();
         let svc = layer.layer(tower::service_fn(|r: http::Request<Body>| async move {
             if r.headers().get("mode").is_some_and(|v| v == "fail") {
@@ -496,18 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn calls_without_a_key_each_count() {
-        let layer = CircuitBreakerLayer::new(
-            "nokeys",
-            BreakerPolicy {
-                window: 10,
-                min_calls: 4,
-                failure_rate: 0.5,
-                slow_call: Duration::from_secs(5),
-                slow_rate: 2.0,
-                reset_timeout: Duration::from_secs(60),
-                probes: 1,
-            },
-        );
+        let layer = CircuitBreakerLayer::new("nokeys", policy(10, 4, Duration::from_secs(60)));
         let handle = layer.handle();
         let svc = layer.layer(tower::service_fn(|_r: http::Request<Body>| async move {
             Ok::<_, std::convert::Infallible>(tonic::Status::internal("boom").into_http())
