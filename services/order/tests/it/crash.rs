@@ -581,4 +581,22 @@ fn a_bad_upstream_setting_stops_start_up_with_the_variable_named() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PAYMENT_URL"));
+    for budget in ["soon", "0s"] {
+        let out = Command::new(BIN)
+            .env("PLAINTEXT", "true")
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display()),
+            )
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("INVENTORY_URL", "http://127.0.0.1:1")
+            .env("PAYMENT_URL", "http://127.0.0.1:2")
+            .env("SHIPPING_URL", "http://127.0.0.1:3")
+            .env("SAGA_STEP_BUDGET", budget)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{budget}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("SAGA_STEP_BUDGET"), "{budget}: {err}");
+    }
 }
