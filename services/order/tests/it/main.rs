@@ -7,3 +7,4 @@ mod helpers;
 mod isolation;
 mod order;
 mod saga;
+mod startup;
