@@ -6,12 +6,20 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use super::store::{instance, InstanceState, StepStatus};
+use super::journal::{InstanceState, SagaState, StepStatus};
 
-/// A saga definition: a kind name and its steps in order.
+/// A saga definition: a kind name, its steps in order, and the event stream an instance is
+/// kept in.
 pub struct Saga<D> {
     pub kind: &'static str,
     pub steps: Vec<Arc<dyn Step<D>>>,
+    /// The stream of instance `saga_id` (`own_stream`: the saga id itself).
+    pub stream_of: fn(&str) -> String,
+}
+
+/// Each instance in a stream of its own, named by its id.
+pub fn own_stream(saga_id: &str) -> String {
+    saga_id.to_string()
 }
 
 impl<D> Saga<D> {
@@ -23,7 +31,7 @@ impl<D> Saga<D> {
     /// Whether `inst` has moved past the step called `name` for good: it completed, or it
     /// is running a later step. A saga that turned back has not passed anything; an unknown
     /// step name has never been passed.
-    pub fn has_passed(&self, inst: &instance::Model, name: &str) -> bool {
+    pub fn has_passed(&self, inst: &SagaState, name: &str) -> bool {
         let Some(idx) = self.index_of(name) else {
             return false;
         };

@@ -1,14 +1,35 @@
-//! Running an instance: forward step by step, each transition written before and after the
-//! remote call it covers, and backward through the compensations once a step is rejected.
+//! Running an instance: forward step by step, each transition appended before and after the
+//! remote call it covers (a step's success and the next one's start in one append), and
+//! backward through the compensations once a step is rejected.
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
 
 use super::definition::{Direction, Saga, StepError, StepRetry};
-use super::store::{self, InstanceMove, InstanceState, StepMark, StepStatus};
+use super::journal::{InstanceState, SagaEvent, SagaState};
+use super::store::Cursor;
 use super::{Outcome, SagaError};
+
+/// A run's hold on its instance: the state as last recorded and where its stream stands.
+struct Run<'a> {
+    db: &'a DatabaseConnection,
+    cursor: &'a mut Cursor,
+    inst: SagaState,
+}
+
+impl Run<'_> {
+    async fn record<D>(&mut self, saga: &Saga<D>, events: &[SagaEvent]) -> Result<(), SagaError>
+    where
+        D: Serialize + DeserializeOwned + Send + Sync,
+    {
+        self.inst = saga
+            .record(self.db, self.cursor, &self.inst, events)
+            .await?;
+        Ok(())
+    }
+}
 
 fn backoff(policy: &StepRetry, attempt: u32) -> std::time::Duration {
     crate::backoff::jittered(policy.backoff, policy.max_backoff, attempt)
@@ -23,6 +44,25 @@ where
     /// `saga.step` span per attempt. A run that moved the saga is counted in
     /// `saga_finished_total` and `saga_duration_seconds`.
     pub async fn run(&self, db: &DatabaseConnection, saga_id: &str) -> Result<Outcome, SagaError> {
+        self.run_from(db, saga_id, false).await
+    }
+
+    /// `run` of an instance started with its first step already recorded as started
+    /// (`start_events` with `first_started`), right after it was started.
+    pub async fn run_new(
+        &self,
+        db: &DatabaseConnection,
+        saga_id: &str,
+    ) -> Result<Outcome, SagaError> {
+        self.run_from(db, saga_id, true).await
+    }
+
+    async fn run_from(
+        &self,
+        db: &DatabaseConnection,
+        saga_id: &str,
+        premarked: bool,
+    ) -> Result<Outcome, SagaError> {
         let span = tracing::info_span!(
             "saga",
             otel.name = format!("saga {}", self.kind),
@@ -34,7 +74,7 @@ where
         let started = std::time::Instant::now();
         let mut moved = false;
         let result = self
-            .drive(db, saga_id, &mut moved)
+            .drive(db, saga_id, &mut moved, premarked)
             .instrument(span.clone())
             .await;
         let outcome = match &result {
@@ -61,17 +101,13 @@ where
         db: &DatabaseConnection,
         saga_id: &str,
         moved: &mut bool,
+        mut premarked: bool,
     ) -> Result<Outcome, SagaError> {
-        // Whether the current step's first attempt was already recorded as STARTED, in the
-        // transaction that finished the step before it (one commit per step instead of two).
-        let mut premarked = false;
-        // The instance as this run last wrote it, so a step's success is not read back.
-        let mut written = None;
+        // `premarked`: whether the current step's first attempt is already recorded as
+        // started, in the append that finished the step before it (or started the saga), so
+        // a step costs one append instead of two.
+        let (mut inst, mut cursor) = self.load(db, saga_id).await?;
         loop {
-            let inst = match written.take() {
-                Some(inst) => inst,
-                None => store::load(db, saga_id).await?,
-            };
             let mut data: D = serde_json::from_str(&inst.data)?;
             let idx = inst.step.max(0) as usize;
             if inst.state.is_unfinished() {
@@ -92,61 +128,43 @@ where
                     });
                 }
                 InstanceState::Running if idx >= self.steps.len() => {
-                    let done = InstanceMove {
-                        state: InstanceState::Completed,
-                        step: inst.step,
-                        data: None,
-                        error: None,
-                    };
-                    store::set_instance(db, &inst, done).await?;
+                    inst = self
+                        .record(db, &mut cursor, &inst, &[SagaEvent::SagaCompleted {}])
+                        .await?;
                 }
                 InstanceState::Running => {
                     let step = &self.steps[idx];
-                    let mark = |status, error| StepMark {
-                        saga_id,
-                        step_no: idx as i32,
-                        name: step.name(),
-                        status,
-                        error,
-                        count_attempt: false,
-                    };
                     let first_marked = std::mem::take(&mut premarked);
-                    match self
-                        .attempt(db, saga_id, idx, &mut data, Direction::Act, first_marked)
-                        .await?
-                    {
+                    let mut run = Run {
+                        db,
+                        cursor: &mut cursor,
+                        inst,
+                    };
+                    let result = self
+                        .attempt(&mut run, idx, &mut data, Direction::Act, first_marked)
+                        .await?;
+                    inst = run.inst;
+                    let data = serde_json::to_string(&data)?;
+                    match result {
                         Ok(()) => {
-                            // The step's success, the instance's move and the next step's
-                            // start (or the saga's completion) in one transaction.
-                            let following = self.steps.get(idx + 1);
-                            let next = InstanceMove {
-                                state: if following.is_some() {
-                                    InstanceState::Running
-                                } else {
-                                    InstanceState::Completed
-                                },
-                                step: inst.step + 1,
-                                data: Some(serde_json::to_string(&data)?),
-                                error: None,
-                            };
-                            let txn = db.begin().await?;
-                            store::mark_step(&txn, mark(StepStatus::Succeeded, String::new()))
-                                .await?;
-                            let moved = store::set_instance(&txn, &inst, next).await?;
-                            if let Some(following) = following {
-                                let start = StepMark {
-                                    saga_id,
-                                    step_no: idx as i32 + 1,
-                                    name: following.name(),
-                                    status: Direction::Act.in_progress(),
-                                    error: String::new(),
-                                    count_attempt: true,
-                                };
-                                store::mark_step(&txn, start).await?;
+                            // The step's success and the next step's start (or the saga's
+                            // completion) in one append.
+                            let mut events = vec![SagaEvent::SagaStepSucceeded {
+                                step: idx as i32,
+                                data,
+                            }];
+                            match self.steps.get(idx + 1) {
+                                Some(next) => {
+                                    events.push(SagaEvent::SagaStepStarted {
+                                        step: idx as i32 + 1,
+                                        name: next.name().to_string(),
+                                        compensating: false,
+                                    });
+                                    premarked = true;
+                                }
+                                None => events.push(SagaEvent::SagaCompleted {}),
                             }
-                            txn.commit().await?;
-                            premarked = following.is_some();
-                            written = Some(moved);
+                            inst = self.record(db, &mut cursor, &inst, &events).await?;
                         }
                         Err(e) => {
                             tracing::warn!(
@@ -155,31 +173,34 @@ where
                                 error = e.message(),
                                 "saga step failed; compensating"
                             );
-                            store::mark_step(db, mark(StepStatus::Failed, e.message().to_string()))
-                                .await?;
-                            let back = InstanceMove {
-                                state: InstanceState::Compensating,
-                                step: inst.step,
-                                data: Some(serde_json::to_string(&data)?),
-                                error: Some(format!("{}: {}", step.name(), e.message())),
+                            let failed = SagaEvent::SagaStepFailed {
+                                step: idx as i32,
+                                error: e.message().to_string(),
+                                data,
                             };
-                            store::set_instance(db, &inst, back).await?;
+                            inst = self.record(db, &mut cursor, &inst, &[failed]).await?;
                         }
                     }
                 }
                 InstanceState::Compensating => {
                     // Compensate from the failed step down to the first, skipping those done.
-                    let done = store::compensated_steps(db, saga_id).await?;
+                    let done = inst.compensated_steps();
                     for i in (0..=idx.min(self.steps.len().saturating_sub(1))).rev() {
                         let step = &self.steps[i];
                         if !step.has_compensation() || done.contains(&(i as i32)) {
                             continue;
                         }
+                        let mut run = Run {
+                            db,
+                            cursor: &mut cursor,
+                            inst,
+                        };
                         let result = self
-                            .attempt(db, saga_id, i, &mut data, Direction::Compensate, false)
+                            .attempt(&mut run, i, &mut data, Direction::Compensate, false)
                             .await?;
-                        let (status, err) = match &result {
-                            Ok(()) => (StepStatus::Compensated, String::new()),
+                        inst = run.inst;
+                        let (refused, error) = match &result {
+                            Ok(()) => (false, String::new()),
                             Err(e) => {
                                 tracing::error!(
                                     saga_id,
@@ -187,27 +208,20 @@ where
                                     error = e.message(),
                                     "compensation rejected; needs an operator"
                                 );
-                                (StepStatus::CompensationFailed, e.message().to_string())
+                                (true, e.message().to_string())
                             }
                         };
-                        let mark = StepMark {
-                            saga_id,
-                            step_no: i as i32,
-                            name: step.name(),
-                            status,
-                            error: err,
-                            count_attempt: false,
+                        let over = SagaEvent::SagaStepCompensated {
+                            step: i as i32,
+                            refused,
+                            error,
+                            data: serde_json::to_string(&data)?,
                         };
-                        store::mark_step(db, mark).await?;
-                        store::save_data(db, &inst, serde_json::to_string(&data)?).await?;
+                        inst = self.record(db, &mut cursor, &inst, &[over]).await?;
                     }
-                    let over = InstanceMove {
-                        state: InstanceState::Compensated,
-                        step: inst.step,
-                        data: Some(serde_json::to_string(&data)?),
-                        error: None,
-                    };
-                    store::set_instance(db, &inst, over).await?;
+                    inst = self
+                        .record(db, &mut cursor, &inst, &[SagaEvent::SagaCompensated {}])
+                        .await?;
                 }
             }
         }
@@ -218,8 +232,7 @@ where
     /// transient failures within their budget; compensations keep retrying them.
     async fn attempt(
         &self,
-        db: &DatabaseConnection,
-        saga_id: &str,
+        run: &mut Run<'_>,
         idx: usize,
         data: &mut D,
         direction: Direction,
@@ -227,16 +240,15 @@ where
     ) -> Result<Result<(), StepError>, SagaError> {
         let step = &self.steps[idx];
         let policy = step.retry();
+        let saga_id = run.inst.saga_id.clone();
+        let saga_id = saga_id.as_str();
         let key = direction.key(saga_id, step.name());
         let compensating = direction == Direction::Compensate;
         let (crash_before, crash_after) = direction.crash_points();
-        let mark = |error: String, count_attempt| StepMark {
-            saga_id,
-            step_no: idx as i32,
-            name: step.name(),
-            status: direction.in_progress(),
-            error,
-            count_attempt,
+        let started = || SagaEvent::SagaStepStarted {
+            step: idx as i32,
+            name: step.name().to_string(),
+            compensating,
         };
         let mut attempt = 0u32;
         let first_try = std::time::Instant::now();
@@ -253,7 +265,7 @@ where
                 otel.status_code = tracing::field::Empty,
             );
             if attempt > 0 || !first_marked {
-                store::mark_step(db, mark(String::new(), true))
+                run.record(self, &[started()])
                     .instrument(span.clone())
                     .await?;
             }
@@ -294,7 +306,11 @@ where
                     if compensating || policy.budget.is_none_or(|b| first_try.elapsed() < b) =>
                 {
                     span.in_scope(|| tracing::info!(saga_id, step = step.name(), attempt, error = %msg, "saga step will be retried"));
-                    store::mark_step(db, mark(msg, false)).await?;
+                    let retrying = SagaEvent::SagaStepRetrying {
+                        step: idx as i32,
+                        error: msg,
+                    };
+                    run.record(self, &[retrying]).await?;
                     tokio::time::sleep(backoff(&policy, attempt)).await;
                     attempt += 1;
                 }

@@ -1,10 +1,12 @@
 //! Orchestrated sagas, persisted step by step.
 //!
 //! A saga definition is a list of typed steps; each has an action, an optional compensation,
-//! a retry policy and a timeout. An instance lives in two tables of the orchestrator's own
-//! database: `saga_instances` (state, current step, the saga's data as JSON) and `saga_steps`
-//! (every step's status, attempts and last error). Each transition is written before and after
-//! the remote call it covers, so after a crash `run` picks the instance up where it was:
+//! a retry policy and a timeout. An instance is a series of events in the orchestrator's event
+//! store (`journal`: started, step started/retrying/succeeded/failed/compensated, completed,
+//! compensated), in a stream of its own or in the stream of what it is about; its state (the
+//! current step, the data as JSON, every step's status, attempts and last error) is their
+//! fold. Each transition is appended before and after the remote call it covers, so after a
+//! crash `run` picks the instance up where it was:
 //! forward by re-issuing the current step (participants deduplicate by the idempotency key
 //! `<saga id>/<step>`), or backward when it was compensating.
 //!
@@ -14,17 +16,20 @@
 //! compensation for an action that never arrived is a no-op on the participant's side.
 //!
 //! `definition` says what a saga is (its steps, their retries, which way a step runs),
-//! `engine` runs an instance, `store` keeps instances and steps with their states, and
-//! `migration` creates the tables.
+//! `journal` its events and their fold, `engine` runs an instance, `store` loads and appends
+//! them; `legacy` and `migration` are the tables instances were kept in before (read once by
+//! a service moving them into its event store).
 
 mod definition;
 mod engine;
+pub mod journal;
+pub mod legacy;
 mod migration;
 mod store;
 
-pub use definition::{Direction, Saga, Step, StepError, StepRetry};
+pub use definition::{own_stream, Direction, Saga, Step, StepError, StepRetry};
+pub use journal::{InstanceState, SagaEvent, SagaState, StepStatus, StepView};
 pub use migration::Migration;
-pub use store::{instance, step_row, InstanceState, StepStatus};
 
 /// Environment variable naming a crash point for crash tests, `<step>:<when>` with `when` one
 /// of `before`, `after` (the call succeeded, its outcome not yet recorded), `undo-before` and
@@ -50,6 +55,11 @@ pub enum SagaError {
     Data(#[from] serde_json::Error),
     #[error("saga '{0}' not found")]
     NotFound(String),
+    /// Another run of the same instance recorded a transition first; this run stops.
+    #[error("saga '{0}' is being run elsewhere")]
+    Conflict(String),
+    #[error("event store: {0}")]
+    Store(#[from] crate::data::event_store::EventStoreError),
 }
 
 #[cfg(test)]

@@ -1,295 +1,195 @@
-//! Where sagas are kept: one `saga_instances` row per instance (its state, current step and
-//! data as JSON) and one `saga_steps` row per step it reached (status, attempts, last error).
-//! States are enums stored as their upper-case names.
+//! Where instances are kept: as `journal` events in the orchestrator's event store, in the
+//! stream the saga definition names for an instance. Loading folds the stream's saga events;
+//! recording appends at the version last seen. Another writer's events in a shared stream
+//! (the order's own changes) only move the expected version on; another run of the same
+//! instance (its saga events changed underneath) stops this one.
 
-use sea_orm::sea_query::StringLen;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, Set,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::journal::{SagaEvent, SagaState};
 use super::{Saga, SagaError};
+use crate::data::event_store::{self, Expected, Metadata, StreamBounds, Upcasters};
 
-/// Where an instance stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
-#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
-pub enum InstanceState {
-    /// Running its steps forward; `step` is the one to run next.
-    #[sea_orm(string_value = "RUNNING")]
-    Running,
-    /// Turned back; `step` is the last one to compensate.
-    #[sea_orm(string_value = "COMPENSATING")]
-    Compensating,
-    #[sea_orm(string_value = "COMPLETED")]
-    Completed,
-    #[sea_orm(string_value = "COMPENSATED")]
-    Compensated,
+/// Where a run stands in the instance's stream.
+pub(super) struct Cursor {
+    pub stream: String,
+    pub version: i64,
 }
 
-impl InstanceState {
-    /// Not finished: what start-up resumes.
-    pub fn is_unfinished(self) -> bool {
-        matches!(self, Self::Running | Self::Compensating)
-    }
-}
-
-/// Where one step of an instance stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
-#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(24))")]
-pub enum StepStatus {
-    /// An attempt of the action is under way (recorded before the call).
-    #[sea_orm(string_value = "STARTED")]
-    Started,
-    #[sea_orm(string_value = "SUCCEEDED")]
-    Succeeded,
-    /// The action was rejected or ran out of retries: the saga turned back here.
-    #[sea_orm(string_value = "FAILED")]
-    Failed,
-    /// An attempt of the compensation is under way.
-    #[sea_orm(string_value = "COMPENSATING")]
-    Compensating,
-    #[sea_orm(string_value = "COMPENSATED")]
-    Compensated,
-    /// The participant refused the compensation: an operator must look.
-    #[sea_orm(string_value = "COMPENSATION_FAILED")]
-    CompensationFailed,
-}
-
-impl StepStatus {
-    /// The upper-case name, as stored and as the API shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Started => "STARTED",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::Compensating => "COMPENSATING",
-            Self::Compensated => "COMPENSATED",
-            Self::CompensationFailed => "COMPENSATION_FAILED",
-        }
-    }
-}
-
-pub mod instance {
-    use sea_orm::entity::prelude::*;
-
-    use super::InstanceState;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "saga_instances")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub saga_id: String,
-        pub kind: String,
-        pub state: InstanceState,
-        /// Index of the step being run (RUNNING) or the last one to compensate (COMPENSATING).
-        pub step: i32,
-        pub data: String,
-        /// Why the saga turned back, when it did.
-        pub error: String,
-        pub created_at: ChronoDateTimeUtc,
-        pub updated_at: ChronoDateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-pub mod step_row {
-    use sea_orm::entity::prelude::*;
-
-    use super::StepStatus;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "saga_steps")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub saga_id: String,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub step_no: i32,
-        pub name: String,
-        pub status: StepStatus,
-        pub attempts: i32,
-        pub error: String,
-        pub updated_at: ChronoDateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-/// What a step row is set to: its status, the error to keep, and whether an attempt began.
-pub(super) struct StepMark<'a> {
-    pub saga_id: &'a str,
-    pub step_no: i32,
-    pub name: &'a str,
-    pub status: StepStatus,
-    pub error: String,
-    pub count_attempt: bool,
-}
+/// How many times a transition is re-appended after other events of a shared stream moved
+/// its version on.
+const MAX_REBASES: usize = 16;
 
 impl<D> Saga<D>
 where
     D: Serialize + DeserializeOwned + Send + Sync,
 {
-    /// Records a new instance in `txn`, the transaction that creates what the saga is about,
-    /// so the saga exists exactly when its subject does.
+    /// The events that start an instance, to append with whatever creates what the saga is
+    /// about (in the same append, so the saga exists exactly when its subject does): the
+    /// instance, and its first step's first attempt (so `run_new` does not record it again).
+    pub fn start_events(&self, saga_id: &str, data: &D) -> Result<Vec<SagaEvent>, SagaError> {
+        let mut events = vec![SagaEvent::SagaStarted {
+            saga_id: saga_id.to_string(),
+            kind: self.kind.to_string(),
+            data: serde_json::to_string(data)?,
+        }];
+        if let Some(first) = self.steps.first() {
+            events.push(SagaEvent::SagaStepStarted {
+                step: 0,
+                name: first.name().to_string(),
+                compensating: false,
+            });
+        }
+        Ok(events)
+    }
+
+    /// Starts an instance in a stream of its own (`c` may be the transaction of its subject).
     pub async fn start_in<C: ConnectionTrait>(
         &self,
-        txn: &C,
+        c: &C,
         saga_id: &str,
         data: &D,
     ) -> Result<(), SagaError> {
-        let now = crate::types::time::now();
-        instance::ActiveModel {
-            saga_id: Set(saga_id.to_string()),
-            kind: Set(self.kind.to_string()),
-            state: Set(InstanceState::Running),
-            step: Set(0),
-            data: Set(serde_json::to_string(data)?),
-            error: Set(String::new()),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(txn)
+        let events: Vec<_> = self
+            .start_events(saga_id, data)?
+            .iter()
+            .map(SagaEvent::to_new)
+            .collect();
+        let stream = (self.stream_of)(saga_id);
+        event_store::append(
+            c,
+            &stream,
+            Expected::NoStream,
+            &events,
+            &Metadata::current(saga_id, "", ""),
+        )
         .await?;
         Ok(())
     }
 
-    /// Instances of this kind that have not finished, oldest first (what start-up resumes).
+    /// Ids of this kind's instances that have not finished, oldest first (what start-up
+    /// resumes).
     pub async fn unfinished(&self, db: &DatabaseConnection) -> Result<Vec<String>, SagaError> {
-        Ok(instance::Entity::find()
-            .filter(instance::Column::Kind.eq(self.kind))
-            .filter(
-                instance::Column::State
-                    .is_in([InstanceState::Running, InstanceState::Compensating]),
-            )
-            .order_by_asc(instance::Column::CreatedAt)
+        use sea_orm::{FromQueryResult, Statement};
+        #[derive(FromQueryResult)]
+        struct Row {
+            payload: String,
+        }
+        let backend = db.get_database_backend();
+        let sql = "SELECT payload FROM es_events s WHERE s.event_type = 'SagaStarted' \
+                   AND NOT EXISTS (SELECT 1 FROM es_events f WHERE f.stream_id = s.stream_id \
+                   AND f.event_type IN ('SagaCompleted', 'SagaCompensated')) ORDER BY s.position";
+        let rows = Row::find_by_statement(Statement::from_string(backend, sql))
             .all(db)
-            .await?
-            .into_iter()
-            .map(|i| i.saga_id)
-            .collect())
+            .await?;
+        let mut ids = Vec::new();
+        for r in rows {
+            let v: serde_json::Value = serde_json::from_str(&r.payload)?;
+            if v["kind"] == self.kind {
+                if let Some(id) = v["saga_id"].as_str() {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// An instance as its events say, when it exists.
+    pub async fn state<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        saga_id: &str,
+    ) -> Result<Option<SagaState>, SagaError> {
+        Ok(self.load_at(c, saga_id).await?.map(|(s, _)| s))
     }
 
     /// The recorded steps of an instance, in order.
     pub async fn steps(
+        &self,
         db: &DatabaseConnection,
         saga_id: &str,
-    ) -> Result<Vec<step_row::Model>, SagaError> {
-        Ok(step_row::Entity::find()
-            .filter(step_row::Column::SagaId.eq(saga_id))
-            .order_by_asc(step_row::Column::StepNo)
-            .all(db)
-            .await?)
+    ) -> Result<Vec<super::journal::StepView>, SagaError> {
+        Ok(self
+            .state(db, saga_id)
+            .await?
+            .map(|s| s.steps)
+            .unwrap_or_default())
     }
-}
 
-/// The instance `saga_id`.
-pub(super) async fn load<C: ConnectionTrait>(
-    c: &C,
-    saga_id: &str,
-) -> Result<instance::Model, SagaError> {
-    instance::Entity::find_by_id(saga_id)
-        .one(c)
-        .await?
-        .ok_or_else(|| SagaError::NotFound(saga_id.to_string()))
-}
-
-/// Step numbers of `saga_id` whose compensation is over (done, or refused for good).
-pub(super) async fn compensated_steps(
-    db: &DatabaseConnection,
-    saga_id: &str,
-) -> Result<Vec<i32>, SagaError> {
-    Ok(step_row::Entity::find()
-        .filter(step_row::Column::SagaId.eq(saga_id))
-        .filter(
-            step_row::Column::Status
-                .is_in([StepStatus::Compensated, StepStatus::CompensationFailed]),
-        )
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|r| r.step_no)
-        .collect())
-}
-
-/// Writes a step's row in one statement (an upsert): creates it on the step's first attempt,
-/// updates it after, counting the attempt when `count_attempt`. A compensated step keeps the
-/// error that made the saga turn back: an empty error replaces the stored one only when the
-/// step starts or succeeds.
-pub(super) async fn mark_step<C: ConnectionTrait>(c: &C, m: StepMark<'_>) -> Result<(), SagaError> {
-    use sea_orm::sea_query::{Expr, OnConflict};
-    use step_row::Column;
-    let row = step_row::ActiveModel {
-        saga_id: Set(m.saga_id.into()),
-        step_no: Set(m.step_no),
-        name: Set(m.name.into()),
-        status: Set(m.status),
-        attempts: Set(i32::from(m.count_attempt)),
-        error: Set(m.error),
-        updated_at: Set(crate::types::time::now()),
-    };
-    let keep_error = Expr::cust(
-        "CASE WHEN excluded.error <> '' OR excluded.status IN ('STARTED', 'SUCCEEDED') \
-         THEN excluded.error ELSE saga_steps.error END",
-    );
-    let on_conflict = OnConflict::columns([Column::SagaId, Column::StepNo])
-        .update_columns([Column::Status, Column::UpdatedAt])
-        .value(
-            Column::Attempts,
-            Expr::col((step_row::Entity, Column::Attempts)).add(Expr::cust("excluded.attempts")),
-        )
-        .value(Column::Error, keep_error)
-        .to_owned();
-    step_row::Entity::insert(row)
-        .on_conflict(on_conflict)
-        .exec_without_returning(c)
-        .await?;
-    Ok(())
-}
-
-/// What an instance row is moved to.
-pub(super) struct InstanceMove {
-    pub state: InstanceState,
-    pub step: i32,
-    pub data: Option<String>,
-    pub error: Option<String>,
-}
-
-/// Moves `inst` to a new state (and step, data, error when given); returns it as written.
-pub(super) async fn set_instance<C: ConnectionTrait>(
-    c: &C,
-    inst: &instance::Model,
-    to: InstanceMove,
-) -> Result<instance::Model, SagaError> {
-    let mut a: instance::ActiveModel = inst.clone().into();
-    a.state = Set(to.state);
-    a.step = Set(to.step);
-    if let Some(d) = to.data {
-        a.data = Set(d);
+    /// The instance and where its stream stands.
+    pub(super) async fn load_at<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        saga_id: &str,
+    ) -> Result<Option<(SagaState, Cursor)>, SagaError> {
+        let stream = (self.stream_of)(saga_id);
+        let bounds = StreamBounds {
+            type_prefix: Some(super::journal::PREFIX),
+            ..StreamBounds::default()
+        };
+        let events = event_store::read_stream(c, &stream, bounds, &Upcasters::new()).await?;
+        let version = event_store::stream_version(c, &stream).await?;
+        Ok(SagaState::fold(&events)?.map(|s| (s, Cursor { stream, version })))
     }
-    if let Some(e) = to.error {
-        a.error = Set(e);
-    }
-    a.updated_at = Set(crate::types::time::now());
-    Ok(a.update(c).await?)
-}
 
-/// Saves `inst`'s data without moving it (a compensation changed what the saga carries).
-pub(super) async fn save_data<C: ConnectionTrait>(
-    c: &C,
-    inst: &instance::Model,
-    data: String,
-) -> Result<(), SagaError> {
-    let mut a: instance::ActiveModel = inst.clone().into();
-    a.data = Set(data);
-    a.updated_at = Set(crate::types::time::now());
-    a.update(c).await?;
-    Ok(())
+    pub(super) async fn load(
+        &self,
+        db: &DatabaseConnection,
+        saga_id: &str,
+    ) -> Result<(SagaState, Cursor), SagaError> {
+        self.load_at(db, saga_id)
+            .await?
+            .ok_or_else(|| SagaError::NotFound(saga_id.to_string()))
+    }
+
+    /// Appends `events` (one transition) in `c` and returns the state after them. Events of
+    /// others in the stream since the cursor move it on; saga events of another run are a
+    /// `SagaError::Conflict`.
+    pub(super) async fn record<C: ConnectionTrait + sea_orm::TransactionTrait>(
+        &self,
+        c: &C,
+        cursor: &mut Cursor,
+        state: &SagaState,
+        events: &[SagaEvent],
+    ) -> Result<SagaState, SagaError> {
+        let new: Vec<_> = events.iter().map(SagaEvent::to_new).collect();
+        let meta = Metadata::current(&state.saga_id, "", "");
+        for _ in 0..MAX_REBASES {
+            let txn = c.begin().await?;
+            match event_store::append(
+                &txn,
+                &cursor.stream,
+                Expected::Exact(cursor.version),
+                &new,
+                &meta,
+            )
+            .await
+            {
+                Ok(done) => {
+                    txn.commit().await?;
+                    cursor.version = done.version;
+                    let now = crate::types::time::now();
+                    let mut next = Some(state.clone());
+                    for e in events {
+                        next = SagaState::apply(next, e, now);
+                    }
+                    return next.ok_or_else(|| SagaError::NotFound(state.saga_id.clone()));
+                }
+                Err(e) if e.is_conflict() => {
+                    drop(txn);
+                    let Some((now, at)) = self.load_at(c, &state.saga_id).await? else {
+                        return Err(SagaError::NotFound(state.saga_id.clone()));
+                    };
+                    if now.events != state.events {
+                        return Err(SagaError::Conflict(state.saga_id.clone()));
+                    }
+                    *cursor = at;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SagaError::Conflict(state.saga_id.clone()))
+    }
 }

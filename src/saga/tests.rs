@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set};
+use sea_orm::DatabaseConnection;
 
 use serde::Serialize;
 
@@ -14,7 +14,7 @@ struct TestMigrator;
 #[async_trait::async_trait]
 impl sea_orm_migration::MigratorTrait for TestMigrator {
     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(Migration)]
+        vec![Box::new(crate::data::event_store::Migration)]
     }
 }
 
@@ -97,6 +97,7 @@ fn saga(behaviours: &[(&'static str, Behaviour)], log: &Arc<Mutex<Vec<String>>>)
                 }) as Arc<dyn Step<Data>>
             })
             .collect(),
+        stream_of: own_stream,
     }
 }
 
@@ -120,7 +121,7 @@ async fn a_rejected_step_compensates_in_reverse() {
         &log,
     );
     s.start_in(&db, "s1", &Data::default()).await.unwrap();
-    let out = s.run(&db, "s1").await.unwrap();
+    let out = s.run_new(&db, "s1").await.unwrap();
     assert_eq!(
         out,
         Outcome::Compensated {
@@ -142,7 +143,7 @@ async fn a_rejected_step_compensates_in_reverse() {
             "undo s1/a/undo"
         ]
     );
-    let steps = Saga::<Data>::steps(&db, "s1").await.unwrap();
+    let steps = s.steps(&db, "s1").await.unwrap();
     let statuses: Vec<(&str, &str, i32)> = steps
         .iter()
         .map(|r| (r.name.as_str(), r.status.as_str(), r.attempts))
@@ -172,26 +173,27 @@ async fn a_resumed_saga_continues_where_it_stopped() {
         &log,
     );
     s.start_in(&db, "s2", &Data::default()).await.unwrap();
-    // As if the process died after step a: the instance says step 1 is next.
-    let inst = instance::Entity::find_by_id("s2")
-        .one(&db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut a: instance::ActiveModel = inst.into();
-    a.step = Set(1);
-    a.data = Set(r#"{"done":["a"]}"#.into());
-    a.update(&db).await.unwrap();
+    // As if the process died after step a succeeded: its success is recorded, b not started.
+    let done = SagaEvent::SagaStepSucceeded {
+        step: 0,
+        data: r#"{"done":["a"]}"#.into(),
+    };
+    crate::data::event_store::append(
+        &db,
+        "s2",
+        crate::data::event_store::Expected::Exact(2),
+        &[done.to_new()],
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.unfinished(&db).await.unwrap(), ["s2"]);
     assert_eq!(s.run(&db, "s2").await.unwrap(), Outcome::Completed);
     assert_eq!(log.lock().unwrap().clone(), ["do s2/b"]);
-    let inst = instance::Entity::find_by_id("s2")
-        .one(&db)
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = s.state(&db, "s2").await.unwrap().unwrap();
     assert_eq!(inst.data, r#"{"done":["a","b"]}"#);
     assert_eq!(inst.state, InstanceState::Completed);
+    assert!(s.unfinished(&db).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -201,7 +203,7 @@ async fn a_step_that_stays_unavailable_is_retried_for_its_budget_then_turns_back
     let s = saga(&[("a", Behaviour::Succeed), ("b", Behaviour::Down)], &log);
     s.start_in(&db, "s3", &Data::default()).await.unwrap();
     let started = std::time::Instant::now();
-    let out = s.run(&db, "s3").await.unwrap();
+    let out = s.run_new(&db, "s3").await.unwrap();
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "gave up before its budget: {:?}",

@@ -132,6 +132,51 @@ metric!(OUTBOX_LAG: GaugeVec = register_gauge_vec!(
     &["producer"]
 ));
 
+metric!(PROJECTION_LAG_EVENTS: IntGaugeVec = register_int_gauge_vec!(
+    "projection_lag_events",
+    "Events in the event store a read model has not applied yet, by projection.",
+    &["projection"]
+));
+metric!(PROJECTION_LAG_SECONDS: GaugeVec = register_gauge_vec!(
+    "projection_lag_seconds",
+    "Age of the oldest event a read model has not applied yet, by projection (0 when caught up).",
+    &["projection"]
+));
+metric!(PROJECTION_FAILED: IntGaugeVec = register_int_gauge_vec!(
+    "projection_failed",
+    "1 while a projection is stopped at an event it cannot apply.",
+    &["projection"]
+));
+metric!(PROJECTION_REBUILD: GaugeVec = register_gauge_vec!(
+    "projection_rebuild_progress",
+    "How far a running rebuild of a projection has got, from 0 to 1.",
+    &["projection"]
+));
+
+/// Sets a projection's lag gauges.
+pub fn projection_lag(projection: &str, events: i64, secs: f64) {
+    PROJECTION_LAG_EVENTS
+        .with_label_values(&[projection])
+        .set(events.max(0));
+    PROJECTION_LAG_SECONDS
+        .with_label_values(&[projection])
+        .set(secs);
+}
+
+/// Marks a projection stopped (or running again).
+pub fn projection_failed(projection: &str, failed: bool) {
+    PROJECTION_FAILED
+        .with_label_values(&[projection])
+        .set(i64::from(failed));
+}
+
+/// Sets a rebuild's progress.
+pub fn projection_rebuild(projection: &str, done: f64) {
+    PROJECTION_REBUILD
+        .with_label_values(&[projection])
+        .set(done);
+}
+
 /// The outbox relay's backlog: rows waiting and the age of the oldest, in seconds.
 pub fn outbox_backlog(producer: &str, waiting: i64, oldest_age_secs: f64) {
     OUTBOX_BACKLOG.with_label_values(&[producer]).set(waiting);

@@ -12,6 +12,19 @@ pub fn to_proto(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf Timestamp from a request, checked: INVALID_ARGUMENT naming `field` when it is
+/// out of range.
+pub fn from_proto(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, tonic::Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(crate::types::status::invalid_argument(
+            field,
+            "nanos must be 0-999,999,999",
+        ));
+    }
+    DateTime::from_timestamp(t.seconds, t.nanos as u32)
+        .ok_or_else(|| crate::types::status::invalid_argument(field, "is not a representable time"))
+}
+
 /// Current time truncated to microseconds, the precision both SQLite and PostgreSQL keep,
 /// so what a handler returns equals what a later read returns.
 pub fn now() -> DateTime<Utc> {

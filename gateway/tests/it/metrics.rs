@@ -363,6 +363,7 @@ async fn every_process_serves_metrics_that_move_with_an_order() {
         let e = client
             .get_order(ordermesh::proto::order::v1::GetOrderRequest {
                 order_id: "ord_x".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -16,7 +16,8 @@ use ordermesh::types::money::{Currency, Money, MoneyError};
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i32 = 10_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
     Confirmed,

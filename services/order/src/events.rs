@@ -10,7 +10,7 @@ use ordermesh::types::ids::OrderId;
 use sea_orm::DatabaseTransaction;
 
 use crate::domain::{OrderError, OrderStatus};
-use crate::orders::{move_order, Orders};
+use crate::orders::Orders;
 use crate::store::StoreError;
 
 /// The event types the order service takes from shipping.
@@ -46,8 +46,11 @@ impl Handler for ShippingEvents {
         let Ok(id) = OrderId::parse(&order_id) else {
             return Ok(());
         };
+        let meta = ordermesh::data::event_store::Metadata::current(&order_id, &event.event_id, "");
         for to in steps {
-            match move_order(txn, &id, to, "").await {
+            match crate::store::transition_from(txn, self.orders.writer, &id, to, "", None, &meta)
+                .await
+            {
                 Ok(_) => {}
                 // Picked up while the saga is still confirming the order: not yet.
                 Err(StoreError::Domain(OrderError::IllegalTransition {

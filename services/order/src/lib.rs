@@ -1,10 +1,13 @@
 //! The order service: customer orders with lines and totals, their status machine, listing
 //! with pagination and filters, and a live status stream per order.
 
+pub mod aggregate;
 pub mod api;
+pub mod cli;
 pub mod domain;
 pub mod events;
 pub mod orders;
+pub mod projections;
 pub mod saga;
 pub mod store;
 
@@ -41,9 +44,24 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
-        let host = ServiceHost::start::<store::Migrator>(config).await?;
+        Self::build_with(config, writer_from(&EnvReads::default())?).await
+    }
+
+    /// `build`, writing orders with `writer` (its snapshot interval).
+    pub async fn build_with(config: &ServiceConfig, writer: store::Writer) -> anyhow::Result<Self> {
+        let mut host = ServiceHost::start::<store::Migrator>(config).await?;
+        // The order service's outbox is its event store.
+        host.outbox = host
+            .outbox
+            .clone()
+            .with_event_store(Arc::new(store::public::PublicOrderEvents::default()));
         let feed = OrderFeed::default();
-        let api = OrderApi::new(host.db.clone(), feed.clone(), host.drain());
+        let api = OrderApi::new(host.db.clone(), feed.clone(), host.drain(), writer);
+        api.orders()
+            .projector()
+            .create_tables()
+            .await
+            .map_err(|e| anyhow::anyhow!("read model tables: {e}"))?;
         Ok(Self {
             host,
             api,
@@ -68,6 +86,8 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let projector = self.api.orders().projector().clone();
+        self.host.spawn(projector.run(self.host.drain()));
         if let Some(saga) = &self.saga {
             let resumed = saga.resume_all().await?;
             if resumed > 0 {
@@ -94,6 +114,24 @@ impl App {
             .serve(routes, &[GRPC_SERVICE], listener, shutdown)
             .await
     }
+}
+
+/// How orders are written, from the environment: `ORDER_SNAPSHOT_EVERY` (a positive number of
+/// events, default `store::DEFAULT_SNAPSHOT_EVERY`) is how often an order's state is
+/// snapshotted.
+pub fn writer_from(env: &EnvReads) -> anyhow::Result<store::Writer> {
+    let snapshot_every = match env.get("ORDER_SNAPSHOT_EVERY") {
+        None => store::DEFAULT_SNAPSHOT_EVERY,
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("ORDER_SNAPSHOT_EVERY: '{v}' is not a positive number of events")
+            })?,
+    };
+    Ok(store::Writer { snapshot_every })
 }
 
 /// The saga's participants as the environment names them (`ordermesh::config::upstreams`):

@@ -1,18 +1,22 @@
 //! Order state changes, in one place for everyone who moves an order: the API (placing,
 //! cancelling), the placement saga (confirming, rejecting) and the shipping event handler
-//! (shipped, delivered). A change and its event commit in one transaction, and watchers hear
-//! about it after the commit.
+//! (shipped, delivered). A change is one append to the order's stream; watchers hear about it
+//! after the commit, and the read models are woken to apply it.
 
+use ordermesh::data::event_store::Metadata;
+use ordermesh::data::projection::Projector;
 use ordermesh::proto::common::v1::{Address, Money as PbMoney};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::transport::watch::WatchFeed;
 use ordermesh::types::ids::OrderId;
-use ordermesh::types::time::{now, to_proto};
+use ordermesh::types::time::to_proto;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tonic::Status;
 
+use crate::aggregate::{AddressData, LineData, Order};
 use crate::domain::OrderStatus;
-use crate::store::{self, OrderView, StoreError};
+use crate::projections::summaries::Summary;
+use crate::store::{self, Writer};
 
 pub(crate) fn status_to_proto(s: OrderStatus) -> pb::OrderStatus {
     match s {
@@ -25,17 +29,32 @@ pub(crate) fn status_to_proto(s: OrderStatus) -> pb::OrderStatus {
     }
 }
 
-pub fn order_to_proto(v: &OrderView) -> pb::Order {
+/// The parts an `Order` message is made of, from the aggregate or the summaries model.
+struct Parts<'a> {
+    order_id: &'a str,
+    customer_id: &'a str,
+    currency: &'a str,
+    total_minor: i64,
+    lines: &'a [LineData],
+    address: &'a AddressData,
+    status: OrderStatus,
+    status_reason: &'a str,
+    version: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn build(p: Parts<'_>) -> pb::Order {
     let money = |minor: i64| {
         Some(PbMoney {
-            currency_code: v.row.currency.clone(),
+            currency_code: p.currency.to_string(),
             amount_minor: minor,
         })
     };
     pb::Order {
-        order_id: v.row.order_id.clone(),
-        customer_id: v.row.customer_id.clone(),
-        lines: v
+        order_id: p.order_id.to_string(),
+        customer_id: p.customer_id.to_string(),
+        lines: p
             .lines
             .iter()
             .map(|l| pb::OrderLine {
@@ -45,21 +64,72 @@ pub fn order_to_proto(v: &OrderView) -> pb::Order {
                 line_total: money(l.line_total_minor),
             })
             .collect(),
-        total: money(v.row.total_minor),
-        status: status_to_proto(v.status()) as i32,
-        status_reason: v.row.status_reason.clone(),
+        total: money(p.total_minor),
+        status: status_to_proto(p.status) as i32,
+        status_reason: p.status_reason.to_string(),
         shipping_address: Some(Address {
-            recipient: v.row.recipient.clone(),
-            street: v.row.street.clone(),
-            city: v.row.city.clone(),
-            postal_code: v.row.postal_code.clone(),
-            country_code: v.row.country_code.clone(),
+            recipient: p.address.recipient.clone(),
+            street: p.address.street.clone(),
+            city: p.address.city.clone(),
+            postal_code: p.address.postal_code.clone(),
+            country_code: p.address.country_code.clone(),
         }),
-        create_time: Some(to_proto(v.row.created_at)),
-        update_time: Some(to_proto(v.row.updated_at)),
-        version: v.row.version,
+        create_time: Some(to_proto(p.created_at)),
+        update_time: Some(to_proto(p.updated_at)),
+        version: p.version,
         saga_steps: vec![],
     }
+}
+
+/// An order as the API shows it, with its saga's steps.
+pub fn order_to_proto(o: &Order) -> pb::Order {
+    let mut out = build(Parts {
+        order_id: &o.order_id,
+        customer_id: &o.customer_id,
+        currency: &o.currency,
+        total_minor: o.total_minor,
+        lines: &o.lines,
+        address: &o.address,
+        status: o.status,
+        status_reason: &o.status_reason,
+        version: o.version,
+        created_at: o.created_at,
+        updated_at: o.updated_at,
+    });
+    if let Some(saga) = &o.saga {
+        out.saga_steps = saga
+            .steps
+            .iter()
+            .map(|s| pb::SagaStep {
+                name: s.name.clone(),
+                status: s.status.as_str().to_string(),
+                attempts: s.attempts,
+                error: s.error.clone(),
+                update_time: Some(to_proto(s.updated_at)),
+            })
+            .collect();
+    }
+    out
+}
+
+/// An order as a list shows it (from the summaries read model; no saga steps).
+pub fn summary_to_proto(s: &Summary) -> pb::Order {
+    let lines = s.lines();
+    let address = s.address();
+    build(Parts {
+        order_id: &s.order_id,
+        customer_id: &s.customer_id,
+        currency: &s.currency,
+        total_minor: s.total_minor,
+        lines: &lines,
+        address: &address,
+        // Rows are only written with known statuses; an unknown one is shown as final.
+        status: OrderStatus::parse(&s.status).unwrap_or(OrderStatus::Rejected),
+        status_reason: &s.status_reason,
+        version: s.version,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    })
 }
 
 pub(crate) fn is_final(o: &pb::Order) -> bool {
@@ -72,23 +142,46 @@ pub(crate) fn is_final(o: &pb::Order) -> bool {
 /// Fan-out of order changes to WatchOrder streams in this process.
 pub type OrderFeed = WatchFeed<pb::Order>;
 
-/// Moves orders and tells watchers.
+/// Moves orders, tells watchers and wakes the read models.
 #[derive(Clone)]
 pub struct Orders {
     pub(crate) db: DatabaseConnection,
     pub(crate) feed: OrderFeed,
+    pub(crate) writer: Writer,
+    pub(crate) projector: Projector,
 }
 
 impl Orders {
-    pub fn new(db: DatabaseConnection, feed: OrderFeed) -> Self {
-        Self { db, feed }
+    pub fn new(db: DatabaseConnection, feed: OrderFeed, writer: Writer) -> Self {
+        let projector = crate::projections::projector(db.clone());
+        Self {
+            db,
+            feed,
+            writer,
+            projector,
+        }
     }
 
-    /// Tells WatchOrder streams about an order changed elsewhere (an event handler).
+    /// The read models' projector.
+    pub fn projector(&self) -> &Projector {
+        &self.projector
+    }
+
+    /// Tells WatchOrder streams about an order changed elsewhere (an event handler), and
+    /// the read models that there is something to apply.
     pub async fn announce(&self, order_id: &OrderId) {
-        if let Ok(view) = store::get(&self.db, order_id).await {
-            self.feed.publish(order_to_proto(&view));
+        self.projector.poke();
+        if let Ok(o) = store::get(&self.db, order_id).await {
+            self.feed.publish(order_to_proto(&o));
         }
+    }
+
+    /// After a change committed: watchers hear about it, the read models apply it.
+    pub(crate) fn changed(&self, o: &Order) -> pb::Order {
+        let order = order_to_proto(o);
+        self.feed.publish(order.clone());
+        self.projector.poke();
+        order
     }
 
     /// Moves an order along its status machine and tells watchers. This is how the placement
@@ -100,9 +193,10 @@ impl Orders {
         reason: &str,
     ) -> Result<pb::Order, Status> {
         let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
-        let (view, changed) = move_order(&txn, order_id, to, reason).await?;
+        let meta = Metadata::current(order_id.as_str(), "", "");
+        let (order, changed, _) =
+            store::transition_from(&txn, self.writer, order_id, to, reason, None, &meta).await?;
         txn.commit().await.map_err(ordermesh::data::db_status)?;
-        let order = order_to_proto(&view);
         if changed {
             tracing::info!(
                 order_id = %order_id,
@@ -110,56 +204,8 @@ impl Orders {
                 reason,
                 "order status changed"
             );
-            self.feed.publish(order.clone());
+            return Ok(self.changed(&order));
         }
-        Ok(order)
+        Ok(order_to_proto(&order))
     }
-}
-
-/// Moves an order along its status machine inside `c` and records the event other services
-/// hear about in the same transaction.
-pub(crate) async fn move_order<C: sea_orm::ConnectionTrait>(
-    c: &C,
-    order_id: &OrderId,
-    to: OrderStatus,
-    reason: &str,
-) -> Result<(OrderView, bool), StoreError> {
-    move_order_from(c, order_id, to, reason, None).await
-}
-
-/// `move_order`, only from the given statuses.
-pub(crate) async fn move_order_from<C: sea_orm::ConnectionTrait>(
-    c: &C,
-    order_id: &OrderId,
-    to: OrderStatus,
-    reason: &str,
-    only_from: Option<&[OrderStatus]>,
-) -> Result<(OrderView, bool), StoreError> {
-    use ordermesh::proto::events::v1 as events;
-    use ordermesh::proto::events::v1::event_envelope::Payload;
-    let (view, changed) = store::transition_from(c, order_id, to, reason, now(), only_from).await?;
-    if changed {
-        let id = order_id.to_string();
-        let payload = match to {
-            OrderStatus::Confirmed => Some(Payload::OrderConfirmed(events::OrderConfirmed {
-                order_id: id.clone(),
-            })),
-            OrderStatus::Rejected => Some(Payload::OrderRejected(events::OrderRejected {
-                order_id: id.clone(),
-                reason: reason.to_string(),
-            })),
-            OrderStatus::Cancelled => Some(Payload::OrderCancelled(events::OrderCancelled {
-                order_id: id.clone(),
-                reason: reason.to_string(),
-            })),
-            OrderStatus::Delivered => Some(Payload::OrderDelivered(events::OrderDelivered {
-                order_id: id.clone(),
-            })),
-            OrderStatus::Pending | OrderStatus::Shipped => None,
-        };
-        if let Some(p) = payload {
-            ordermesh::events::outbox::record(c, "order", "order", &id, p).await?;
-        }
-    }
-    Ok((view, changed))
 }

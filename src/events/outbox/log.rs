@@ -11,7 +11,10 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use super::entity;
+use super::published::PublicEvents;
 use crate::proto::events::v1 as pb;
 use crate::transport::shutdown::Drain;
 
@@ -21,6 +24,8 @@ pub struct EventLog {
     db: DatabaseConnection,
     published: watch::Receiver<i64>,
     drain: Drain,
+    /// An event-sourced producer's store and name: the log is read from its events.
+    public: Option<(Arc<dyn PublicEvents>, &'static str)>,
 }
 
 impl EventLog {
@@ -28,13 +33,38 @@ impl EventLog {
         db: DatabaseConnection,
         published: watch::Receiver<i64>,
         drain: Drain,
+        public: Option<(Arc<dyn PublicEvents>, &'static str)>,
     ) -> Self {
         Self {
             db,
             published,
             drain,
+            public,
         }
     }
+}
+
+/// Up to 256 envelopes of the log from sequence `next` on.
+async fn read_log(
+    db: &DatabaseConnection,
+    public: &Option<(Arc<dyn PublicEvents>, &'static str)>,
+    next: i64,
+    types: &[String],
+) -> Result<Vec<pb::EventEnvelope>, Status> {
+    if let Some((public, producer)) = public {
+        return super::published::read(db, public.as_ref(), producer, next, 256, types)
+            .await
+            .map_err(crate::types::status::db_error);
+    }
+    let mut q = entity::Entity::find()
+        .filter(entity::Column::Sequence.gte(next))
+        .order_by_asc(entity::Column::Sequence)
+        .limit(256);
+    if !types.is_empty() {
+        q = q.filter(entity::Column::EventType.is_in(types.to_vec()));
+    }
+    let rows = q.all(db).await.map_err(crate::types::status::db_error)?;
+    rows.iter().map(decode).collect()
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -66,28 +96,25 @@ impl pb::event_log_service_server::EventLogService for EventLog {
         let db = self.db.clone();
         let mut published = self.published.clone();
         let drain = self.drain.clone();
+        let public = self.public.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let mut q = entity::Entity::find()
-                    .filter(entity::Column::Sequence.gte(next))
-                    .order_by_asc(entity::Column::Sequence)
-                    .limit(256);
-                if !types.is_empty() {
-                    q = q.filter(entity::Column::EventType.is_in(types.clone()));
-                }
-                let rows = match q.all(&db).await {
-                    Ok(rows) => rows,
+                let events = match read_log(&db, &public, next, &types).await {
+                    Ok(events) => events,
                     Err(e) => {
-                        let _ = tx.send(Err(crate::types::status::db_error(e))).await;
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 };
-                let got = rows.len();
-                for row in rows {
-                    next = row.sequence.unwrap_or(next) + 1;
-                    let msg = decode(&row).map(|e| pb::SubscribeResponse { event: Some(e) });
-                    if tx.send(msg).await.is_err() {
+                let got = events.len();
+                for e in events {
+                    next = e.sequence as i64 + 1;
+                    if tx
+                        .send(Ok(pb::SubscribeResponse { event: Some(e) }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

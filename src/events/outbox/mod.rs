@@ -7,15 +7,21 @@
 //! and wakes subscribers. Rows are never deleted. `EventLog` serves the log as the gRPC stream
 //! `ordermesh.events.v1.EventLogService/Subscribe`.
 //!
+//! An event-sourced service's outbox is its event store instead (`published`): the events it
+//! appends as published carry their log sequence from their commit, and the relay only moves
+//! them on to RabbitMQ (keeping the last confirmed sequence as a checkpoint).
+//!
 //! With an `amqp::Publisher` (when `BROKER_URL` is set) the relay publishes each row to
 //! RabbitMQ as well, and a row gets its sequence only once the broker confirmed it: "published"
 //! then means "in RabbitMQ and in the gRPC log", so the log keeps serving catch-up and replay.
 //! Rows the broker did not confirm keep no sequence and are sent again (at-least-once).
 
 mod log;
+pub mod published;
 mod relay;
 
 pub use log::EventLog;
+pub use published::PublicEvents;
 pub use relay::{Outbox, RelayError};
 
 use prost::Message;

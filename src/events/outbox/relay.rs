@@ -11,8 +11,11 @@ use sea_orm::{
 };
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
 use super::entity;
 use super::log::EventLog;
+use super::published::{self, PublicEvents};
 use crate::backoff::Backoff;
 use crate::events::amqp::{BrokerError, OutgoingEvent, Publisher};
 use crate::proto::events::v1 as pb;
@@ -38,7 +41,13 @@ pub struct Outbox {
     publisher: Option<std::sync::Arc<Publisher>>,
     /// The producing service, for the backlog metrics.
     producer: &'static str,
+    /// Set for an event-sourced service: its outbox is its event store.
+    public: Option<Arc<dyn PublicEvents>>,
 }
+
+/// The checkpoint of the relay to RabbitMQ over an event store: the last log sequence the
+/// broker confirmed.
+const BROKER_CHECKPOINT: &str = "outbox.amqp";
 
 impl Outbox {
     /// The outbox of `producer` (the service whose events it holds), read from `db`.
@@ -48,7 +57,15 @@ impl Outbox {
             published: watch::channel(0).0,
             publisher: None,
             producer,
+            public: None,
         }
+    }
+
+    /// The outbox of an event-sourced service: the published events of its event store, as
+    /// `public` maps them.
+    pub fn with_event_store(mut self, public: Arc<dyn PublicEvents>) -> Self {
+        self.public = Some(public);
+        self
     }
 
     /// Also publishes every row to RabbitMQ, marking it published only after the confirm.
@@ -64,6 +81,9 @@ impl Outbox {
 
     /// Publishes up to `batch` recorded rows in the order they were recorded; returns how many.
     pub async fn publish_batch(&self, batch: u64) -> Result<usize, RelayError> {
+        if let Some(public) = &self.public {
+            return self.publish_events(public.as_ref(), batch).await;
+        }
         if let Some(publisher) = &self.publisher {
             return self.publish_batch_to(publisher, batch).await;
         }
@@ -114,6 +134,59 @@ impl Outbox {
             let n = assign_sequences(&txn, &rows[..confirmed], first).await?;
             txn.commit().await?;
             self.published.send_replace(first + n as i64 - 1);
+        }
+        sent?;
+        Ok(confirmed)
+    }
+
+    /// The event store round: events are in the log from their commit, so without a broker
+    /// there is nothing to move, only subscribers to wake; with one, the next published events
+    /// after the broker checkpoint are sent and the checkpoint follows the confirms.
+    async fn publish_events(
+        &self,
+        public: &dyn PublicEvents,
+        batch: u64,
+    ) -> Result<usize, RelayError> {
+        use crate::data::event_store::{checkpoint, last_log_seq};
+        let head = last_log_seq(&self.db).await?;
+        let Some(publisher) = &self.publisher else {
+            self.published
+                .send_if_modified(|v| std::mem::replace(v, head) != head);
+            return Ok(0);
+        };
+        let from = checkpoint::load(&self.db, BROKER_CHECKPOINT).await? + 1;
+        let envelopes = published::read(&self.db, public, self.producer, from, batch, &[])
+            .await
+            .map_err(|e| RelayError::Corrupt {
+                id: from,
+                message: e.to_string(),
+            })?;
+        self.published
+            .send_if_modified(|v| std::mem::replace(v, head) != head);
+        crate::telemetry::metrics::outbox_backlog(self.producer, head - from + 1, 0.0);
+        if envelopes.is_empty() {
+            return Ok(0);
+        }
+        let outgoing: Vec<_> = envelopes
+            .iter()
+            .map(|e| {
+                let kind = e
+                    .payload
+                    .as_ref()
+                    .map(crate::events::envelope::event_type)
+                    .unwrap_or_default();
+                OutgoingEvent {
+                    event_id: e.event_id.clone(),
+                    event_type: kind.to_string(),
+                    routing_key: crate::events::amqp::routing_key(&e.aggregate_type, kind),
+                    body: published::encode(e),
+                }
+            })
+            .collect();
+        let (confirmed, sent) = publisher.publish(&outgoing).await;
+        if confirmed > 0 {
+            let last = envelopes[confirmed - 1].sequence as i64;
+            checkpoint::save(&self.db, BROKER_CHECKPOINT, last).await?;
         }
         sent?;
         Ok(confirmed)
@@ -178,7 +251,8 @@ impl Outbox {
 
     /// The gRPC face of this producer's log.
     pub fn log_service(&self, drain: Drain) -> EventLog {
-        EventLog::new(self.db.clone(), self.published.subscribe(), drain)
+        let public = self.public.clone().map(|p| (p, self.producer));
+        EventLog::new(self.db.clone(), self.published.subscribe(), drain, public)
     }
 }
 

@@ -47,24 +47,60 @@ pub struct PlaceOrderData {
 }
 
 impl PlaceOrderData {
-    pub fn from_view(v: &store::OrderView) -> Self {
+    /// The data of the saga of an order being placed with `placed`.
+    pub fn from_placed(order_id: &str, placed: &crate::aggregate::OrderEvent) -> Self {
+        let mut d = Self {
+            order_id: order_id.to_string(),
+            currency: String::new(),
+            total_minor: 0,
+            lines: vec![],
+            address: Default::default(),
+            card_token: String::new(),
+            payment_id: None,
+            shipment_id: None,
+        };
+        if let crate::aggregate::OrderEvent::OrderPlaced {
+            currency,
+            total_minor,
+            lines,
+            address,
+            card_token,
+            ..
+        } = placed
+        {
+            d.currency = currency.clone();
+            d.total_minor = *total_minor;
+            d.lines = lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+            d.address = (
+                address.recipient.clone(),
+                address.street.clone(),
+                address.city.clone(),
+                address.postal_code.clone(),
+                address.country_code.clone(),
+            );
+            d.card_token = card_token.clone();
+        }
+        d
+    }
+
+    pub fn from_order(o: &crate::aggregate::Order) -> Self {
         Self {
-            order_id: v.row.order_id.clone(),
-            currency: v.row.currency.clone(),
-            total_minor: v.row.total_minor,
-            lines: v
+            order_id: o.order_id.clone(),
+            currency: o.currency.clone(),
+            total_minor: o.total_minor,
+            lines: o
                 .lines
                 .iter()
                 .map(|l| (l.sku.clone(), l.quantity))
                 .collect(),
             address: (
-                v.row.recipient.clone(),
-                v.row.street.clone(),
-                v.row.city.clone(),
-                v.row.postal_code.clone(),
-                v.row.country_code.clone(),
+                o.address.recipient.clone(),
+                o.address.street.clone(),
+                o.address.city.clone(),
+                o.address.postal_code.clone(),
+                o.address.country_code.clone(),
             ),
-            card_token: v.row.card_token.clone(),
+            card_token: o.card_token.clone(),
             payment_id: None,
             shipment_id: None,
         }
@@ -108,6 +144,12 @@ pub struct Participants {
 /// order is rejected. Later steps wait for as long as it takes.
 pub const DEFAULT_STEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// An order's saga is kept in the order's own stream (`saga-<order id>` -> `<order id>`), so
+/// the saga's steps and the customer's cancel are ordered by one version.
+pub fn order_stream(saga_id: &str) -> String {
+    saga_id.strip_prefix("saga-").unwrap_or(saga_id).to_string()
+}
+
 /// The order saga and the instances this process is running.
 pub struct OrderSaga {
     pub def: Saga<PlaceOrderData>,
@@ -126,6 +168,7 @@ impl OrderSaga {
         let def = Saga {
             kind: KIND,
             steps: steps::all(&ctx),
+            stream_of: order_stream,
         };
         Arc::new(Self {
             def,
@@ -139,8 +182,17 @@ impl OrderSaga {
         format!("saga-{order_id}")
     }
 
+    /// Runs the saga of an order just placed (its first step recorded as started with it).
+    pub fn spawn_new(self: &Arc<Self>, order_id: &str) {
+        self.spawn_run(order_id, true)
+    }
+
     /// Runs an order's saga in the background unless this process already runs it.
     pub fn spawn(self: &Arc<Self>, order_id: &str) {
+        self.spawn_run(order_id, false)
+    }
+
+    fn spawn_run(self: &Arc<Self>, order_id: &str, new: bool) {
         let saga_id = Self::saga_id(order_id);
         let Ok(mut running) = self.running.lock() else {
             return;
@@ -153,7 +205,13 @@ impl OrderSaga {
         let order_id = order_id.to_string();
         // In the placing request's span and trace, so the saga's spans join the order's trace.
         tokio::spawn(ordermesh::telemetry::carry(async move {
-            let outcome = this.def.run(&this.ctx.db, &saga_id).await;
+            let outcome = if new {
+                this.def.run_new(&this.ctx.db, &saga_id).await
+            } else {
+                this.def.run(&this.ctx.db, &saga_id).await
+            };
+            // The saga's own events move the read models (saga durations) too.
+            this.ctx.orders.projector().poke();
             match outcome {
                 Ok(Outcome::Completed) => {
                     tracing::info!(%order_id, "order placed: saga completed");
@@ -173,6 +231,9 @@ impl OrderSaga {
                             }
                         }
                     }
+                }
+                Err(ordermesh::saga::SagaError::Conflict(_)) => {
+                    tracing::info!(%order_id, "saga is being run by another process");
                 }
                 Err(e) => {
                     tracing::error!(%order_id, error = %e, "saga stopped; it resumes at the next start")

@@ -1,4 +1,7 @@
-//! Schema migrations, applied at start-up.
+//! Schema migrations, applied at start-up. `M0001Init` and the saga and outbox tables are
+//! how orders were kept before they became event streams; `import::M0002IntoStreams` moves
+//! what they hold into the event store once. The read models create their own tables
+//! (`projections`), so a rebuild can make shadow copies of them.
 
 use ordermesh::data::schema::{big, int, text, timestamp};
 use sea_orm_migration::prelude::*;
@@ -14,6 +17,8 @@ impl MigratorTrait for Migrator {
             Box::new(ordermesh::saga::Migration),
             Box::new(ordermesh::events::outbox::Migration),
             Box::new(ordermesh::events::inbox::Migration),
+            Box::new(ordermesh::data::event_store::Migration),
+            Box::new(super::import::M0002IntoStreams),
         ]
     }
 }

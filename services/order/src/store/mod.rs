@@ -1,23 +1,24 @@
-//! Order persistence: sea-orm entities, migrations and the queries the API runs.
-//! Every status change is an UPDATE conditional on the version it read (optimistic
-//! concurrency), so two writers can never both move the same order.
+//! Order persistence: every order is an event stream in the service's event store
+//! (`ordermesh::data::event_store`), named by its id, read back through snapshots and folded
+//! into `aggregate::Order`; a change appends at the version it read (optimistic
+//! concurrency), so two writers can never both move the same order. The read models
+//! (`summaries`, `stats`) are projections of the same events; `legacy` is the table layout of
+//! earlier versions, moved into streams once at start-up (`import`).
 
+pub mod import;
+pub mod legacy;
 pub mod migration;
-pub mod order;
-pub mod order_line;
+pub mod public;
 
-use chrono::{DateTime, Utc};
-use ordermesh::proto::common::v1::{Address, SkuQuantity};
-use ordermesh::proto::events::v1 as events;
-use ordermesh::proto::events::v1::event_envelope::Payload;
-use ordermesh::types::ids::{CustomerId, OrderId};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+use ordermesh::data::event_store::{
+    self, snapshot, Appended, EventStoreError, Expected, Metadata, NewEvent, StoredEvent,
+    StreamBounds,
 };
+use ordermesh::types::ids::OrderId;
+use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
 
-use crate::domain::{Lines, OrderError, OrderStatus};
+use crate::aggregate::{self, Order, OrderEvent};
+use crate::domain::{OrderError, OrderStatus};
 
 pub use migration::Migrator;
 
@@ -25,224 +26,255 @@ pub type StoreError = ordermesh::data::StoreError<OrderError>;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// How many times a status change re-reads and retries after losing a version race.
-const MAX_ATTEMPTS: usize = 5;
+/// How many times a status change re-reads and decides again after losing a version race.
+const MAX_ATTEMPTS: usize = 8;
 
-/// An order with its lines.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OrderView {
-    pub row: order::Model,
-    pub lines: Vec<order_line::Model>,
-}
+/// A snapshot of an order is written every this many events of its stream unless
+/// `ORDER_SNAPSHOT_EVERY` says otherwise.
+pub const DEFAULT_SNAPSHOT_EVERY: i64 = 32;
 
-impl OrderView {
-    pub fn status(&self) -> OrderStatus {
-        // Rows are only written with known statuses; an unknown one is treated as final.
-        OrderStatus::parse(&self.row.status).unwrap_or(OrderStatus::Rejected)
+fn store_err(e: EventStoreError) -> StoreError {
+    match e {
+        EventStoreError::Db(db) => StoreError::Db(db),
+        EventStoreError::Conflict { stream, .. } => OrderError::Contended(stream).into(),
+        other => StoreError::Db(sea_orm::DbErr::Custom(other.to_string())),
     }
 }
 
-/// A validated order to store.
-pub struct NewOrder<'a> {
-    pub customer_id: &'a CustomerId,
-    pub lines: &'a Lines,
-    pub address: &'a Address,
-    pub card_token: &'a str,
+fn fold_err(e: aggregate::FoldError) -> StoreError {
+    StoreError::Db(sea_orm::DbErr::Custom(e.to_string()))
 }
 
-pub async fn insert<C: ConnectionTrait>(
+/// How orders are written: where snapshots go, and the metadata of the change.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer {
+    pub snapshot_every: i64,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self {
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+        }
+    }
+}
+
+/// The events of an order's stream within `bounds`, in version order (upcast to the current
+/// shapes).
+pub async fn events<C: ConnectionTrait>(
     c: &C,
-    o: NewOrder<'_>,
-    now: DateTime<Utc>,
-) -> Result<OrderView> {
-    let order_id = OrderId::generate().into_string();
-    let row = order::ActiveModel {
-        order_id: Set(order_id.clone()),
-        customer_id: Set(o.customer_id.as_str().to_string()),
-        status: Set(OrderStatus::Pending.as_str().to_string()),
-        status_reason: Set(String::new()),
-        currency: Set(o.lines.total.currency().code().to_string()),
-        total_minor: Set(o.lines.total.amount_minor()),
-        recipient: Set(o.address.recipient.clone()),
-        street: Set(o.address.street.clone()),
-        city: Set(o.address.city.clone()),
-        postal_code: Set(o.address.postal_code.clone()),
-        country_code: Set(o.address.country_code.clone()),
-        card_token: Set(o.card_token.to_string()),
-        version: Set(1),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(c)
-    .await?;
-    let mut lines = Vec::with_capacity(o.lines.lines.len());
-    for (i, l) in o.lines.lines.iter().enumerate() {
-        lines.push(
-            order_line::ActiveModel {
-                order_id: Set(order_id.clone()),
-                line_no: Set(i as i32),
-                sku: Set(l.sku.clone()),
-                quantity: Set(l.quantity),
-                unit_price_minor: Set(l.unit_price.amount_minor()),
-                line_total_minor: Set(l.line_total.amount_minor()),
-            }
-            .insert(c)
-            .await?,
-        );
-    }
-    ordermesh::events::outbox::record(
+    order_id: &str,
+    bounds: StreamBounds,
+) -> Result<Vec<StoredEvent>> {
+    event_store::read_stream(c, order_id, bounds, &aggregate::upcasters())
+        .await
+        .map_err(store_err)
+}
+
+/// The order as of now: its snapshot (when there is one of this state's schema) and the
+/// events after it.
+pub async fn find<C: ConnectionTrait>(c: &C, order_id: &str) -> Result<Option<Order>> {
+    let snap: Option<(i64, Order)> = snapshot::load(c, order_id, aggregate::STATE_SCHEMA).await?;
+    let (after, from) = match snap {
+        Some((v, o)) => (v, Some(o)),
+        None => (0, None),
+    };
+    let tail = events(
         c,
-        "order",
-        "order",
-        &order_id,
-        Payload::OrderPlaced(events::OrderPlaced {
-            order_id: order_id.clone(),
-            customer_id: o.customer_id.as_str().to_string(),
-            total: Some(o.lines.total.to_proto()),
-            lines: o
-                .lines
-                .lines
-                .iter()
-                .map(|l| SkuQuantity {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                })
-                .collect(),
-        }),
+        order_id,
+        StreamBounds {
+            after_version: after,
+            ..StreamBounds::default()
+        },
     )
     .await?;
-    Ok(OrderView { row, lines })
+    Order::fold(from, &tail).map_err(fold_err)
 }
 
-async fn lines_of<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<Vec<order_line::Model>> {
-    Ok(order_line::Entity::find()
-        .filter(order_line::Column::OrderId.is_in(ids.iter().cloned()))
-        .order_by_asc(order_line::Column::OrderId)
-        .order_by_asc(order_line::Column::LineNo)
-        .all(c)
-        .await?)
+/// The order as it was at the end of `bounds` (a version, a time), folded from its first
+/// event.
+pub async fn find_as_of<C: ConnectionTrait>(
+    c: &C,
+    order_id: &str,
+    bounds: StreamBounds,
+) -> Result<Option<Order>> {
+    let evs = events(c, order_id, bounds).await?;
+    Order::fold(None, &evs).map_err(fold_err)
 }
 
-pub async fn find<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<Option<OrderView>> {
-    let Some(row) = order::Entity::find_by_id(order_id.as_str()).one(c).await? else {
-        return Ok(None);
-    };
-    let lines = lines_of(c, &[order_id.to_string()]).await?;
-    Ok(Some(OrderView { row, lines }))
-}
-
-pub async fn get<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<OrderView> {
-    find(c, order_id)
+pub async fn get<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<Order> {
+    find(c, order_id.as_str())
         .await?
         .ok_or_else(|| OrderError::NotFound(order_id.to_string()).into())
 }
 
-/// An order's status alone (one indexed read, for the saga's check before each step).
+/// Appends `new` to the stream of `order` (at its version; a new stream when `None`) and
+/// returns the order after them, snapshotting it when its stream crossed a multiple of the
+/// writer's interval.
+pub async fn append<C: ConnectionTrait>(
+    c: &C,
+    w: Writer,
+    order_id: &str,
+    order: Option<&Order>,
+    new: &[NewEvent],
+    meta: &Metadata,
+) -> Result<(Order, Appended)> {
+    let expected = match order {
+        Some(o) => Expected::Exact(o.stream_version),
+        None => Expected::NoStream,
+    };
+    let done = event_store::append(c, order_id, expected, new, meta)
+        .await
+        .map_err(store_err)?;
+    let before = order.map(|o| o.stream_version).unwrap_or(0);
+    let mut state = order.cloned();
+    for (i, e) in new.iter().enumerate() {
+        let stored = StoredEvent {
+            position: done.position,
+            event_id: String::new(),
+            stream_id: order_id.to_string(),
+            version: before + 1 + i as i64,
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            payload: e.payload.clone(),
+            metadata: meta.clone(),
+            recorded_at: done.recorded_at,
+            log_seq: None,
+        };
+        state = Order::apply(state, &stored).map_err(fold_err)?;
+    }
+    let state = state.ok_or_else(|| OrderError::NotFound(order_id.to_string()))?;
+    let every = w.snapshot_every.max(1);
+    if before / every != done.version / every {
+        snapshot::save(c, order_id, done.version, aggregate::STATE_SCHEMA, &state).await?;
+    }
+    Ok((state, done))
+}
+
+/// Moves an order to `to` (only from the statuses in `only_from`, when given), recording
+/// `reason`. Returns the order, whether it changed (a move to the status it has is a no-op)
+/// and the position written (0 when nothing was). Losing a race with another writer re-reads
+/// and decides again, so the machine is checked against the order as it really is.
+pub async fn transition_from<C: ConnectionTrait>(
+    c: &C,
+    w: Writer,
+    order_id: &OrderId,
+    to: OrderStatus,
+    reason: &str,
+    only_from: Option<&[OrderStatus]>,
+    meta: &Metadata,
+) -> Result<(Order, bool, i64)> {
+    for _ in 0..MAX_ATTEMPTS {
+        let order = get(c, order_id).await?;
+        let Some(event) = order.decide_move(to, reason, only_from)? else {
+            return Ok((order, false, 0));
+        };
+        match append(
+            c,
+            w,
+            order_id.as_str(),
+            Some(&order),
+            &[event.to_new()],
+            meta,
+        )
+        .await
+        {
+            Ok((order, done)) => return Ok((order, true, done.position)),
+            Err(StoreError::Domain(OrderError::Contended(_))) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(OrderError::Contended(order_id.to_string()).into())
+}
+
+/// An order's status alone: the type of the last order event of its stream (one indexed
+/// read, for the saga's check before each step).
 pub async fn status<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<OrderStatus> {
-    let status: Option<String> = order::Entity::find_by_id(order_id.as_str())
-        .select_only()
-        .column(order::Column::Status)
-        .into_tuple()
-        .one(c)
-        .await?;
-    let status = status.ok_or_else(|| OrderError::NotFound(order_id.to_string()))?;
-    OrderStatus::parse(&status)
-        .ok_or_else(|| sea_orm::DbErr::Custom(format!("unknown order status '{status}'")).into())
+    #[derive(FromQueryResult)]
+    struct Row {
+        event_type: String,
+    }
+    let backend = c.get_database_backend();
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => {
+            "SELECT event_type FROM es_events WHERE stream_id = $1 AND event_type LIKE 'Order%' \
+             ORDER BY version DESC LIMIT 1"
+        }
+        _ => {
+            "SELECT event_type FROM es_events WHERE stream_id = ? AND event_type LIKE 'Order%' \
+             ORDER BY version DESC LIMIT 1"
+        }
+    };
+    let row = Row::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [order_id.as_str().into()],
+    ))
+    .one(c)
+    .await?
+    .ok_or_else(|| OrderError::NotFound(order_id.to_string()))?;
+    let status = match row.event_type.as_str() {
+        "OrderPlaced" => OrderStatus::Pending,
+        "OrderConfirmed" => OrderStatus::Confirmed,
+        "OrderRejected" => OrderStatus::Rejected,
+        "OrderCancelled" => OrderStatus::Cancelled,
+        "OrderShipped" => OrderStatus::Shipped,
+        "OrderDelivered" => OrderStatus::Delivered,
+        other => {
+            return Err(sea_orm::DbErr::Custom(format!("unknown order event '{other}'")).into())
+        }
+    };
+    Ok(status)
 }
 
 /// Ids of orders still PENDING, oldest first (start-up resumes their sagas).
 pub async fn pending_order_ids<C: ConnectionTrait>(c: &C) -> Result<Vec<String>> {
-    Ok(order::Entity::find()
-        .filter(order::Column::Status.eq(OrderStatus::Pending.as_str()))
-        .order_by_asc(order::Column::CreatedAt)
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|o| o.order_id)
-        .collect())
+    #[derive(FromQueryResult)]
+    struct Row {
+        stream_id: String,
+    }
+    let sql = "SELECT p.stream_id FROM es_events p WHERE p.event_type = 'OrderPlaced' \
+               AND NOT EXISTS (SELECT 1 FROM es_events f WHERE f.stream_id = p.stream_id \
+               AND f.event_type IN ('OrderConfirmed', 'OrderRejected', 'OrderCancelled')) \
+               ORDER BY p.position";
+    Ok(
+        Row::find_by_statement(Statement::from_string(c.get_database_backend(), sql))
+            .all(c)
+            .await?
+            .into_iter()
+            .map(|r| r.stream_id)
+            .collect(),
+    )
 }
 
-/// Orders newest first, optionally of one customer and in some statuses.
-pub async fn list<C: ConnectionTrait>(
-    c: &C,
-    customer_id: Option<&CustomerId>,
-    statuses: &[OrderStatus],
-    offset: u64,
-    limit: u64,
-) -> Result<Vec<OrderView>> {
-    let mut q = order::Entity::find()
-        .order_by_desc(order::Column::CreatedAt)
-        .order_by_desc(order::Column::OrderId);
-    if let Some(customer) = customer_id {
-        q = q.filter(order::Column::CustomerId.eq(customer.as_str()));
+/// The `OrderPlaced` event of a new order.
+pub fn placed(
+    customer_id: &str,
+    lines: &crate::domain::Lines,
+    address: &ordermesh::proto::common::v1::Address,
+    card_token: &str,
+) -> OrderEvent {
+    OrderEvent::OrderPlaced {
+        customer_id: customer_id.to_string(),
+        currency: lines.total.currency().code().to_string(),
+        total_minor: lines.total.amount_minor(),
+        lines: lines
+            .lines
+            .iter()
+            .map(|l| aggregate::LineData {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                unit_price_minor: l.unit_price.amount_minor(),
+                line_total_minor: l.line_total.amount_minor(),
+            })
+            .collect(),
+        address: aggregate::AddressData {
+            recipient: address.recipient.clone(),
+            street: address.street.clone(),
+            city: address.city.clone(),
+            postal_code: address.postal_code.clone(),
+            country_code: address.country_code.clone(),
+        },
+        card_token: card_token.to_string(),
     }
-    if !statuses.is_empty() {
-        q = q.filter(order::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
-    }
-    let rows = q.offset(offset).limit(limit).all(c).await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.order_id.clone()).collect();
-    let mut lines = lines_of(c, &ids).await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let (mine, rest): (Vec<_>, Vec<_>) =
-                lines.drain(..).partition(|l| l.order_id == row.order_id);
-            lines = rest;
-            OrderView { row, lines: mine }
-        })
-        .collect())
-}
-
-/// Moves an order to `to`, recording `reason`. Returns the order and whether it changed: a
-/// move to the status the order already has is a no-op. Losing a race with another writer
-/// re-reads and tries again, so the machine is checked against the order as it really is.
-pub async fn transition<C: ConnectionTrait>(
-    c: &C,
-    order_id: &OrderId,
-    to: OrderStatus,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<(OrderView, bool)> {
-    transition_from(c, order_id, to, reason, now, None).await
-}
-
-/// Like `transition`, but only from the statuses in `only_from` (when given): the check and
-/// the conditional update see the same version, so a concurrent change cannot slip between.
-pub async fn transition_from<C: ConnectionTrait>(
-    c: &C,
-    order_id: &OrderId,
-    to: OrderStatus,
-    reason: &str,
-    now: DateTime<Utc>,
-    only_from: Option<&[OrderStatus]>,
-) -> Result<(OrderView, bool)> {
-    for _ in 0..MAX_ATTEMPTS {
-        let view = get(c, order_id).await?;
-        if view.status().move_to(order_id.as_str(), to)?.is_none() {
-            return Ok((view, false));
-        }
-        if let Some(allowed) = only_from {
-            if !allowed.contains(&view.status()) {
-                return Err(OrderError::IllegalTransition {
-                    id: order_id.to_string(),
-                    from: view.status().as_str(),
-                    to: to.as_str(),
-                }
-                .into());
-            }
-        }
-        let res = order::Entity::update_many()
-            .col_expr(order::Column::Status, Expr::value(to.as_str()))
-            .col_expr(order::Column::StatusReason, Expr::value(reason))
-            .col_expr(order::Column::Version, Expr::value(view.row.version + 1))
-            .col_expr(order::Column::UpdatedAt, Expr::value(now))
-            .filter(order::Column::OrderId.eq(order_id.as_str()))
-            .filter(order::Column::Version.eq(view.row.version))
-            .exec(c)
-            .await?;
-        if res.rows_affected == 1 {
-            return Ok((get(c, order_id).await?, true));
-        }
-    }
-    Err(OrderError::Contended(order_id.to_string()).into())
 }

@@ -116,6 +116,7 @@ async fn final_order(port: u16, customer: &str) -> pb::Order {
             let full = c
                 .get_order(pb::GetOrderRequest {
                     order_id: o.order_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -41,6 +41,7 @@ async fn place_and_time(
         let o = client
             .get_order(pb::GetOrderRequest {
                 order_id: placed.order_id.clone(),
+                ..Default::default()
             })
             .await
             .expect("get")
@@ -131,7 +132,12 @@ async fn a_card_that_keeps_failing_does_not_slow_the_good_orders(backend: Backen
         let mut c = m.order.clone();
         let id = poisoned.order_id.clone();
         async move {
-            let o = c.get_order(pb::GetOrderRequest { order_id: id }).await;
+            let o = c
+                .get_order(pb::GetOrderRequest {
+                    order_id: id,
+                    ..Default::default()
+                })
+                .await;
             o.is_ok_and(|o| o.into_inner().order.is_some_and(|o| saga_over(&o)))
         }
     })

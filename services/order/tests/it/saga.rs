@@ -133,6 +133,7 @@ pub(crate) async fn get(m: &mut Mesh, order_id: &str) -> pb::Order {
     m.order
         .get_order(pb::GetOrderRequest {
             order_id: order_id.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -154,10 +155,13 @@ async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
         let mut c = client.clone();
         let id = id.clone();
         async move {
-            c.get_order(pb::GetOrderRequest { order_id: id })
-                .await
-                .map(|r| final_status(&r.into_inner().order.unwrap()))
-                .unwrap_or(false)
+            c.get_order(pb::GetOrderRequest {
+                order_id: id,
+                ..Default::default()
+            })
+            .await
+            .map(|r| final_status(&r.into_inner().order.unwrap()))
+            .unwrap_or(false)
         }
     })
     .await;

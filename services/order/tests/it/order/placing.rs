@@ -44,6 +44,7 @@ async fn orders_are_placed_with_totals_and_replayed_by_key(backend: Backend) {
     let got = c
         .get_order(pb::GetOrderRequest {
             order_id: o.order_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -219,6 +220,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
     let e = c
         .get_order(pb::GetOrderRequest {
             order_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -226,6 +228,7 @@ async fn bad_input_is_refused_with_the_field_named(backend: Backend) {
     let e = c
         .get_order(pb::GetOrderRequest {
             order_id: "ord_missing".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -120,6 +120,7 @@ async fn the_status_machine_holds_under_concurrent_writers(backend: Backend) {
         .client
         .get_order(pb::GetOrderRequest {
             order_id: o.order_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
+use ordermesh::data::event_store::{Metadata, NewEvent};
 use ordermesh::data::idempotency;
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_server::OrderService;
@@ -13,14 +14,16 @@ use ordermesh::transport::shutdown::Drain;
 use ordermesh::transport::watch::{Seen, Watch};
 use ordermesh::types::ids::{CustomerId, OrderId};
 use ordermesh::types::status::{invalid_argument, not_found};
-use ordermesh::types::time::{now, to_proto};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderError, OrderStatus};
-use crate::orders::{is_final, move_order_from, order_to_proto, OrderFeed, Orders};
+use crate::orders::{is_final, order_to_proto, OrderFeed, Orders};
 use crate::saga::{OrderSaga, PlaceOrderData};
-use crate::store::{self, NewOrder, OrderView};
+use crate::store::{self, Writer};
+
+mod history;
+mod reads;
 
 /// Longest status reason a caller may give, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -42,7 +45,7 @@ impl From<OrderError> for Status {
     }
 }
 
-fn status_from_proto(field: &str, v: i32) -> Result<OrderStatus, Status> {
+pub(crate) fn status_from_proto(field: &str, v: i32) -> Result<OrderStatus, Status> {
     Ok(match pb::OrderStatus::try_from(v) {
         Ok(pb::OrderStatus::Pending) => OrderStatus::Pending,
         Ok(pb::OrderStatus::Confirmed) => OrderStatus::Confirmed,
@@ -68,9 +71,9 @@ pub struct OrderApi {
 }
 
 impl OrderApi {
-    pub fn new(db: DatabaseConnection, feed: OrderFeed, drain: Drain) -> Self {
+    pub fn new(db: DatabaseConnection, feed: OrderFeed, drain: Drain, writer: Writer) -> Self {
         Self {
-            orders: Orders::new(db, feed),
+            orders: Orders::new(db, feed, writer),
             drain,
             saga: None,
         }
@@ -91,76 +94,68 @@ impl OrderApi {
         self.orders.advance(order_id, to, reason).await
     }
 
-    /// Cancels an order placed through the saga. Until its payment is captured, a PENDING order
+    /// Cancels an order. Placed through the saga, until its payment is captured, a PENDING order
     /// can be cancelled and its saga compensates; from then on the saga only goes forward, so
-    /// the cancel is refused. The saga instance row is locked while deciding, and the saga
-    /// updates that row when it moves to the next step, so the two cannot cross.
-    async fn cancel_placed(&self, order_id: &OrderId, reason: &str) -> Result<pb::Order, Status> {
-        use sea_orm::{EntityTrait, QuerySelect};
+    /// the cancel is refused. The saga's steps are events of the order's stream, so the
+    /// decision and the append are at one version: a step recorded in between makes the
+    /// append lose, and the cancel is decided again on the order as it now is.
+    async fn cancel_placed(
+        &self,
+        order_id: &OrderId,
+        reason: &str,
+    ) -> Result<(pb::Order, i64), Status> {
         let db_status = ordermesh::data::db_status;
-        let txn = self.orders.db.begin().await.map_err(db_status)?;
-        let instance =
-            ordermesh::saga::instance::Entity::find_by_id(OrderSaga::saga_id(order_id.as_str()))
-                .lock_exclusive()
-                .one(&txn)
-                .await
-                .map_err(db_status)?;
-        let past_capture = match (&instance, &self.saga) {
-            (Some(i), Some(saga)) => saga.def.has_passed(i, crate::saga::CAPTURE_PAYMENT),
-            _ => false,
-        };
-        if past_capture {
-            let current = store::get(&txn, order_id).await?;
-            return Err(ordermesh::types::status::illegal_transition(
-                "order",
+        let meta = Metadata::current(order_id.as_str(), "CancelOrder", "");
+        for _ in 0..8 {
+            let txn = self.orders.db.begin().await.map_err(db_status)?;
+            let order = store::get(&txn, order_id).await?;
+            let past_capture = match (&order.saga, &self.saga) {
+                (Some(state), Some(saga)) => {
+                    saga.def.has_passed(state, crate::saga::CAPTURE_PAYMENT)
+                }
+                _ => false,
+            };
+            if past_capture {
+                return Err(ordermesh::types::status::illegal_transition(
+                    "order",
+                    order_id.as_str(),
+                    order.status.as_str(),
+                    "cancel (its payment is captured; it can only go forward)",
+                ));
+            }
+            // Through the saga only a PENDING order can be cancelled; without one, any order the
+            // status machine lets go.
+            let only_from = self.saga.as_ref().map(|_| &[OrderStatus::Pending][..]);
+            let Some(event) = order.decide_move(OrderStatus::Cancelled, reason, only_from)? else {
+                return Ok((order_to_proto(&order), 0));
+            };
+            let new = [event.to_new()];
+            match store::append(
+                &txn,
+                self.orders.writer,
                 order_id.as_str(),
-                current.status().as_str(),
-                "cancel (its payment is captured; it can only go forward)",
-            ));
+                Some(&order),
+                &new,
+                &meta,
+            )
+            .await
+            {
+                Ok((order, done)) => {
+                    txn.commit().await.map_err(db_status)?;
+                    tracing::info!(order_id = %order_id, reason, "order cancelled");
+                    return Ok((self.orders.changed(&order), done.position));
+                }
+                Err(store::StoreError::Domain(OrderError::Contended(_))) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let (view, changed) = move_order_from(
-            &txn,
-            order_id,
-            OrderStatus::Cancelled,
-            reason,
-            Some(&[OrderStatus::Pending]),
-        )
-        .await?;
-        txn.commit().await.map_err(db_status)?;
-        let order = order_to_proto(&view);
-        if changed {
-            tracing::info!(order_id = %order_id, reason, "order cancelled");
-            self.orders.feed.publish(order.clone());
-        }
-        Ok(order)
+        Err(OrderError::Contended(order_id.to_string()).into())
     }
 
     /// The same API, placing orders through `saga`.
     pub fn with_saga(mut self, saga: Arc<OrderSaga>) -> Self {
         self.saga = Some(saga);
         self
-    }
-
-    /// The order with its saga's steps.
-    async fn order_with_steps(&self, view: &OrderView) -> Result<pb::Order, Status> {
-        let mut order = order_to_proto(view);
-        let steps = ordermesh::saga::Saga::<PlaceOrderData>::steps(
-            &self.orders.db,
-            &OrderSaga::saga_id(&view.row.order_id),
-        )
-        .await
-        .map_err(ordermesh::types::status::db_error)?;
-        order.saga_steps = steps
-            .into_iter()
-            .map(|s| pb::SagaStep {
-                name: s.name,
-                status: s.status.as_str().to_string(),
-                attempts: s.attempts,
-                error: s.error,
-                update_time: Some(to_proto(s.updated_at)),
-            })
-            .collect();
-        Ok(order)
     }
 }
 
@@ -180,6 +175,8 @@ impl OrderService for OrderApi {
         let card_token = domain::parse_card_token(&r.card_token)?;
         ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let saga = self.saga.clone();
+        let writer = self.orders.writer;
+        let key = r.idempotency_key.clone();
         let response = idempotency::execute(
             &self.orders.db,
             "order.place",
@@ -187,30 +184,24 @@ impl OrderService for OrderApi {
             &r,
             move |txn| {
                 async move {
-                    let view = store::insert(
-                        txn,
-                        NewOrder {
-                            customer_id: &customer_id,
-                            lines: &lines,
-                            address: &address,
-                            card_token: &card_token,
-                        },
-                        now(),
-                    )
-                    .await?;
-                    // The saga is recorded with the order: one exists exactly when the other does.
+                    let order_id = OrderId::generate().into_string();
+                    let placed = store::placed(customer_id.as_str(), &lines, &address, &card_token);
+                    let mut new: Vec<NewEvent> = vec![placed.to_new()];
+                    // The saga starts in the same append: one exists exactly when the other does.
                     if let Some(saga) = &saga {
-                        saga.def
-                            .start_in(
-                                txn,
-                                &OrderSaga::saga_id(&view.row.order_id),
-                                &PlaceOrderData::from_view(&view),
-                            )
-                            .await
+                        let data = PlaceOrderData::from_placed(&order_id, &placed);
+                        let events = saga
+                            .def
+                            .start_events(&OrderSaga::saga_id(&order_id), &data)
                             .map_err(ordermesh::types::status::db_error)?;
+                        new.extend(events.iter().map(ordermesh::saga::SagaEvent::to_new));
                     }
+                    let meta = Metadata::current(&order_id, "PlaceOrder", &key);
+                    let (order, done) =
+                        store::append(txn, writer, &order_id, None, &new, &meta).await?;
                     Ok(pb::PlaceOrderResponse {
-                        order: Some(order_to_proto(&view)),
+                        order: Some(order_to_proto(&order)),
+                        position: done.position,
                     })
                 }
                 .boxed()
@@ -220,8 +211,9 @@ impl OrderService for OrderApi {
         if let Some(o) = &response.order {
             tracing::info!(order_id = %o.order_id, customer_id = %o.customer_id, "order placed");
             self.orders.feed.publish(o.clone());
+            self.orders.projector.poke();
             if let Some(saga) = &self.saga {
-                saga.spawn(&o.order_id);
+                saga.spawn_new(&o.order_id);
             }
         }
         Ok(Response::new(response))
@@ -231,54 +223,36 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let id = OrderId::parse(&request.get_ref().order_id)?;
-        let view = store::get(&self.orders.db, &id).await?;
-        Ok(Response::new(pb::GetOrderResponse {
-            order: Some(self.order_with_steps(&view).await?),
-        }))
+        self.get_order_as_of(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_orders(
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        let r = request.into_inner();
-        let customer = if r.customer_id.is_empty() {
-            None
-        } else {
-            Some(CustomerId::parse(&r.customer_id)?)
-        };
-        if r.statuses.len() > OrderStatus::ALL.len() {
-            return Err(invalid_argument(
-                "statuses",
-                format!("must name at most {} statuses", OrderStatus::ALL.len()),
-            ));
-        }
-        let mut statuses = Vec::with_capacity(r.statuses.len());
-        for (i, s) in r.statuses.iter().enumerate() {
-            let s = status_from_proto(&format!("statuses[{i}]"), *s)?;
-            if !statuses.contains(&s) {
-                statuses.push(s);
-            }
-        }
-        let mut names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-        names.sort_unstable();
-        let filter = format!("customer={};statuses={}", r.customer_id, names.join(","));
-        let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
-        let mut views = store::list(
-            &self.orders.db,
-            customer.as_ref(),
-            &statuses,
-            page.offset,
-            page.fetch_limit(),
-        )
-        .await?;
-        let next_page_token = page.next_token(views.len(), &filter);
-        views.truncate(page.size as usize);
-        Ok(Response::new(pb::ListOrdersResponse {
-            orders: views.iter().map(order_to_proto).collect(),
-            next_page_token,
-        }))
+        let deadline = reads::deadline_of(&request);
+        self.list(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_order_events(
+        &self,
+        request: Request<pb::ListOrderEventsRequest>,
+    ) -> Result<Response<pb::ListOrderEventsResponse>, Status> {
+        self.history(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_order_stats(
+        &self,
+        request: Request<pb::GetOrderStatsRequest>,
+    ) -> Result<Response<pb::GetOrderStatsResponse>, Status> {
+        let deadline = reads::deadline_of(&request);
+        self.stats(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
     }
 
     async fn cancel_order(
@@ -299,16 +273,10 @@ impl OrderService for OrderApi {
         } else {
             reason
         };
-        let order = match &self.saga {
-            None => {
-                self.orders
-                    .advance(&order_id, OrderStatus::Cancelled, reason)
-                    .await?
-            }
-            Some(_) => self.cancel_placed(&order_id, reason).await?,
-        };
+        let (order, position) = self.cancel_placed(&order_id, reason).await?;
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(order),
+            position,
         }))
     }
 

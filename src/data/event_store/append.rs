@@ -1,0 +1,193 @@
+//! Appending to a stream with optimistic concurrency, positions in commit order.
+
+use sea_orm::sea_query::{Alias, PostgresQueryBuilder, Query, SqliteQueryBuilder};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+
+use super::{EventStoreError, Metadata, NewEvent};
+
+/// The PostgreSQL transaction-level advisory lock every append takes before it is given
+/// positions ("om-event" in ASCII): appends take positions one at a time, in commit order.
+pub const APPEND_LOCK: i64 = 0x6f6d_2d65_7665_6e74;
+
+/// The version a writer expects a stream to be at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// The stream must not exist yet (its first event).
+    NoStream,
+    /// The stream's last event must have this version.
+    Exact(i64),
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl Expected {
+    fn version(self) -> i64 {
+        match self {
+            Self::NoStream => 0,
+            Self::Exact(v) => v,
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The stream's version after the append (its last event's).
+    pub version: i64,
+    /// The global position of the last event appended.
+    pub position: i64,
+    /// When the events were recorded.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The version of `stream_id`'s last event, 0 when it has none.
+pub async fn stream_version<C: ConnectionTrait>(
+    c: &C,
+    stream_id: &str,
+) -> Result<i64, sea_orm::DbErr> {
+    use super::entity::{Column, Entity};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    Ok(Entity::find()
+        .select_only()
+        .column_as(Column::Version.max(), "max")
+        .filter(Column::StreamId.eq(stream_id))
+        .into_tuple::<Option<i64>>()
+        .one(c)
+        .await?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// The last sequence of the public event log (0 before the first).
+pub async fn last_log_seq<C: ConnectionTrait>(c: &C) -> Result<i64, sea_orm::DbErr> {
+    use super::entity::{Column, Entity};
+    use sea_orm::{ColumnTrait, EntityTrait, QuerySelect};
+    Ok(Entity::find()
+        .select_only()
+        .column_as(Column::LogSeq.max(), "max")
+        .into_tuple::<Option<i64>>()
+        .one(c)
+        .await?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// Appends `events` to `stream_id` in `c` (the transaction of the command that decided
+/// them), if the stream is at `expected`. Returns the new version and the last position.
+/// Nothing is appended for an empty `events`.
+///
+/// A stream at another version is a `Conflict`; so is a concurrent append that wins the race
+/// for the same versions (the unique (stream, version) key refuses ours). Either way the
+/// caller's transaction is no good any more: it rolls back and the command is decided again.
+pub async fn append<C: ConnectionTrait>(
+    c: &C,
+    stream_id: &str,
+    expected: Expected,
+    events: &[NewEvent],
+    metadata: &Metadata,
+) -> Result<Appended, EventStoreError> {
+    let backend = c.get_database_backend();
+    if backend == DatabaseBackend::Postgres {
+        c.execute(Statement::from_string(
+            backend,
+            format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"),
+        ))
+        .await?;
+    }
+    let actual = stream_version(c, stream_id).await?;
+    if actual != expected.version() {
+        return Err(EventStoreError::Conflict {
+            stream: stream_id.to_string(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    let now = crate::types::time::now();
+    if events.is_empty() {
+        return Ok(Appended {
+            version: actual,
+            position: 0,
+            recorded_at: now,
+        });
+    }
+    let mut log_seq = if events.iter().any(|e| e.published) {
+        last_log_seq(c).await?
+    } else {
+        0
+    };
+    let meta =
+        serde_json::to_string(metadata).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+    let mut insert = Query::insert();
+    insert.into_table(Alias::new("es_events")).columns([
+        Alias::new("event_id"),
+        Alias::new("stream_id"),
+        Alias::new("version"),
+        Alias::new("event_type"),
+        Alias::new("schema_version"),
+        Alias::new("payload"),
+        Alias::new("metadata"),
+        Alias::new("recorded_at"),
+        Alias::new("log_seq"),
+    ]);
+    for (i, e) in events.iter().enumerate() {
+        let seq = if e.published {
+            log_seq += 1;
+            Some(log_seq)
+        } else {
+            None
+        };
+        insert
+            .values([
+                uuid::Uuid::new_v4().to_string().into(),
+                stream_id.into(),
+                (actual + 1 + i as i64).into(),
+                e.event_type.clone().into(),
+                e.schema_version.into(),
+                e.payload.to_string().into(),
+                meta.clone().into(),
+                now.into(),
+                seq.into(),
+            ])
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+    }
+    insert.returning_col(Alias::new("position"));
+    let (sql, values) = match backend {
+        DatabaseBackend::Postgres => insert.build(PostgresQueryBuilder),
+        _ => insert.build(SqliteQueryBuilder),
+    };
+    let rows = match c
+        .query_all(Statement::from_sql_and_values(backend, sql, values))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e)
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            return Err(EventStoreError::Conflict {
+                stream: stream_id.to_string(),
+                expected: expected.to_string(),
+                actual: actual + 1,
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut position = 0;
+    for r in rows {
+        position = position.max(r.try_get_by_index::<i64>(0)?);
+    }
+    Ok(Appended {
+        version: actual + events.len() as i64,
+        position,
+        recorded_at: now,
+    })
+}

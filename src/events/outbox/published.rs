@@ -1,0 +1,106 @@
+//! The outbox of an event-sourced service is its event store: the events it appended as
+//! published, in their log sequence (`data::event_store`), mapped to the public envelopes other
+//! services know. Consumers see the same envelopes, sequences and event ids as from a table
+//! outbox.
+
+use prost::Message;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::data::event_store::{self, entity, StoredEvent, Upcasters};
+use crate::proto::common::v1::TraceContext;
+use crate::proto::events::v1 as pb;
+use crate::proto::events::v1::event_envelope::Payload;
+
+/// The type of an event moved from a table outbox into the store: its payload is
+/// `{"envelope": <base64 of the stored EventEnvelope>}`, served as it was (same event id).
+pub const OUTBOX_ENVELOPE: &str = "OutboxEnvelope";
+
+/// How a service's stored events look to other services.
+pub trait PublicEvents: Send + Sync {
+    /// Reads the service's stored events (their current shapes).
+    fn upcasters(&self) -> &Upcasters;
+
+    /// The aggregate type of the envelope (e.g. `order`).
+    fn aggregate_type(&self) -> &'static str;
+
+    /// The public payload of a published event.
+    fn payload(&self, event: &StoredEvent) -> Result<Payload, String>;
+}
+
+/// The envelope of a published stored event.
+pub fn envelope(
+    public: &dyn PublicEvents,
+    producer: &str,
+    e: &StoredEvent,
+) -> Result<pb::EventEnvelope, String> {
+    Ok(pb::EventEnvelope {
+        event_id: e.event_id.clone(),
+        aggregate_type: public.aggregate_type().to_string(),
+        aggregate_id: e.stream_id.clone(),
+        sequence: e.log_seq.unwrap_or(0) as u64,
+        occurred_at: Some(crate::types::time::to_proto(e.recorded_at)),
+        trace_context: Some(TraceContext {
+            traceparent: e.metadata.traceparent.clone(),
+            tracestate: e.metadata.tracestate.clone(),
+            baggage: String::new(),
+        }),
+        producer: producer.to_string(),
+        payload: Some(public.payload(e)?),
+    })
+}
+
+/// Up to `limit` published events from log sequence `from` on, of `types` (all when empty),
+/// as envelopes.
+pub async fn read<C: ConnectionTrait>(
+    c: &C,
+    public: &dyn PublicEvents,
+    producer: &str,
+    from: i64,
+    limit: u64,
+    types: &[String],
+) -> Result<Vec<pb::EventEnvelope>, event_store::EventStoreError> {
+    let mut q = entity::Entity::find()
+        .filter(entity::Column::LogSeq.gte(from))
+        .order_by_asc(entity::Column::LogSeq)
+        .limit(limit);
+    if !types.is_empty() {
+        q = q.filter(entity::Column::EventType.is_in(types.iter().cloned()));
+    }
+    let mut out = Vec::new();
+    for row in q.all(c).await? {
+        let position = row.position;
+        if row.event_type == OUTBOX_ENVELOPE {
+            out.push(
+                moved_envelope(&row).map_err(|message| event_store::EventStoreError::Corrupt {
+                    position,
+                    message,
+                })?,
+            );
+            continue;
+        }
+        let e = event_store::decode(row, public.upcasters())?;
+        out.push(
+            envelope(public, producer, &e)
+                .map_err(|message| event_store::EventStoreError::Corrupt { position, message })?,
+        );
+    }
+    Ok(out)
+}
+
+/// The envelope kept by an `OUTBOX_ENVELOPE` row, with the row's log sequence.
+fn moved_envelope(row: &entity::Model) -> Result<pb::EventEnvelope, String> {
+    use base64::Engine;
+    let v: serde_json::Value = serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+    let b64 = v["envelope"].as_str().ok_or("envelope missing")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| e.to_string())?;
+    let mut e = pb::EventEnvelope::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+    e.sequence = row.log_seq.unwrap_or(0) as u64;
+    Ok(e)
+}
+
+/// The encoded size of an envelope, for the relay's outgoing messages.
+pub(super) fn encode(e: &pb::EventEnvelope) -> Vec<u8> {
+    e.encode_to_vec()
+}
