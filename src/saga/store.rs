@@ -45,10 +45,10 @@ where
         Ok(events)
     }
 
-    /// Starts an instance in a stream of its own (`c` may be the transaction of its subject).
-    pub async fn start_in<C: ConnectionTrait>(
+    /// Starts an instance in a stream of its own, in `txn` (the transaction of its subject).
+    pub async fn start_in(
         &self,
-        c: &C,
+        txn: &sea_orm::DatabaseTransaction,
         saga_id: &str,
         data: &D,
     ) -> Result<(), SagaError> {
@@ -59,7 +59,7 @@ where
             .collect();
         let stream = (self.stream_of)(saga_id);
         event_store::append(
-            c,
+            txn,
             &stream,
             Expected::NoStream,
             &events,

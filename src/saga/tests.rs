@@ -101,6 +101,12 @@ fn saga(behaviours: &[(&'static str, Behaviour)], log: &Arc<Mutex<Vec<String>>>)
     }
 }
 
+async fn start(db: &DatabaseConnection, s: &Saga<Data>, id: &str) {
+    let txn = sea_orm::TransactionTrait::begin(db).await.unwrap();
+    s.start_in(&txn, id, &Data::default()).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
 async fn db() -> DatabaseConnection {
     crate::data::db::connect_and_migrate::<TestMigrator>("sqlite::memory:")
         .await
@@ -120,7 +126,7 @@ async fn a_rejected_step_compensates_in_reverse() {
         ],
         &log,
     );
-    s.start_in(&db, "s1", &Data::default()).await.unwrap();
+    start(&db, &s, "s1").await;
     let out = s.run_new(&db, "s1").await.unwrap();
     assert_eq!(
         out,
@@ -172,14 +178,15 @@ async fn a_resumed_saga_continues_where_it_stopped() {
         &[("a", Behaviour::Succeed), ("b", Behaviour::Succeed)],
         &log,
     );
-    s.start_in(&db, "s2", &Data::default()).await.unwrap();
+    start(&db, &s, "s2").await;
     // As if the process died after step a succeeded: its success is recorded, b not started.
     let done = SagaEvent::SagaStepSucceeded {
         step: 0,
         data: r#"{"done":["a"]}"#.into(),
     };
+    let txn = sea_orm::TransactionTrait::begin(&db).await.unwrap();
     crate::data::event_store::append(
-        &db,
+        &txn,
         "s2",
         crate::data::event_store::Expected::Exact(2),
         &[done.to_new()],
@@ -187,6 +194,7 @@ async fn a_resumed_saga_continues_where_it_stopped() {
     )
     .await
     .unwrap();
+    txn.commit().await.unwrap();
     assert_eq!(s.unfinished(&db).await.unwrap(), ["s2"]);
     assert_eq!(s.run(&db, "s2").await.unwrap(), Outcome::Completed);
     assert_eq!(log.lock().unwrap().clone(), ["do s2/b"]);
@@ -201,7 +209,7 @@ async fn a_step_that_stays_unavailable_is_retried_for_its_budget_then_turns_back
     let db = db().await;
     let log = Arc::new(Mutex::new(Vec::new()));
     let s = saga(&[("a", Behaviour::Succeed), ("b", Behaviour::Down)], &log);
-    s.start_in(&db, "s3", &Data::default()).await.unwrap();
+    start(&db, &s, "s3").await;
     let started = std::time::Instant::now();
     let out = s.run_new(&db, "s3").await.unwrap();
     assert!(

@@ -1,6 +1,7 @@
 //! The runtime crate's integration tests, one binary (one link) for all of them; each module
 //! is one concern.
 
+mod event_store;
 mod health_port;
 mod listeners;
 mod mesh_transport;

@@ -43,13 +43,13 @@ fn admin_url() -> String {
 }
 
 /// A fresh database, dropped when the test ends.
-struct FreshDatabase {
-    name: String,
-    url: String,
+pub(crate) struct FreshDatabase {
+    pub(crate) name: String,
+    pub(crate) url: String,
 }
 
 impl FreshDatabase {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let admin = Database::connect(&admin_url())
             .await
             .expect("PostgreSQL is needed for this test");
@@ -67,7 +67,7 @@ impl FreshDatabase {
         }
     }
 
-    async fn drop_it(self) {
+    pub(crate) async fn drop_it(self) {
         let admin = Database::connect(&admin_url()).await.unwrap();
         let _ = admin
             .execute_unprepared(&format!(

@@ -1,7 +1,7 @@
 //! Appending to a stream with optimistic concurrency, positions in commit order.
 
 use sea_orm::sea_query::{Alias, PostgresQueryBuilder, Query, SqliteQueryBuilder};
-use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement};
 
 use super::{EventStoreError, Metadata, NewEvent};
 
@@ -86,7 +86,32 @@ pub async fn last_log_seq<C: ConnectionTrait>(c: &C) -> Result<i64, sea_orm::DbE
 /// A stream at another version is a `Conflict`; so is a concurrent append that wins the race
 /// for the same versions (the unique (stream, version) key refuses ours). Either way the
 /// caller's transaction is no good any more: it rolls back and the command is decided again.
-pub async fn append<C: ConnectionTrait>(
+///
+/// It takes a transaction, not a connection: on PostgreSQL the lock that orders positions
+/// lives as long as the transaction, and a statement on its own would let it go before the
+/// events are written.
+pub async fn append(
+    txn: &DatabaseTransaction,
+    stream_id: &str,
+    expected: Expected,
+    events: &[NewEvent],
+    metadata: &Metadata,
+) -> Result<Appended, EventStoreError> {
+    let backend = txn.get_database_backend();
+    if backend == DatabaseBackend::Postgres {
+        txn.execute(Statement::from_string(
+            backend,
+            format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"),
+        ))
+        .await?;
+    }
+    append_exclusive(txn, stream_id, expected, events, metadata).await
+}
+
+/// `append` without taking the append lock: only for a caller that knows nothing else
+/// appends meanwhile (a migration, which runs before the service serves, under the migration
+/// lock).
+pub async fn append_exclusive<C: ConnectionTrait>(
     c: &C,
     stream_id: &str,
     expected: Expected,
@@ -94,13 +119,6 @@ pub async fn append<C: ConnectionTrait>(
     metadata: &Metadata,
 ) -> Result<Appended, EventStoreError> {
     let backend = c.get_database_backend();
-    if backend == DatabaseBackend::Postgres {
-        c.execute(Statement::from_string(
-            backend,
-            format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"),
-        ))
-        .await?;
-    }
     let actual = stream_version(c, stream_id).await?;
     if actual != expected.version() {
         return Err(EventStoreError::Conflict {

@@ -30,7 +30,9 @@ mod read;
 pub mod snapshot;
 mod upcast;
 
-pub use append::{append, last_log_seq, stream_version, Appended, Expected, APPEND_LOCK};
+pub use append::{
+    append, append_exclusive, last_log_seq, stream_version, Appended, Expected, APPEND_LOCK,
+};
 pub use migration::Migration;
 pub use read::{head_position, read_all, read_stream, stream_exists, StreamBounds};
 pub use upcast::Upcasters;

@@ -224,7 +224,7 @@ pub async fn import<C: ConnectionTrait>(c: &C) -> Result<usize, DbErr> {
             causation_id: "import".into(),
             ..Metadata::default()
         };
-        event_store::append(c, &row.order_id, Expected::NoStream, &events, &meta)
+        event_store::append_exclusive(c, &row.order_id, Expected::NoStream, &events, &meta)
             .await
             .map_err(custom)?;
         moved += 1;

@@ -111,8 +111,8 @@ pub async fn get<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<Order>
 /// Appends `new` to the stream of `order` (at its version; a new stream when `None`) and
 /// returns the order after them, snapshotting it when its stream crossed a multiple of the
 /// writer's interval.
-pub async fn append<C: ConnectionTrait>(
-    c: &C,
+pub async fn append(
+    c: &sea_orm::DatabaseTransaction,
     w: Writer,
     order_id: &str,
     order: Option<&Order>,
@@ -155,8 +155,8 @@ pub async fn append<C: ConnectionTrait>(
 /// `reason`. Returns the order, whether it changed (a move to the status it has is a no-op)
 /// and the position written (0 when nothing was). Losing a race with another writer re-reads
 /// and decides again, so the machine is checked against the order as it really is.
-pub async fn transition_from<C: ConnectionTrait>(
-    c: &C,
+pub async fn transition_from(
+    c: &sea_orm::DatabaseTransaction,
     w: Writer,
     order_id: &OrderId,
     to: OrderStatus,
