@@ -34,7 +34,10 @@ pub trait Projection: Send + Sync {
     /// The tables it writes (live names).
     fn tables(&self) -> &'static [&'static str];
 
-    /// Creates its tables, each named with `suffix` appended, when missing.
+    /// Its indexes (live names); those of the shadow tables have `SHADOW` appended.
+    fn indexes(&self) -> &'static [&'static str];
+
+    /// Creates its tables and indexes, each named with `suffix` appended, when missing.
     async fn create(&self, c: &DatabaseTransaction, suffix: &str) -> Result<(), sea_orm::DbErr>;
 
     /// Applies `event` to the tables named with `suffix`. An error stops the projection at
@@ -351,6 +354,12 @@ impl Projector {
                 .await
                 .map_err(db)?;
         }
+        // A swapped-in shadow kept its index names; the live ones are made again at the swap.
+        for i in p.indexes() {
+            txn.execute_unprepared(&format!("DROP INDEX IF EXISTS {i}{SHADOW}"))
+                .await
+                .map_err(db)?;
+        }
         p.create(&txn, SHADOW).await.map_err(db)?;
         checkpoint::remove(&txn, &shadow_ckpt).await.map_err(db)?;
         txn.commit().await.map_err(db)?;
@@ -391,6 +400,7 @@ impl Projector {
                 .await
                 .map_err(db)?;
         }
+        p.create(&txn, "").await.map_err(db)?;
         checkpoint::save(&txn, name, at).await.map_err(db)?;
         checkpoint::remove(&txn, &shadow_ckpt).await.map_err(db)?;
         txn.commit().await.map_err(db)?;

@@ -36,6 +36,13 @@ impl Projection for Stats {
         &[ORDERS, LINES]
     }
 
+    fn indexes(&self) -> &'static [&'static str] {
+        &[
+            "idx_order_stats_orders_placed",
+            "idx_order_stats_lines_placed",
+        ]
+    }
+
     async fn create(&self, c: &DatabaseTransaction, suffix: &str) -> Result<(), sea_orm::DbErr> {
         use ordermesh::data::schema::{big, int, text, timestamp};
         let b = c.get_database_backend();
@@ -58,7 +65,7 @@ impl Projection for Stats {
         c.execute(
             b.build(
                 Index::create()
-                    .name(format!("idx_{ORDERS}{suffix}_placed"))
+                    .name(format!("idx_{ORDERS}_placed{suffix}"))
                     .table(t(ORDERS, suffix))
                     .col(a("placed_at"))
                     .if_not_exists(),
@@ -84,7 +91,7 @@ impl Projection for Stats {
         c.execute(
             b.build(
                 Index::create()
-                    .name(format!("idx_{LINES}{suffix}_placed"))
+                    .name(format!("idx_{LINES}_placed{suffix}"))
                     .table(t(LINES, suffix))
                     .col(a("placed_at"))
                     .if_not_exists(),

@@ -61,6 +61,13 @@ impl Projection for Summaries {
         &[NAME]
     }
 
+    fn indexes(&self) -> &'static [&'static str] {
+        &[
+            "idx_order_summaries_created",
+            "idx_order_summaries_customer",
+        ]
+    }
+
     async fn create(&self, c: &DatabaseTransaction, suffix: &str) -> Result<(), sea_orm::DbErr> {
         use ordermesh::data::schema::{big, text, timestamp};
         let b = c.get_database_backend();
@@ -85,7 +92,7 @@ impl Projection for Summaries {
             ("customer", vec!["customer_id", "created_at"]),
         ] {
             let mut idx = Index::create();
-            idx.name(format!("idx_{NAME}{suffix}_{name}"))
+            idx.name(format!("idx_{NAME}_{name}{suffix}"))
                 .table(t(suffix))
                 .if_not_exists();
             for col in cols {

@@ -16,6 +16,7 @@ use ordermesh::types::ids::OrderId;
 use tonic::transport::Channel;
 use tonic::Code;
 
+mod history;
 mod placing;
 mod status;
 mod watching;
