@@ -309,3 +309,114 @@ impl Order {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(version: i64, e: &NewEvent) -> StoredEvent {
+        StoredEvent {
+            position: version,
+            event_id: format!("e{version}"),
+            stream_id: "ord_1".into(),
+            version,
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            payload: e.payload.clone(),
+            metadata: Default::default(),
+            recorded_at: chrono::DateTime::from_timestamp(1_700_000_000 + version, 0).unwrap(),
+            log_seq: None,
+        }
+    }
+
+    fn placed() -> OrderEvent {
+        OrderEvent::OrderPlaced {
+            customer_id: "cust-1".into(),
+            currency: "USD".into(),
+            total_minor: 500,
+            lines: vec![LineData {
+                sku: "A".into(),
+                quantity: 5,
+                unit_price_minor: 100,
+                line_total_minor: 500,
+            }],
+            address: AddressData::default(),
+            card_token: "tok_visa".into(),
+        }
+    }
+
+    /// Given these events, the order they fold into.
+    fn given(events: &[OrderEvent]) -> Order {
+        let stored: Vec<_> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| stored(i as i64 + 1, &e.to_new()))
+            .collect();
+        Order::fold(None, &stored).unwrap().unwrap()
+    }
+
+    #[test]
+    fn given_events_when_command_then_event_or_refusal() {
+        use OrderStatus::*;
+        let pending = given(&[placed()]);
+        assert_eq!(
+            pending.decide_move(Confirmed, "", None).unwrap(),
+            Some(OrderEvent::OrderConfirmed {})
+        );
+        // Cancelling through the saga is only from PENDING.
+        let confirmed = given(&[placed(), OrderEvent::OrderConfirmed {}]);
+        assert_eq!(confirmed.version, 2);
+        let refused = confirmed
+            .decide_move(Cancelled, "late", Some(&[Pending]))
+            .unwrap_err();
+        assert!(refused.to_string().contains("is CONFIRMED"), "{refused}");
+        // A repeat changes nothing; a final order refuses everything else.
+        assert_eq!(confirmed.decide_move(Confirmed, "", None).unwrap(), None);
+        let rejected = given(&[
+            placed(),
+            OrderEvent::OrderRejected {
+                reason: "no".into(),
+            },
+        ]);
+        assert_eq!(rejected.status_reason, "no");
+        assert!(rejected.decide_move(Shipped, "", None).is_err());
+        assert!(pending.decide_move(Pending, "", None).unwrap().is_none());
+    }
+
+    #[test]
+    fn events_before_placement_or_twice_placed_do_not_fold() {
+        let confirm = stored(1, &OrderEvent::OrderConfirmed {}.to_new());
+        assert!(Order::fold(None, [&confirm]).is_err());
+        let p = stored(1, &placed().to_new());
+        let again = stored(2, &placed().to_new());
+        assert!(Order::fold(None, [&p, &again]).is_err());
+    }
+
+    /// Golden: an `OrderPlaced` as version 1 stored it (no line totals, no order total) reads
+    /// as the current shape.
+    #[test]
+    fn a_stored_version_1_order_placed_reads_as_version_2() {
+        let v1 = serde_json::json!({
+            "customer_id": "cust-1",
+            "currency": "EUR",
+            "lines": [
+                {"sku": "A", "quantity": 3, "unit_price_minor": 250},
+                {"sku": "B", "quantity": 1, "unit_price_minor": 1000}
+            ],
+            "address": {"recipient": "R", "street": "S", "city": "C", "postal_code": "P", "country_code": "DE"},
+            "card_token": "tok_visa"
+        });
+        let (version, now) = upcasters().upcast("OrderPlaced", 1, v1).unwrap();
+        assert_eq!(version, 2);
+        let mut e = stored(1, &NewEvent::new("OrderPlaced", 2, now));
+        e.schema_version = 2;
+        let o = Order::fold(None, [&e]).unwrap().unwrap();
+        assert_eq!(o.total_minor, 1750);
+        assert_eq!(o.lines[0].line_total_minor, 750);
+        assert_eq!(o.address.country_code, "DE");
+        // A version 1 line without a price is refused, naming what is missing.
+        let bad = serde_json::json!({"lines": [{"sku": "A", "quantity": 1}]});
+        let err = upcasters().upcast("OrderPlaced", 1, bad).unwrap_err();
+        assert!(err.contains("unit_price_minor"), "{err}");
+    }
+}

@@ -89,7 +89,7 @@ async fn an_order_is_its_events_and_can_be_read_as_it_was(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(status(&v2), pb::OrderStatus::Confirmed);
-    let at = events[1].record_time.clone();
+    let at = events[1].record_time;
     let then = get_as_of(&mut h.client, &o.order_id, 0, at).await.unwrap();
     assert_eq!(status(&then), pb::OrderStatus::Confirmed);
     let now = get_as_of(&mut h.client, &o.order_id, 0, None)

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 mod history;
+mod import;
 mod placing;
 mod status;
 mod watching;
