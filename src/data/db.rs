@@ -28,11 +28,20 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 }
             }
         }
-        opts.max_connections(1).min_connections(1);
+        // The one connection is kept (a year, not sqlx's 10-30 minutes), so the commit counter
+        // set on it below keeps counting.
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        opts.max_connections(1)
+            .min_connections(1)
+            .idle_timeout(YEAR)
+            .max_lifetime(YEAR);
     } else {
         opts.max_connections(16).min_connections(1);
     }
     let mut db = Database::connect(opts).await?;
+    if let Some(path) = sqlite_path(url) {
+        count_sqlite_commits(&db, path).await?;
+    }
     crate::telemetry::db::instrument(&mut db);
     Ok(db)
 }
@@ -75,7 +84,30 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     Ok(db)
 }
 
-fn sqlite_path(url: &str) -> Option<String> {
+/// Counts the commits of a SQLite database's connection in `db_commits_total{database}`
+/// (SQLite has no statistics view; PostgreSQL's `pg_stat_database.xact_commit` counts them
+/// there). Every commit is one durable write of the file, so this is what a benchmark divides
+/// by.
+async fn count_sqlite_commits(db: &DatabaseConnection, path: String) -> Result<(), DbErr> {
+    let counter = crate::telemetry::metrics::DB_COMMITS.with_label_values(&[&path]);
+    let mut conn = db
+        .get_sqlite_connection_pool()
+        .acquire()
+        .await
+        .map_err(|e| DbErr::Custom(format!("sqlite connection: {e}")))?;
+    let mut handle = conn
+        .lock_handle()
+        .await
+        .map_err(|e| DbErr::Custom(format!("sqlite connection: {e}")))?;
+    handle.set_commit_hook(move || {
+        counter.inc();
+        true
+    });
+    Ok(())
+}
+
+/// The file of a `sqlite:` URL (none for an in-memory database).
+pub fn sqlite_path(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

@@ -81,11 +81,9 @@ impl std::fmt::Display for Failure {
 #[derive(Debug)]
 pub enum Pass {
     /// Applied this many events; the checkpoint is now at `position`.
-    Applied {
-        events: usize,
-        position: i64,
-    },
-    Failed(Failure),
+    Applied { events: usize, position: i64 },
+    /// Applied the events before `failure`'s, up to `position`, and stopped there.
+    Failed { failure: Failure, position: i64 },
 }
 
 struct Entry {
@@ -160,18 +158,45 @@ impl Projector {
             .and_then(|e| e.failure.lock().ok().and_then(|f| f.clone()))
     }
 
-    /// One batch of `projection` into the tables with `suffix`, from checkpoint `ckpt`.
+    /// One batch of `projection` into the tables with `suffix`, from checkpoint `ckpt`. The
+    /// events before one it cannot apply are applied and kept; the checkpoint stops there.
     async fn pass(
         &self,
         projection: &dyn Projection,
         suffix: &str,
         ckpt: &str,
     ) -> Result<Pass, sea_orm::DbErr> {
+        match self.pass_until(projection, suffix, ckpt, None).await? {
+            Pass::Failed { failure, .. } => {
+                // Keep what came before the event (a new transaction: the failed one may have
+                // written part of it).
+                let position = match self
+                    .pass_until(projection, suffix, ckpt, Some(failure.position - 1))
+                    .await?
+                {
+                    Pass::Applied { position, .. } | Pass::Failed { position, .. } => position,
+                };
+                Ok(Pass::Failed { failure, position })
+            }
+            applied => Ok(applied),
+        }
+    }
+
+    async fn pass_until(
+        &self,
+        projection: &dyn Projection,
+        suffix: &str,
+        ckpt: &str,
+        until: Option<i64>,
+    ) -> Result<Pass, sea_orm::DbErr> {
         let txn = self.db.begin().await?;
         let from = checkpoint::load(&txn, ckpt).await?;
-        let events = event_store::read_all(&txn, from, self.batch, &[], &self.up)
+        let mut events = event_store::read_all(&txn, from, self.batch, &[], &self.up)
             .await
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        if let Some(until) = until {
+            events.retain(|e| e.position <= until);
+        }
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(Pass::Applied {
                 events: 0,
@@ -183,11 +208,14 @@ impl Projector {
                 Ok(()) => {}
                 Err(ProjectionError::Db(db)) => return Err(db),
                 Err(ProjectionError::Event(message)) => {
-                    return Ok(Pass::Failed(Failure {
-                        event_id: e.event_id.clone(),
-                        position: e.position,
-                        message,
-                    }))
+                    return Ok(Pass::Failed {
+                        failure: Failure {
+                            event_id: e.event_id.clone(),
+                            position: e.position,
+                            message,
+                        },
+                        position: from,
+                    })
                 }
             }
         }
@@ -223,7 +251,7 @@ impl Projector {
                         return Ok(pass);
                     }
                 }
-                Pass::Failed(failure) => {
+                Pass::Failed { failure, position } => {
                     if let Ok(mut f) = entry.failure.lock() {
                         if f.as_ref() != Some(failure) {
                             tracing::error!(
@@ -236,6 +264,11 @@ impl Projector {
                         }
                         *f = Some(failure.clone());
                     }
+                    // After the failure is recorded, so a reader woken by the move sees why it
+                    // stopped there.
+                    entry
+                        .position
+                        .send_if_modified(|p| std::mem::replace(p, *position) != *position);
                     crate::telemetry::metrics::projection_failed(name, true);
                     return Ok(pass);
                 }
@@ -251,7 +284,7 @@ impl Projector {
             let mut wait = Duration::from_millis(250);
             for name in self.names() {
                 match self.catch_up(name).await {
-                    Ok(Pass::Failed(_)) => wait = wait.max(backoff.next_wait()),
+                    Ok(Pass::Failed { .. }) => wait = wait.max(backoff.next_wait()),
                     Ok(Pass::Applied { .. }) => {}
                     Err(e) => {
                         tracing::warn!(projection = name, error = %e, "projection pass failed; retrying");
@@ -315,8 +348,12 @@ impl Projector {
                         return Err(format!("the {name} read model {f}"));
                     }
                 }
-                if rx.changed().await.is_err() {
-                    return Err("the projector stopped".to_string());
+                // A failure is also looked for every 100 ms (it need not move the position).
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        return Err("the projector stopped".to_string());
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
         })
@@ -384,7 +421,7 @@ impl Projector {
                         break;
                     }
                 }
-                Pass::Failed(f) => return Err(format!("rebuild of {name} {f}")),
+                Pass::Failed { failure, .. } => return Err(format!("rebuild of {name} {failure}")),
             }
         }
         // Swap: the shadow tables take the live names, and the live checkpoint moves to the

@@ -121,6 +121,11 @@ metric!(DB_POOL: GaugeVec = register_gauge_vec!(
     "Database pool connections by state (idle, in_use), and the pool's maximum (max).",
     &["state"]
 ));
+metric!(DB_COMMITS: IntCounterVec = register_int_counter_vec!(
+    "db_commits_total",
+    "Transactions committed on a SQLite database file, by file.",
+    &["database"]
+));
 metric!(OUTBOX_BACKLOG: IntGaugeVec = register_int_gauge_vec!(
     "outbox_backlog_events",
     "Events written to the outbox that the relay has not delivered yet.",

@@ -271,11 +271,12 @@ async fn shoppers(
 }
 
 /// Where an order's cost goes: statements by kind (all services, from this process's
-/// `db_client_operation_duration_seconds`), and on PostgreSQL the commits of each service's
-/// database (`pg_stat_database`) and how often a backend waits on a lock.
+/// `db_client_operation_duration_seconds`), the commits of each service's database, counted
+/// (`pg_stat_database.xact_commit` on PostgreSQL, `db_commits_total` from SQLite's commit hook),
+/// and on PostgreSQL how often a backend waits on a lock.
 struct Cost {
     system: &'static str,
-    /// (service, database name) on PostgreSQL.
+    /// (service, database name on PostgreSQL or file on SQLite).
     databases: Vec<(&'static str, String)>,
     admin: Option<sea_orm::DatabaseConnection>,
 }
@@ -304,9 +305,12 @@ impl Snapshot {
             .map(|((_, a), (_, b))| a - b)
             .sum();
         parts.push(format!("= {:.1} statements", total as f64 / n));
+        let mut all = 0;
         for ((svc, a), (_, b)) in self.commits.iter().zip(&before.commits) {
             parts.push(format!("{svc} {:.1} commits", (a - b) as f64 / n));
+            all += a - b;
         }
+        parts.push(format!("= {:.1} commits per placed order", all as f64 / n));
         parts.join(", ")
     }
 }
@@ -327,14 +331,22 @@ impl Sampler {
 impl Cost {
     async fn new(dbs: &[TestDatabase]) -> anyhow::Result<Self> {
         let pg = dbs.first().is_some_and(|d| d.backend == Backend::Postgres);
+        let services = ["inventory", "payment", "shipping", "order"];
         if !pg {
+            let databases = services
+                .iter()
+                .zip(dbs)
+                .map(|(svc, d)| {
+                    let path = ordermesh::data::db::sqlite_path(&d.url).unwrap_or_default();
+                    (*svc, path)
+                })
+                .collect();
             return Ok(Self {
                 system: "sqlite",
-                databases: vec![],
+                databases,
                 admin: None,
             });
         }
-        let services = ["inventory", "payment", "shipping", "order"];
         let databases = services
             .iter()
             .zip(dbs)
@@ -360,6 +372,14 @@ impl Cost {
             })
             .collect();
         let mut commits = Vec::new();
+        if self.admin.is_none() {
+            for (svc, path) in &self.databases {
+                let n = ordermesh::telemetry::metrics::DB_COMMITS
+                    .with_label_values(&[path.as_str()])
+                    .get();
+                commits.push((*svc, n as i64));
+            }
+        }
         if let Some(admin) = &self.admin {
             // Backends report their counts when idle, at most once a second.
             tokio::time::sleep(Duration::from_millis(1200)).await;

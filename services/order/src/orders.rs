@@ -162,6 +162,11 @@ impl Orders {
         }
     }
 
+    /// The database orders are kept in.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
     /// The read models' projector.
     pub fn projector(&self) -> &Projector {
         &self.projector

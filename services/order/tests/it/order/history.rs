@@ -393,7 +393,64 @@ async fn a_rebuilt_projection_equals_the_live_one(backend: Backend) {
     assert!(e.contains("order_stats, order_summaries"), "{e}");
 }
 
+/// An event the summaries cannot apply (a malformed `OrderPlaced`) stops that projection
+/// there: reads that need it say so, naming the event; reads of what came before, and the
+/// write model, go on.
+async fn a_projection_stops_at_an_event_it_cannot_apply(backend: Backend) {
+    use ordermesh::data::event_store::{self as es, Expected, Metadata, NewEvent};
+    use sea_orm::TransactionTrait;
+    let mut h = start(backend).await;
+    let good = h
+        .client
+        .place_order(place_req("cust-f", "f1", vec![line("SKU-1", 1, 100)]))
+        .await
+        .unwrap()
+        .into_inner();
+    let db = h.api.orders().db().clone();
+    let txn = db.begin().await.unwrap();
+    let bad = NewEvent::new("OrderPlaced", 2, serde_json::json!({ "customer": 7 }));
+    es::append(
+        &txn,
+        "ord_broken",
+        Expected::NoStream,
+        &[bad],
+        &Metadata::default(),
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    let events = es::read_all(&db, 0, 100, &[], &order_service::aggregate::upcasters())
+        .await
+        .unwrap();
+    let broken = events.iter().find(|e| e.stream_id == "ord_broken").unwrap();
+    let e = h
+        .client
+        .list_orders(pb::ListOrdersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains(&broken.event_id), "{}", e.message());
+    let failed = ordermesh::telemetry::metrics::PROJECTION_FAILED
+        .with_label_values(&["order_summaries"])
+        .get();
+    assert_eq!(failed, 1);
+    // What came before the bad event is served; the order itself is fine.
+    let before = h
+        .client
+        .list_orders(pb::ListOrdersRequest {
+            min_position: good.position,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.orders.len(), 1);
+    let order_id = good.order.unwrap().order_id;
+    assert!(get_as_of(&mut h.client, &order_id, 0, None).await.is_ok());
+}
+
 ordermesh::backend_tests!(
+    a_projection_stops_at_an_event_it_cannot_apply,
     an_order_is_its_events_and_can_be_read_as_it_was,
     replaying_every_stream_rebuilds_what_the_service_holds,
     concurrent_commands_on_one_order_have_one_winner_per_version,
