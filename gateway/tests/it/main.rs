@@ -5,6 +5,7 @@ mod conformance;
 mod edge;
 mod fuzz;
 mod helpers;
+mod history;
 mod mesh;
 mod metrics;
 mod otel;
