@@ -48,6 +48,7 @@ pub struct ServiceHost {
     pub outbox: Outbox,
     drain: Drain,
     tasks: Vec<BoxFuture<'static, ()>>,
+    details: Vec<(String, crate::transport::server::Readiness)>,
 }
 
 impl ServiceHost {
@@ -64,12 +65,23 @@ impl ServiceHost {
             outbox,
             drain: Drain::new(),
             tasks: Vec::new(),
+            details: Vec::new(),
         })
     }
 
     /// The drain that starts when the server shuts down: streams and tasks watch it.
     pub fn drain(&self) -> Drain {
         self.drain.clone()
+    }
+
+    /// Reports `check` under the health name `name` next to the service's own status
+    /// (`transport::server::MeshServer::health_detail`).
+    pub fn health_detail(
+        &mut self,
+        name: impl Into<String>,
+        check: crate::transport::server::Readiness,
+    ) {
+        self.details.push((name.into(), check));
     }
 
     /// Runs `task` while the service serves; it is stopped when serving ends.
@@ -146,8 +158,12 @@ impl ServiceHost {
         let log = EventLogServiceServer::new(self.outbox.log_service(self.drain.clone()));
         let mut names = grpc_names.to_vec();
         names.push(EVENT_LOG_SERVICE);
-        let result = MeshServer::new(self.config.server(), routes.add_service(log), &names)
-            .readiness(crate::data::db::readiness(self.db.clone()))
+        let mut server = MeshServer::new(self.config.server(), routes.add_service(log), &names)
+            .readiness(crate::data::db::readiness(self.db.clone()));
+        for (name, check) in std::mem::take(&mut self.details) {
+            server = server.health_detail(name, check);
+        }
+        let result = server
             .drain(self.drain.clone())
             .serve(listener, shutdown)
             .await;

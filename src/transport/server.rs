@@ -66,6 +66,9 @@ pub struct MeshServer {
     grpc_names: Vec<&'static str>,
     routes: Routes,
     readiness: Option<Readiness>,
+    /// Extra health names with their own checks (parts of a service that can be unwell while
+    /// it serves, e.g. a read model stopped at an event); they do not change its readiness.
+    details: Vec<(String, Readiness)>,
     grace: Duration,
     drain: Drain,
     health_interval: Duration,
@@ -85,6 +88,7 @@ impl MeshServer {
             grpc_names: grpc_names.to_vec(),
             routes,
             readiness: None,
+            details: Vec::new(),
             grace: settings.grace,
             drain: Drain::new(),
             health_interval: Duration::from_secs(1),
@@ -117,6 +121,13 @@ impl MeshServer {
         self
     }
 
+    /// Reports `check` under the health name `name` (SERVING or NOT_SERVING, polled with
+    /// readiness), without changing the service's own status.
+    pub fn health_detail(mut self, name: impl Into<String>, check: Readiness) -> Self {
+        self.details.push((name.into(), check));
+        self
+    }
+
     /// Streams that watch this drain end when the server starts shutting down.
     pub fn drain(mut self, drain: Drain) -> Self {
         self.drain = drain;
@@ -131,7 +142,7 @@ impl MeshServer {
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, reports
     /// NOT_SERVING, ends watched streams and waits up to the grace period for calls in flight.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
@@ -161,6 +172,28 @@ impl MeshServer {
         reporter
             .set_service_status(LIVENESS, ServingStatus::Serving)
             .await;
+        if !self.details.is_empty() {
+            let reporter = reporter.clone();
+            let details = std::mem::take(&mut self.details);
+            let drain = self.drain.clone();
+            let every = self.health_interval;
+            tokio::spawn(async move {
+                loop {
+                    for (name, check) in &details {
+                        let status = if check().await {
+                            ServingStatus::Serving
+                        } else {
+                            ServingStatus::NotServing
+                        };
+                        reporter.set_service_status(name, status).await;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = drain.draining() => return,
+                    }
+                }
+            });
+        }
         if let Some(ready) = self.readiness.clone() {
             let reporter = reporter.clone();
             let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();

@@ -53,7 +53,11 @@ async fn an_orders_history_and_stats_over_rest() {
     let (s, v) = get(&m, &format!("/v1/orders/{id}?asOfVersion=9999")).await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(field(&v), "asOfVersion");
-    let (s, v) = get(&m, &format!("/v1/orders/{id}?asOfTime=2001-01-01T00:00:00Z")).await;
+    let (s, v) = get(
+        &m,
+        &format!("/v1/orders/{id}?asOfTime=2001-01-01T00:00:00Z"),
+    )
+    .await;
     assert_eq!(s, 404, "{v}");
     let (s, v) = get(&m, "/v1/orders/ord_00000000000000000000000000/events").await;
     assert!(s == 404 || s == 400, "{s} {v}");

@@ -87,6 +87,18 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let projector = self.api.orders().projector().clone();
+        // Each read model's health: NOT_SERVING while it is stopped at an event it cannot
+        // apply (the service itself keeps serving; reads that need the model say why).
+        for name in projector.names() {
+            let p = projector.clone();
+            self.host.health_detail(
+                format!("projection:{name}"),
+                Arc::new(move || {
+                    let ok = p.failure(name).is_none();
+                    Box::pin(async move { ok })
+                }),
+            );
+        }
         self.host.spawn(projector.run(self.host.drain()));
         if let Some(saga) = &self.saga {
             let resumed = saga.resume_all().await?;

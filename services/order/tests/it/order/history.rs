@@ -434,6 +434,18 @@ async fn a_projection_stops_at_an_event_it_cannot_apply(backend: Backend) {
         .with_label_values(&["order_summaries"])
         .get();
     assert_eq!(failed, 1);
+    // The health names the stopped model; the service itself serves.
+    let health = |name: &'static str| {
+        let uri = h.server.uri();
+        async move { health_status(&uri, name).await.unwrap() }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            health("projection:order_summaries").await != SERVING
+        })
+        .await
+    );
+    assert_eq!(health("ordermesh.order.v1.OrderService").await, SERVING);
     // What came before the bad event is served; the order itself is fine.
     let before = h
         .client
