@@ -50,3 +50,11 @@ pub async fn wait_exit(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A request for the order as it is now.
+pub(crate) fn order_now(order_id: &str) -> ordermesh::proto::order::v1::GetOrderRequest {
+    ordermesh::proto::order::v1::GetOrderRequest {
+        order_id: order_id.into(),
+        ..Default::default()
+    }
+}

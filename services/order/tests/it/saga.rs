@@ -131,10 +131,7 @@ async fn place(m: &mut Mesh, req: pb::PlaceOrderRequest) -> pb::Order {
 /// The order as it is now.
 pub(crate) async fn get(m: &mut Mesh, order_id: &str) -> pb::Order {
     m.order
-        .get_order(pb::GetOrderRequest {
-            order_id: order_id.into(),
-            ..Default::default()
-        })
+        .get_order(helpers::order_now(order_id))
         .await
         .unwrap()
         .into_inner()
@@ -155,13 +152,10 @@ async fn settle(m: &mut Mesh, order_id: &str) -> pb::Order {
         let mut c = client.clone();
         let id = id.clone();
         async move {
-            c.get_order(pb::GetOrderRequest {
-                order_id: id,
-                ..Default::default()
-            })
-            .await
-            .map(|r| final_status(&r.into_inner().order.unwrap()))
-            .unwrap_or(false)
+            c.get_order(helpers::order_now(&id))
+                .await
+                .map(|r| final_status(&r.into_inner().order.unwrap()))
+                .unwrap_or(false)
         }
     })
     .await;
