@@ -83,6 +83,14 @@ impl OrderEvent {
         }
     }
 
+    /// Why the order moved, for the moves that say (rejected, cancelled); empty otherwise.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::OrderRejected { reason } | Self::OrderCancelled { reason } => reason,
+            _ => "",
+        }
+    }
+
     /// The event for moving to `to` with `reason` (none moves an order back to PENDING).
     pub fn moving_to(to: OrderStatus, reason: &str) -> Option<Self> {
         Some(match to {

@@ -118,7 +118,6 @@ pub async fn append_exclusive<C: ConnectionTrait>(
     events: &[NewEvent],
     metadata: &Metadata,
 ) -> Result<Appended, EventStoreError> {
-    let backend = c.get_database_backend();
     let actual = stream_version(c, stream_id).await?;
     if actual != expected.version() {
         return Err(EventStoreError::Conflict {
@@ -142,49 +141,26 @@ pub async fn append_exclusive<C: ConnectionTrait>(
     };
     let meta =
         serde_json::to_string(metadata).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-    let mut insert = Query::insert();
-    insert.into_table(Alias::new("es_events")).columns([
-        Alias::new("event_id"),
-        Alias::new("stream_id"),
-        Alias::new("version"),
-        Alias::new("event_type"),
-        Alias::new("schema_version"),
-        Alias::new("payload"),
-        Alias::new("metadata"),
-        Alias::new("recorded_at"),
-        Alias::new("log_seq"),
-    ]);
-    for (i, e) in events.iter().enumerate() {
-        let seq = if e.published {
-            log_seq += 1;
-            Some(log_seq)
-        } else {
-            None
-        };
-        insert
-            .values([
-                uuid::Uuid::new_v4().to_string().into(),
-                stream_id.into(),
-                (actual + 1 + i as i64).into(),
-                e.event_type.clone().into(),
-                e.schema_version.into(),
-                e.payload.to_string().into(),
-                meta.clone().into(),
-                now.into(),
-                seq.into(),
-            ])
-            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-    }
-    insert.returning_col(Alias::new("position"));
-    let (sql, values) = match backend {
-        DatabaseBackend::Postgres => insert.build(PostgresQueryBuilder),
-        _ => insert.build(SqliteQueryBuilder),
-    };
-    let rows = match c
-        .query_all(Statement::from_sql_and_values(backend, sql, values))
-        .await
-    {
-        Ok(rows) => rows,
+    let rows: Vec<Row> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Row {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            stream_id: stream_id.to_string(),
+            version: actual + 1 + i as i64,
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            payload: e.payload.to_string(),
+            metadata: meta.clone(),
+            recorded_at: now,
+            log_seq: e.published.then(|| {
+                log_seq += 1;
+                log_seq
+            }),
+        })
+        .collect();
+    let position = match insert_rows(c, &rows).await {
+        Ok(positions) => positions.into_iter().max().unwrap_or(0),
         Err(e)
             if matches!(
                 e.sql_err(),
@@ -199,13 +175,76 @@ pub async fn append_exclusive<C: ConnectionTrait>(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut position = 0;
-    for r in rows {
-        position = position.max(r.try_get_by_index::<i64>(0)?);
-    }
     Ok(Appended {
         version: actual + events.len() as i64,
         position,
         recorded_at: now,
     })
+}
+
+/// A row of `es_events` as it is inserted.
+pub struct Row {
+    pub event_id: String,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    /// JSON.
+    pub payload: String,
+    /// JSON (`Metadata`).
+    pub metadata: String,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    pub log_seq: Option<i64>,
+}
+
+/// Inserts `rows` as they are, in one statement; returns their positions. `append` is the way
+/// to add events; this is its last step, and how events moved from elsewhere keep their ids,
+/// times and log sequences (under the same exclusivity as `append_exclusive`).
+pub async fn insert_rows<C: ConnectionTrait>(
+    c: &C,
+    rows: &[Row],
+) -> Result<Vec<i64>, sea_orm::DbErr> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = c.get_database_backend();
+    let mut insert = Query::insert();
+    insert.into_table(Alias::new("es_events")).columns(
+        [
+            "event_id",
+            "stream_id",
+            "version",
+            "event_type",
+            "schema_version",
+            "payload",
+            "metadata",
+            "recorded_at",
+            "log_seq",
+        ]
+        .map(Alias::new),
+    );
+    for r in rows {
+        insert
+            .values([
+                r.event_id.clone().into(),
+                r.stream_id.clone().into(),
+                r.version.into(),
+                r.event_type.clone().into(),
+                r.schema_version.into(),
+                r.payload.clone().into(),
+                r.metadata.clone().into(),
+                r.recorded_at.into(),
+                r.log_seq.into(),
+            ])
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+    }
+    insert.returning_col(Alias::new("position"));
+    let (sql, values) = match backend {
+        DatabaseBackend::Postgres => insert.build(PostgresQueryBuilder),
+        _ => insert.build(SqliteQueryBuilder),
+    };
+    let out = c
+        .query_all(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    out.iter().map(|r| r.try_get_by_index::<i64>(0)).collect()
 }

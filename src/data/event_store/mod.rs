@@ -31,7 +31,8 @@ pub mod snapshot;
 mod upcast;
 
 pub use append::{
-    append, append_exclusive, last_log_seq, stream_version, Appended, Expected, APPEND_LOCK,
+    append, append_exclusive, insert_rows, last_log_seq, stream_version, Appended, Expected, Row,
+    APPEND_LOCK,
 };
 pub use migration::Migration;
 pub use read::{head_position, read_all, read_stream, stream_exists, StreamBounds};

@@ -100,6 +100,68 @@ fn moved_envelope(row: &entity::Model) -> Result<pb::EventEnvelope, String> {
     Ok(e)
 }
 
+/// The checkpoint of the relay to RabbitMQ over an event store: the last log sequence the
+/// broker confirmed.
+pub const BROKER_CHECKPOINT: &str = "outbox.amqp";
+
+/// Moves a table outbox's rows (`outbox_events`) into the event store as `OUTBOX_ENVELOPE`
+/// events of the stream `stream`, for a service that becomes event-sourced: published rows
+/// keep their sequences, the rest take the next ones in the order they were recorded, and the
+/// broker checkpoint starts after the last published row, so consumers of the service's log
+/// see it continue where it was. Runs where nothing else appends (a migration); a second run
+/// finds the stream there and does nothing.
+pub async fn move_table_outbox<C: ConnectionTrait>(
+    c: &C,
+    stream: &str,
+) -> Result<(), sea_orm::DbErr> {
+    use super::entity as outbox;
+    use base64::Engine;
+    if event_store::stream_exists(c, stream)
+        .await
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+    {
+        return Ok(());
+    }
+    let rows = outbox::Entity::find()
+        .order_by_asc(outbox::Column::Sequence)
+        .order_by_asc(outbox::Column::Id)
+        .all(c)
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let last_published = rows.iter().filter_map(|r| r.sequence).max().unwrap_or(0);
+    let (published, waiting): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|r| r.sequence.is_some());
+    let mut next_seq = last_published;
+    let moved: Vec<event_store::Row> = published
+        .into_iter()
+        .chain(waiting)
+        .enumerate()
+        .map(|(i, r)| event_store::Row {
+            event_id: r.event_id,
+            stream_id: stream.to_string(),
+            version: i as i64 + 1,
+            event_type: OUTBOX_ENVELOPE.to_string(),
+            schema_version: 1,
+            payload: serde_json::json!({
+                "envelope": base64::engine::general_purpose::STANDARD.encode(&r.payload),
+            })
+            .to_string(),
+            metadata: "{}".to_string(),
+            recorded_at: r.occurred_at,
+            log_seq: Some(r.sequence.unwrap_or_else(|| {
+                next_seq += 1;
+                next_seq
+            })),
+        })
+        .collect();
+    for chunk in moved.chunks(500) {
+        event_store::insert_rows(c, chunk).await?;
+    }
+    event_store::checkpoint::save(c, BROKER_CHECKPOINT, last_published).await
+}
+
 /// The encoded size of an envelope, for the relay's outgoing messages.
 pub(super) fn encode(e: &pb::EventEnvelope) -> Vec<u8> {
     e.encode_to_vec()

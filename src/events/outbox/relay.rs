@@ -45,9 +45,7 @@ pub struct Outbox {
     public: Option<Arc<dyn PublicEvents>>,
 }
 
-/// The checkpoint of the relay to RabbitMQ over an event store: the last log sequence the
-/// broker confirmed.
-const BROKER_CHECKPOINT: &str = "outbox.amqp";
+use super::published::BROKER_CHECKPOINT;
 
 impl Outbox {
     /// The outbox of `producer` (the service whose events it holds), read from `db`.

@@ -232,7 +232,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        let deadline = reads::deadline_of(&request);
+        let deadline = reads::wait_budget();
         self.list(request.into_inner(), deadline)
             .await
             .map(Response::new)
@@ -249,7 +249,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::GetOrderStatsRequest>,
     ) -> Result<Response<pb::GetOrderStatsResponse>, Status> {
-        let deadline = reads::deadline_of(&request);
+        let deadline = reads::wait_budget();
         self.stats(request.into_inner(), deadline)
             .await
             .map(Response::new)

@@ -19,28 +19,15 @@ use crate::projections::{stats, summaries};
 /// How long a read waits for its model when the call has no deadline.
 const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
-/// The time left of the call (its `grpc-timeout`), for waiting on a read model.
-pub(super) fn deadline_of<T>(r: &tonic::Request<T>) -> Duration {
-    r.metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map(|d| d.mul_f64(0.8))
+/// How long a read may wait for its read model: most of what is left of the call's deadline
+/// (the server stack sets it from `grpc-timeout`), `DEFAULT_WAIT` without one.
+pub(super) fn wait_budget() -> Duration {
+    ordermesh::transport::deadline::current()
+        .map(|d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .mul_f64(0.8)
+        })
         .unwrap_or(DEFAULT_WAIT)
-}
-
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 fn rounded_ms(ms: i64) -> prost_types::Duration {

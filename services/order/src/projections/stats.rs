@@ -6,23 +6,16 @@ use chrono::{DateTime, Utc};
 use ordermesh::data::event_store::StoredEvent;
 use ordermesh::data::projection::{Projection, ProjectionError};
 use ordermesh::saga::SagaEvent;
-use sea_orm::sea_query::{Alias, ColumnDef, Expr, Index, Query, Table};
+use sea_orm::sea_query::{ColumnDef, Expr, Index, Query, Table};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult};
 
+use super::{a, t};
 use crate::aggregate::OrderEvent;
 use crate::domain::OrderStatus;
 
 pub const NAME: &str = "order_stats";
 const ORDERS: &str = "order_stats_orders";
 const LINES: &str = "order_stats_lines";
-
-fn a(s: &str) -> Alias {
-    Alias::new(s)
-}
-
-fn t(base: &str, suffix: &str) -> Alias {
-    Alias::new(format!("{base}{suffix}"))
-}
 
 pub struct Stats;
 
@@ -210,11 +203,7 @@ impl Projection for Stats {
                 }
             }
             other => {
-                let reason = match &other {
-                    OrderEvent::OrderRejected { reason }
-                    | OrderEvent::OrderCancelled { reason } => reason.clone(),
-                    _ => String::new(),
-                };
+                let reason = other.reason().to_string();
                 txn.execute(
                     b.build(
                         Query::update()

@@ -5,21 +5,33 @@ use chrono::{DateTime, Utc};
 use ordermesh::data::event_store::StoredEvent;
 use ordermesh::data::projection::{Projection, ProjectionError};
 use ordermesh::types::ids::CustomerId;
-use sea_orm::sea_query::{Alias, ColumnDef, Expr, Index, Order as SortOrder, Query, Table};
+use sea_orm::sea_query::{ColumnDef, Expr, Index, Order as SortOrder, Query, Table};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult};
 
+use super::a;
 use crate::aggregate::{AddressData, LineData, OrderEvent};
 use crate::domain::OrderStatus;
 
 pub const NAME: &str = "order_summaries";
 
-fn t(suffix: &str) -> Alias {
-    Alias::new(format!("{NAME}{suffix}"))
+fn t(suffix: &str) -> sea_orm::sea_query::Alias {
+    super::t(NAME, suffix)
 }
 
-fn a(s: &str) -> Alias {
-    Alias::new(s)
-}
+/// The model's columns, as a row is written and read.
+const COLUMNS: [&str; 11] = [
+    "order_id",
+    "customer_id",
+    "status",
+    "status_reason",
+    "currency",
+    "total_minor",
+    "lines",
+    "address",
+    "version",
+    "created_at",
+    "updated_at",
+];
 
 /// A row of the model.
 #[derive(Clone, Debug, PartialEq, Eq, FromQueryResult)]
@@ -126,22 +138,7 @@ impl Projection for Summaries {
             } => b.build(
                 Query::insert()
                     .into_table(t(suffix))
-                    .columns(
-                        [
-                            "order_id",
-                            "customer_id",
-                            "status",
-                            "status_reason",
-                            "currency",
-                            "total_minor",
-                            "lines",
-                            "address",
-                            "version",
-                            "created_at",
-                            "updated_at",
-                        ]
-                        .map(a),
-                    )
+                    .columns(COLUMNS.map(a))
                     .values([
                         e.stream_id.clone().into(),
                         customer_id.clone().into(),
@@ -158,11 +155,7 @@ impl Projection for Summaries {
                     .map_err(|x| ProjectionError::Event(x.to_string()))?,
             ),
             other => {
-                let reason = match other {
-                    OrderEvent::OrderRejected { reason }
-                    | OrderEvent::OrderCancelled { reason } => reason.clone(),
-                    _ => String::new(),
-                };
+                let reason = other.reason().to_string();
                 b.build(
                     Query::update()
                         .table(t(suffix))
@@ -201,27 +194,12 @@ pub async fn list<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<Summary>, sea_orm::DbErr> {
     let mut q = Query::select();
-    q.columns(
-        [
-            "order_id",
-            "customer_id",
-            "status",
-            "status_reason",
-            "currency",
-            "total_minor",
-            "lines",
-            "address",
-            "version",
-            "created_at",
-            "updated_at",
-        ]
-        .map(a),
-    )
-    .from(t(""))
-    .order_by(a("created_at"), SortOrder::Desc)
-    .order_by(a("order_id"), SortOrder::Desc)
-    .offset(offset)
-    .limit(limit);
+    q.columns(COLUMNS.map(a))
+        .from(t(""))
+        .order_by(a("created_at"), SortOrder::Desc)
+        .order_by(a("order_id"), SortOrder::Desc)
+        .offset(offset)
+        .limit(limit);
     if let Some(customer) = customer_id {
         q.and_where(Expr::col(a("customer_id")).eq(customer.as_str()));
     }

@@ -14,8 +14,7 @@
 //! The imported order events are not published again (the outbox rows are their
 //! publication). The old tables are left as they were.
 
-use ordermesh::data::event_store::{self, checkpoint, Expected, Metadata, NewEvent};
-use ordermesh::events::outbox::entity as outbox;
+use ordermesh::data::event_store::{self, Expected, Metadata, NewEvent};
 use ordermesh::saga::legacy::{instance, step_row, RowState, RowStatus};
 use ordermesh::saga::SagaEvent;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -229,84 +228,11 @@ pub async fn import<C: ConnectionTrait>(c: &C) -> Result<usize, DbErr> {
             .map_err(custom)?;
         moved += 1;
     }
-    move_outbox(c).await?;
+    ordermesh::events::outbox::published::move_table_outbox(c, "outbox").await?;
     Ok(moved)
 }
 
 fn unpublished(mut e: NewEvent) -> NewEvent {
     e.published = false;
     e
-}
-
-/// The type of an event moved from a table outbox: its payload is the stored envelope.
-pub const OUTBOX_ENVELOPE: &str = ordermesh::events::outbox::published::OUTBOX_ENVELOPE;
-
-/// Moves the table outbox's rows into the store as `OUTBOX_ENVELOPE` events of the stream
-/// `outbox`, keeping their sequences (published rows) or taking the next ones (the rest, in
-/// the order they were recorded). The broker checkpoint starts after the last published one.
-async fn move_outbox<C: ConnectionTrait>(c: &C) -> Result<(), DbErr> {
-    use base64::Engine;
-    let rows = outbox::Entity::find()
-        .order_by_asc(outbox::Column::Sequence)
-        .order_by_asc(outbox::Column::Id)
-        .all(c)
-        .await?;
-    if rows.is_empty()
-        || event_store::stream_exists(c, "outbox")
-            .await
-            .map_err(custom)?
-    {
-        return Ok(());
-    }
-    let (published, waiting): (Vec<_>, Vec<_>) =
-        rows.into_iter().partition(|r| r.sequence.is_some());
-    let last_published = published
-        .iter()
-        .filter_map(|r| r.sequence)
-        .max()
-        .unwrap_or(0);
-    let mut version = 0;
-    let mut next_seq = last_published;
-    for r in published.into_iter().chain(waiting) {
-        let seq = match r.sequence {
-            Some(s) => s,
-            None => {
-                next_seq += 1;
-                next_seq
-            }
-        };
-        let payload = serde_json::json!({
-            "envelope": base64::engine::general_purpose::STANDARD.encode(&r.payload),
-        });
-        version += 1;
-        let stmt = sea_orm::sea_query::Query::insert()
-            .into_table(Alias::new("es_events"))
-            .columns([
-                Alias::new("event_id"),
-                Alias::new("stream_id"),
-                Alias::new("version"),
-                Alias::new("event_type"),
-                Alias::new("schema_version"),
-                Alias::new("payload"),
-                Alias::new("metadata"),
-                Alias::new("recorded_at"),
-                Alias::new("log_seq"),
-            ])
-            .values([
-                r.event_id.clone().into(),
-                "outbox".into(),
-                (version as i64).into(),
-                OUTBOX_ENVELOPE.into(),
-                1.into(),
-                payload.to_string().into(),
-                "{}".into(),
-                r.occurred_at.into(),
-                seq.into(),
-            ])
-            .map_err(custom)?
-            .to_owned();
-        c.execute(c.get_database_backend().build(&stmt)).await?;
-    }
-    checkpoint::save(c, "outbox.amqp", last_published).await?;
-    Ok(())
 }

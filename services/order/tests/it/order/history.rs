@@ -2,35 +2,7 @@
 //! replaying streams against what the service holds, the read models (waiting for a
 //! position, stats, a rebuild while serving) and concurrent commands on one order.
 
-use order_service::store::Writer;
-
 use super::*;
-
-/// A harness whose orders are snapshotted every `every` events.
-async fn start_with(backend: Backend, every: i64) -> Harness {
-    let db = TestDatabase::new(backend).await;
-    let app = App::build_with(
-        &ServiceConfig::for_test(SERVICE, &db.url),
-        Writer {
-            snapshot_every: every,
-        },
-    )
-    .await
-    .expect("build order");
-    let api = app.api.clone();
-    let feed = app.feed.clone();
-    let server = spawn(|l, s| app.serve(l, s)).await;
-    let client = OrderServiceClient::connect(server.uri())
-        .await
-        .expect("connect");
-    Harness {
-        client,
-        api,
-        feed,
-        server,
-        _db: db,
-    }
-}
 
 async fn events_of(c: &mut OrderServiceClient<Channel>, id: &str) -> Vec<pb::OrderEvent> {
     c.list_order_events(pb::ListOrderEventsRequest {

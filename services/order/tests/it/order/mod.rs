@@ -31,8 +31,16 @@ struct Harness {
 }
 
 async fn start(backend: Backend) -> Harness {
+    start_with(backend, order_service::store::DEFAULT_SNAPSHOT_EVERY).await
+}
+
+/// A harness whose orders are snapshotted every `every` events.
+async fn start_with(backend: Backend, every: i64) -> Harness {
     let db = TestDatabase::new(backend).await;
-    let app = App::build(&ServiceConfig::for_test(SERVICE, &db.url))
+    let writer = order_service::store::Writer {
+        snapshot_every: every,
+    };
+    let app = App::build_with(&ServiceConfig::for_test(SERVICE, &db.url), writer)
         .await
         .expect("build order");
     let api = app.api.clone();
