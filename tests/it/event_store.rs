@@ -214,6 +214,27 @@ async fn stored_old_versions_are_upcast_on_read(postgres: bool) {
     db.done().await;
 }
 
+/// A snapshot is read back only by the state schema it was written with.
+async fn snapshots_of_another_schema_are_ignored(postgres: bool) {
+    use es::snapshot;
+    let db = Db::new(postgres).await;
+    let c = &db.conn;
+    snapshot::save(c, "s-9", 7, 1, &serde_json::json!({"total": 3}))
+        .await
+        .unwrap();
+    let same: Option<(i64, serde_json::Value)> = snapshot::load(c, "s-9", 1).await.unwrap();
+    assert_eq!(same, Some((7, serde_json::json!({"total": 3}))));
+    let other: Option<(i64, serde_json::Value)> = snapshot::load(c, "s-9", 2).await.unwrap();
+    assert_eq!(other, None);
+    // A newer snapshot replaces the older one.
+    snapshot::save(c, "s-9", 9, 2, &serde_json::json!({"total": 4}))
+        .await
+        .unwrap();
+    let newer: Option<(i64, serde_json::Value)> = snapshot::load(c, "s-9", 2).await.unwrap();
+    assert_eq!(newer.map(|(v, _)| v), Some(9));
+    db.done().await;
+}
+
 /// A slow writer appends and holds its transaction open while fast writers append and
 /// commit; a reader follows the store by position the whole time. It must end up having seen
 /// every event: a position given to the slow writer must not be passed while it is in flight.
@@ -319,6 +340,7 @@ macro_rules! both {
 
 both!(
     exactly_one_writer_wins_each_version,
+    snapshots_of_another_schema_are_ignored,
     stored_old_versions_are_upcast_on_read,
     a_reader_by_position_never_skips_a_late_commit
 );

@@ -22,6 +22,7 @@ fn field(v: &Value) -> &str {
 #[tokio::test]
 async fn an_orders_history_and_stats_over_rest() {
     let m = helpers::mesh::mesh().await;
+    m.create_item("TEA-1").await;
     let r = client()
         .post(m.gateway.url("/v1/orders"))
         .json(&json!({
@@ -62,9 +63,30 @@ async fn an_orders_history_and_stats_over_rest() {
     let (s, v) = get(&m, "/v1/orders/ord_00000000000000000000000000/events").await;
     assert!(s == 404 || s == 400, "{s} {v}");
 
-    let (s, v) = get(&m, "/v1/orders:stats").await;
+    // Once the saga has confirmed the order, the stats count it and time its saga.
+    let confirmed = ordermesh::testing::eventually(std::time::Duration::from_secs(20), || {
+        let path = format!("/v1/orders/{id}");
+        let m = &m;
+        async move { get(m, &path).await.1["order"]["status"] == "ORDER_STATUS_CONFIRMED" }
+    })
+    .await;
+    assert!(confirmed);
+    let (s, v) = get(&m, "/v1/orders:stats?top=5").await;
     assert_eq!(s, 200, "{v}");
     assert!(v["days"].as_array().is_some_and(|d| !d.is_empty()), "{v}");
+    assert_eq!(v["topSkus"][0]["sku"], "TEA-1", "{v}");
+    let sagas: i64 = v["sagaDurations"]["count"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    assert!(sagas >= 1, "{v}");
+    assert!(
+        v["sagaDurations"]["p50"]
+            .as_str()
+            .is_some_and(|d| d.ends_with('s')),
+        "{v}"
+    );
     let (s, v) = get(
         &m,
         "/v1/orders:stats?from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
