@@ -2,8 +2,8 @@
 //! position order to its own tables and saves its checkpoint in the same transaction, so an
 //! event is applied exactly once however often a batch is retried.
 //!
-//! - `Projector::run` keeps every projection caught up (woken by `poke` after a write, and
-//!   every 250 ms). Its position is published for readers that wait for their own write
+//! - `Projector::run` keeps every projection caught up (woken by `poke` after a write, it lets
+//!   `BATCH_WINDOW` of writes gather; and every 250 ms). Its position is published for readers that wait for their own write
 //!   (`wait_for`).
 //! - A projection that fails on an event stops there: its checkpoint stays before the event,
 //!   `projection_failed{projection}` is 1, a log line names the event id and position, and
@@ -21,6 +21,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::data::event_store::{self, checkpoint, StoredEvent, Upcasters};
 use crate::transport::shutdown::Drain;
+
+/// How long the runner lets writes gather after it is woken before applying them.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// Suffix of the tables a rebuild writes before they replace the live ones.
 pub const SHADOW: &str = "_rebuild";
@@ -280,22 +283,36 @@ impl Projector {
     pub async fn run(self, drain: Drain) {
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+        let mut measured = std::time::Instant::now() - Duration::from_secs(1);
         loop {
             let mut wait = Duration::from_millis(250);
+            let mut failing = false;
             for name in self.names() {
                 match self.catch_up(name).await {
-                    Ok(Pass::Failed { .. }) => wait = wait.max(backoff.next_wait()),
+                    Ok(Pass::Failed { .. }) => failing = true,
                     Ok(Pass::Applied { .. }) => {}
                     Err(e) => {
                         tracing::warn!(projection = name, error = %e, "projection pass failed; retrying");
-                        wait = wait.max(backoff.next_wait());
+                        failing = true;
                     }
                 }
             }
-            self.measure_lag().await;
+            if failing {
+                wait = wait.max(backoff.next_wait());
+            } else {
+                backoff.reset();
+            }
+            if measured.elapsed() >= Duration::from_secs(1) {
+                self.measure_lag().await;
+                measured = std::time::Instant::now();
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Writes come in bursts: gather a few milliseconds of them into one
+                    // transaction per projection instead of one per write.
+                    tokio::time::sleep(BATCH_WINDOW).await;
+                }
                 _ = drain.draining() => return,
             }
         }
