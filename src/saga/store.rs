@@ -18,10 +18,6 @@ pub(super) struct Cursor {
     pub version: i64,
 }
 
-/// How many times a transition is re-appended after other events of a shared stream moved
-/// its version on.
-const MAX_REBASES: usize = 16;
-
 impl<D> Saga<D>
 where
     D: Serialize + DeserializeOwned + Send + Sync,
@@ -144,9 +140,10 @@ where
             .ok_or_else(|| SagaError::NotFound(saga_id.to_string()))
     }
 
-    /// Appends `events` (one transition) in `c` and returns the state after them. Events of
-    /// others in the stream since the cursor move it on; saga events of another run are a
-    /// `SagaError::Conflict`.
+    /// Appends `events` (one transition) in `c` and returns the state after them. The append
+    /// expects the saga's own events to be as this run last saw them (`Expected::Owned`):
+    /// others' events in a shared stream do not stand in its way; saga events of another run
+    /// are a `SagaError::Conflict`.
     pub(super) async fn record<C: ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
         c: &C,
@@ -156,40 +153,25 @@ where
     ) -> Result<SagaState, SagaError> {
         let new: Vec<_> = events.iter().map(SagaEvent::to_new).collect();
         let meta = Metadata::current(&state.saga_id, "", "");
-        for _ in 0..MAX_REBASES {
-            let txn = c.begin().await?;
-            match event_store::append(
-                &txn,
-                &cursor.stream,
-                Expected::Exact(cursor.version),
-                &new,
-                &meta,
-            )
-            .await
-            {
-                Ok(done) => {
-                    txn.commit().await?;
-                    cursor.version = done.version;
-                    let now = crate::types::time::now();
-                    let mut next = Some(state.clone());
-                    for e in events {
-                        next = SagaState::apply(next, e, now);
-                    }
-                    return next.ok_or_else(|| SagaError::NotFound(state.saga_id.clone()));
+        let expected = Expected::Owned {
+            prefix: super::journal::PREFIX,
+            count: state.events,
+        };
+        let txn = c.begin().await?;
+        match event_store::append(&txn, &cursor.stream, expected, &new, &meta).await {
+            Ok(done) => {
+                txn.commit().await?;
+                cursor.version = done.version;
+                let mut next = Some(state.clone());
+                for e in events {
+                    next = SagaState::apply(next, e, done.recorded_at);
                 }
-                Err(e) if e.is_conflict() => {
-                    drop(txn);
-                    let Some((now, at)) = self.load_at(c, &state.saga_id).await? else {
-                        return Err(SagaError::NotFound(state.saga_id.clone()));
-                    };
-                    if now.events != state.events {
-                        return Err(SagaError::Conflict(state.saga_id.clone()));
-                    }
-                    *cursor = at;
-                }
-                Err(e) => return Err(e.into()),
+                next.ok_or_else(|| SagaError::NotFound(state.saga_id.clone()))
             }
+            Err(event_store::EventStoreError::Conflict { .. }) => {
+                Err(SagaError::Conflict(state.saga_id.clone()))
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(SagaError::Conflict(state.saga_id.clone()))
     }
 }

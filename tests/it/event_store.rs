@@ -214,6 +214,42 @@ async fn stored_old_versions_are_upcast_on_read(postgres: bool) {
     db.done().await;
 }
 
+/// A writer that owns one kind of event in a shared stream (`Expected::Owned`) is not turned
+/// back by the others' events, only by another writer of its kind.
+async fn an_owned_kind_of_event_ignores_the_others_in_its_stream(postgres: bool) {
+    let db = Db::new(postgres).await;
+    let c = &db.conn;
+    let meta = Metadata::default();
+    let put = |expected: Expected, kind: &'static str| {
+        let c = c.clone();
+        let meta = meta.clone();
+        async move {
+            let txn = c.begin().await.unwrap();
+            let r = es::append(&txn, "shared", expected, &[ev(kind, 0)], &meta).await;
+            if r.is_ok() {
+                txn.commit().await.unwrap();
+            }
+            r
+        }
+    };
+    let owned = |count| Expected::Owned {
+        prefix: "Saga",
+        count,
+    };
+    // A stream that does not exist has no owner's events to go by.
+    assert!(put(owned(0), "SagaStarted").await.is_err());
+    put(Expected::NoStream, "OrderPlaced").await.unwrap();
+    put(owned(0), "SagaStarted").await.unwrap();
+    put(Expected::Exact(2), "OrderConfirmed").await.unwrap();
+    // The saga saw one of its events: the order's event in between does not matter.
+    let done = put(owned(1), "SagaCompleted").await.unwrap();
+    assert_eq!(done.version, 4);
+    // A second saga writer that also saw one is refused.
+    let e = put(owned(1), "SagaCompleted").await.unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    db.done().await;
+}
+
 /// A snapshot is read back only by the state schema it was written with.
 async fn snapshots_of_another_schema_are_ignored(postgres: bool) {
     use es::snapshot;
@@ -340,6 +376,7 @@ macro_rules! both {
 
 both!(
     exactly_one_writer_wins_each_version,
+    an_owned_kind_of_event_ignores_the_others_in_its_stream,
     snapshots_of_another_schema_are_ignored,
     stored_old_versions_are_upcast_on_read,
     a_reader_by_position_never_skips_a_late_commit

@@ -285,6 +285,10 @@ struct Cost {
 struct Snapshot {
     statements: Vec<(&'static str, u64)>,
     commits: Vec<(&'static str, i64)>,
+    /// PostgreSQL: the next transaction id of the cluster. Only transactions that write take
+    /// one, so the difference counts write transactions (all databases, rolled back ones too),
+    /// where `xact_commit` also counts every read-only statement.
+    next_xid: Option<i64>,
 }
 
 const STATEMENTS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
@@ -311,6 +315,12 @@ impl Snapshot {
             all += a - b;
         }
         parts.push(format!("= {:.1} commits per placed order", all as f64 / n));
+        if let (Some(a), Some(b)) = (self.next_xid, before.next_xid) {
+            parts.push(format!(
+                "{:.1} write transactions per placed order (transaction ids taken, all databases)",
+                (a - b) as f64 / n
+            ));
+        }
         parts.join(", ")
     }
 }
@@ -397,9 +407,20 @@ impl Cost {
                 commits.push((*svc, n));
             }
         }
+        let next_xid = match &self.admin {
+            Some(admin) => admin
+                .query_one(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x",
+                ))
+                .await?
+                .and_then(|r| r.try_get::<i64>("", "x").ok()),
+            None => None,
+        };
         Ok(Snapshot {
             statements,
             commits,
+            next_xid,
         })
     }
 

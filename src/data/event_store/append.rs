@@ -16,6 +16,11 @@ pub enum Expected {
     NoStream,
     /// The stream's last event must have this version.
     Exact(i64),
+    /// The stream must exist and hold exactly `count` events whose type starts with `prefix`,
+    /// whatever else was appended: a writer that owns one kind of event in a shared stream
+    /// (a saga in its order's stream) is not turned back by the others' events, only by a
+    /// second writer of its own kind.
+    Owned { prefix: &'static str, count: i64 },
 }
 
 impl std::fmt::Display for Expected {
@@ -23,17 +28,55 @@ impl std::fmt::Display for Expected {
         match self {
             Self::NoStream => f.write_str("no stream"),
             Self::Exact(v) => write!(f, "{v}"),
+            Self::Owned { prefix, count } => write!(f, "{count} {prefix}* events"),
         }
     }
 }
 
-impl Expected {
-    fn version(self) -> i64 {
-        match self {
-            Self::NoStream => 0,
-            Self::Exact(v) => v,
-        }
-    }
+/// A stream's head as an append sees it: its version, how many of its events are of the
+/// `Owned` kind (when asked), and the public log's last sequence; one statement.
+struct Head {
+    version: i64,
+    owned: i64,
+    log_seq: i64,
+}
+
+async fn head<C: ConnectionTrait>(
+    c: &C,
+    stream_id: &str,
+    prefix: Option<&str>,
+) -> Result<Head, sea_orm::DbErr> {
+    let backend = c.get_database_backend();
+    let p = |n: usize| match backend {
+        DatabaseBackend::Postgres => format!("${n}"),
+        _ => "?".to_string(),
+    };
+    let sql = format!(
+        "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS version, \
+         CAST(COALESCE(SUM(CASE WHEN event_type LIKE {} THEN 1 ELSE 0 END), 0) AS BIGINT) AS owned, \
+         (SELECT CAST(COALESCE(MAX(log_seq), 0) AS BIGINT) FROM es_events) AS log_seq \
+         FROM es_events WHERE stream_id = {}",
+        p(1),
+        p(2)
+    );
+    // Without an owned kind to count, a pattern no event type matches (types are names).
+    let like = match prefix {
+        Some(p) => format!("{p}%"),
+        None => " %".to_string(),
+    };
+    let row = c
+        .query_one(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [like.into(), stream_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| sea_orm::DbErr::Custom("stream head: no row".into()))?;
+    Ok(Head {
+        version: row.try_get("", "version")?,
+        owned: row.try_get("", "owned")?,
+        log_seq: row.try_get("", "log_seq")?,
+    })
 }
 
 /// Where an append landed.
@@ -118,8 +161,18 @@ pub async fn append_exclusive<C: ConnectionTrait>(
     events: &[NewEvent],
     metadata: &Metadata,
 ) -> Result<Appended, EventStoreError> {
-    let actual = stream_version(c, stream_id).await?;
-    if actual != expected.version() {
+    let prefix = match expected {
+        Expected::Owned { prefix, .. } => Some(prefix),
+        _ => None,
+    };
+    let h = head(c, stream_id, prefix).await?;
+    let actual = h.version;
+    let holds = match expected {
+        Expected::NoStream => actual == 0,
+        Expected::Exact(v) => actual == v,
+        Expected::Owned { count, .. } => actual > 0 && h.owned == count,
+    };
+    if !holds {
         return Err(EventStoreError::Conflict {
             stream: stream_id.to_string(),
             expected: expected.to_string(),
@@ -134,11 +187,7 @@ pub async fn append_exclusive<C: ConnectionTrait>(
             recorded_at: now,
         });
     }
-    let mut log_seq = if events.iter().any(|e| e.published) {
-        last_log_seq(c).await?
-    } else {
-        0
-    };
+    let mut log_seq = h.log_seq;
     let meta =
         serde_json::to_string(metadata).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
     let rows: Vec<Row> = events
