@@ -4,7 +4,7 @@ BUF := .deps/npm/node_modules/.bin/buf
 export ORDERMESH_GRPCURL ?= $(CURDIR)/.deps/venv/bin/grpcurl
 export ORDERMESH_PYTHON ?= $(CURDIR)/.deps/venv/bin/python
 
-.PHONY: tools cycles schemathesis bench-gateway bench-tracing bench certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
+.PHONY: tools cycles schemathesis bench-gateway bench-tracing bench bench-saga-ab certs readme-check run build test test-deps backing-services fmt-check clippy lint buf-lint buf-breaking nextest deploy-check images
 
 ## Build and start the four services with the embedded defaults (SQLite under var/); ctrl-c stops them.
 run:
@@ -93,6 +93,11 @@ bench: bench-gateway
 	cargo run --release --quiet -p ordermesh-order --example saga-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench -- --postgres
 	scripts/bench-e2e.sh
+
+## The saga benchmark of a baseline revision and of the working tree, back to back:
+## make bench-saga-ab BASE=4015503
+bench-saga-ab:
+	scripts/bench-saga-ab.sh $(BASE)
 
 ## The mesh hop with tracing off, sampling 100% and 1% (OTLP export in-process), as ratios to off.
 bench-tracing:

@@ -47,8 +47,8 @@ where
         self.run_from(db, saga_id, false).await
     }
 
-    /// `run` of an instance started with its first step already recorded as started
-    /// (`start_events` with `first_started`), right after it was started.
+    /// `run` of an instance right after `start_events` started it (with its first step's
+    /// first attempt already recorded as started).
     pub async fn run_new(
         &self,
         db: &DatabaseConnection,
