@@ -6,9 +6,10 @@
 //! - `telemetry`: logs, spans, sampling, propagation and Prometheus metrics;
 //! - `transport`: the client and server stacks, mTLS identities, authorization, DNS discovery,
 //!   deadlines, shedding and the drain;
-//! - `data`: database connections and migrations, idempotency keys, tombstones;
+//! - `data`: database connections and migrations, idempotency keys, tombstones, the event store
+//!   and the projections kept from it;
 //! - `events`: the outbox, the inbox, and the gRPC and RabbitMQ transports;
-//! - `saga`: persisted orchestration with compensation;
+//! - `saga`: orchestration with compensation, kept as events;
 //! - `faults`: crash points for the crash matrices;
 //! - `config`: typed, validated settings from the environment;
 //! - `host`: what every service repeats around its routes (database, outbox relay, event log,
