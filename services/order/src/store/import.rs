@@ -1,6 +1,6 @@
 //! Moving a database written before orders were event-sourced into streams, once, as a
-//! migration (so on PostgreSQL it runs under the migration lock, on one replica, in one
-//! transaction: a crash leaves the old tables as they were and the next start does it again).
+//! migration (on PostgreSQL under the migration lock, on one replica), in one transaction: a
+//! crash leaves the old tables as they were and the next start does it again.
 //!
 //! - Each order row (with its lines) becomes a stream: `OrderPlaced` at its creation time, then
 //!   the status changes that lead to its status (a SHIPPED order was confirmed, then shipped).
@@ -17,7 +17,9 @@
 use ordermesh::data::event_store::{self, Expected, Metadata, NewEvent};
 use ordermesh::saga::legacy::{instance, step_row, RowState, RowStatus};
 use ordermesh::saga::SagaEvent;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
 use sea_orm_migration::prelude::*;
 
 use super::legacy::{order, order_line};
@@ -35,8 +37,11 @@ impl MigrationName for M0002IntoStreams {
 #[async_trait::async_trait]
 impl MigrationTrait for M0002IntoStreams {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let c = m.get_connection();
-        let n = import(c).await?;
+        // One transaction (a savepoint inside PostgreSQL's migration transaction; SQLite's
+        // migrations run without one), so a crash leaves nothing half moved.
+        let txn = m.get_connection().begin().await?;
+        let n = import(&txn).await?;
+        txn.commit().await?;
         if n > 0 {
             tracing::info!(orders = n, "orders moved from tables into event streams");
         }
