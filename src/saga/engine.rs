@@ -9,13 +9,11 @@ use tracing::Instrument;
 
 use super::definition::{Direction, Saga, StepError, StepRetry};
 use super::journal::{InstanceState, SagaEvent, SagaState};
-use super::store::Cursor;
 use super::{Outcome, SagaError};
 
-/// A run's hold on its instance: the state as last recorded and where its stream stands.
+/// A run's hold on its instance: the state as last recorded.
 struct Run<'a> {
     db: &'a DatabaseConnection,
-    cursor: &'a mut Cursor,
     inst: SagaState,
 }
 
@@ -24,9 +22,7 @@ impl Run<'_> {
     where
         D: Serialize + DeserializeOwned + Send + Sync,
     {
-        self.inst = saga
-            .record(self.db, self.cursor, &self.inst, events)
-            .await?;
+        self.inst = saga.record(self.db, &self.inst, events).await?;
         Ok(())
     }
 }
@@ -106,7 +102,7 @@ where
         // `premarked`: whether the current step's first attempt is already recorded as
         // started, in the append that finished the step before it (or started the saga), so
         // a step costs one append instead of two.
-        let (mut inst, mut cursor) = self.load(db, saga_id).await?;
+        let mut inst = self.load(db, saga_id).await?;
         loop {
             let mut data: D = serde_json::from_str(&inst.data)?;
             let idx = inst.step.max(0) as usize;
@@ -129,17 +125,13 @@ where
                 }
                 InstanceState::Running if idx >= self.steps.len() => {
                     inst = self
-                        .record(db, &mut cursor, &inst, &[SagaEvent::SagaCompleted {}])
+                        .record(db, &inst, &[SagaEvent::SagaCompleted {}])
                         .await?;
                 }
                 InstanceState::Running => {
                     let step = &self.steps[idx];
                     let first_marked = std::mem::take(&mut premarked);
-                    let mut run = Run {
-                        db,
-                        cursor: &mut cursor,
-                        inst,
-                    };
+                    let mut run = Run { db, inst };
                     let result = self
                         .attempt(&mut run, idx, &mut data, Direction::Act, first_marked)
                         .await?;
@@ -164,7 +156,7 @@ where
                                 }
                                 None => events.push(SagaEvent::SagaCompleted {}),
                             }
-                            inst = self.record(db, &mut cursor, &inst, &events).await?;
+                            inst = self.record(db, &inst, &events).await?;
                         }
                         Err(e) => {
                             tracing::warn!(
@@ -178,7 +170,7 @@ where
                                 error: e.message().to_string(),
                                 data,
                             };
-                            inst = self.record(db, &mut cursor, &inst, &[failed]).await?;
+                            inst = self.record(db, &inst, &[failed]).await?;
                         }
                     }
                 }
@@ -190,11 +182,7 @@ where
                         if !step.has_compensation() || done.contains(&(i as i32)) {
                             continue;
                         }
-                        let mut run = Run {
-                            db,
-                            cursor: &mut cursor,
-                            inst,
-                        };
+                        let mut run = Run { db, inst };
                         let result = self
                             .attempt(&mut run, i, &mut data, Direction::Compensate, false)
                             .await?;
@@ -217,10 +205,10 @@ where
                             error,
                             data: serde_json::to_string(&data)?,
                         };
-                        inst = self.record(db, &mut cursor, &inst, &[over]).await?;
+                        inst = self.record(db, &inst, &[over]).await?;
                     }
                     inst = self
-                        .record(db, &mut cursor, &inst, &[SagaEvent::SagaCompensated {}])
+                        .record(db, &inst, &[SagaEvent::SagaCompensated {}])
                         .await?;
                 }
             }

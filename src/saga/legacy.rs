@@ -19,17 +19,6 @@ pub enum RowState {
     Compensated,
 }
 
-impl From<RowState> for super::InstanceState {
-    fn from(s: RowState) -> Self {
-        match s {
-            RowState::Running => Self::Running,
-            RowState::Compensating => Self::Compensating,
-            RowState::Completed => Self::Completed,
-            RowState::Compensated => Self::Compensated,
-        }
-    }
-}
-
 /// Where a step stood, as the table stored it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(24))")]
@@ -46,19 +35,6 @@ pub enum RowStatus {
     Compensated,
     #[sea_orm(string_value = "COMPENSATION_FAILED")]
     CompensationFailed,
-}
-
-impl From<RowStatus> for super::StepStatus {
-    fn from(s: RowStatus) -> Self {
-        match s {
-            RowStatus::Started => Self::Started,
-            RowStatus::Succeeded => Self::Succeeded,
-            RowStatus::Failed => Self::Failed,
-            RowStatus::Compensating => Self::Compensating,
-            RowStatus::Compensated => Self::Compensated,
-            RowStatus::CompensationFailed => Self::CompensationFailed,
-        }
-    }
 }
 
 pub mod instance {

@@ -1,8 +1,8 @@
 //! Where instances are kept: as `journal` events in the orchestrator's event store, in the
 //! stream the saga definition names for an instance. Loading folds the stream's saga events;
-//! recording appends at the version last seen. Another writer's events in a shared stream
-//! (the order's own changes) only move the expected version on; another run of the same
-//! instance (its saga events changed underneath) stops this one.
+//! recording appends expecting the saga's own events to be as last seen (`Expected::Owned`):
+//! another writer's events in a shared stream (the order's own changes) do not stand in its
+//! way; another run of the same instance (its saga events changed underneath) stops this one.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::de::DeserializeOwned;
@@ -11,12 +11,6 @@ use serde::Serialize;
 use super::journal::{SagaEvent, SagaState};
 use super::{Saga, SagaError};
 use crate::data::event_store::{self, Expected, Metadata, StreamBounds, Upcasters};
-
-/// Where a run stands in the instance's stream.
-pub(super) struct Cursor {
-    pub stream: String,
-    pub version: i64,
-}
 
 impl<D> Saga<D>
 where
@@ -98,7 +92,7 @@ where
         c: &C,
         saga_id: &str,
     ) -> Result<Option<SagaState>, SagaError> {
-        Ok(self.load_at(c, saga_id).await?.map(|(s, _)| s))
+        self.load_at(c, saga_id).await
     }
 
     /// The recorded steps of an instance, in order.
@@ -114,27 +108,26 @@ where
             .unwrap_or_default())
     }
 
-    /// The instance and where its stream stands.
-    pub(super) async fn load_at<C: ConnectionTrait>(
+    /// The instance: the fold of its stream's saga events.
+    async fn load_at<C: ConnectionTrait>(
         &self,
         c: &C,
         saga_id: &str,
-    ) -> Result<Option<(SagaState, Cursor)>, SagaError> {
+    ) -> Result<Option<SagaState>, SagaError> {
         let stream = (self.stream_of)(saga_id);
         let bounds = StreamBounds {
             type_prefix: Some(super::journal::PREFIX),
             ..StreamBounds::default()
         };
         let events = event_store::read_stream(c, &stream, bounds, &Upcasters::new()).await?;
-        let version = event_store::stream_version(c, &stream).await?;
-        Ok(SagaState::fold(&events)?.map(|s| (s, Cursor { stream, version })))
+        Ok(SagaState::fold(&events)?)
     }
 
     pub(super) async fn load(
         &self,
         db: &DatabaseConnection,
         saga_id: &str,
-    ) -> Result<(SagaState, Cursor), SagaError> {
+    ) -> Result<SagaState, SagaError> {
         self.load_at(db, saga_id)
             .await?
             .ok_or_else(|| SagaError::NotFound(saga_id.to_string()))
@@ -147,10 +140,10 @@ where
     pub(super) async fn record<C: ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
         c: &C,
-        cursor: &mut Cursor,
         state: &SagaState,
         events: &[SagaEvent],
     ) -> Result<SagaState, SagaError> {
+        let stream = (self.stream_of)(&state.saga_id);
         let new: Vec<_> = events.iter().map(SagaEvent::to_new).collect();
         let meta = Metadata::current(&state.saga_id, "", "");
         let expected = Expected::Owned {
@@ -158,10 +151,9 @@ where
             count: state.events,
         };
         let txn = c.begin().await?;
-        match event_store::append(&txn, &cursor.stream, expected, &new, &meta).await {
+        match event_store::append(&txn, &stream, expected, &new, &meta).await {
             Ok(done) => {
                 txn.commit().await?;
-                cursor.version = done.version;
                 let mut next = Some(state.clone());
                 for e in events {
                     next = SagaState::apply(next, e, done.recorded_at);

@@ -51,25 +51,27 @@ async fn head<C: ConnectionTrait>(
         DatabaseBackend::Postgres => format!("${n}"),
         _ => "?".to_string(),
     };
+    // The owned kind is counted only when asked for.
+    let (owned, mut values) = match prefix {
+        Some(prefix) => (
+            format!(
+                "COALESCE(SUM(CASE WHEN event_type LIKE {} THEN 1 ELSE 0 END), 0)",
+                p(1)
+            ),
+            vec![sea_orm::Value::from(format!("{prefix}%"))],
+        ),
+        None => ("0".to_string(), vec![]),
+    };
     let sql = format!(
         "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS version, \
-         CAST(COALESCE(SUM(CASE WHEN event_type LIKE {} THEN 1 ELSE 0 END), 0) AS BIGINT) AS owned, \
+         CAST({owned} AS BIGINT) AS owned, \
          (SELECT CAST(COALESCE(MAX(log_seq), 0) AS BIGINT) FROM es_events) AS log_seq \
          FROM es_events WHERE stream_id = {}",
-        p(1),
-        p(2)
+        p(values.len() + 1)
     );
-    // Without an owned kind to count, a pattern no event type matches (types are names).
-    let like = match prefix {
-        Some(p) => format!("{p}%"),
-        None => " %".to_string(),
-    };
+    values.push(stream_id.into());
     let row = c
-        .query_one(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [like.into(), stream_id.into()],
-        ))
+        .query_one(Statement::from_sql_and_values(backend, sql, values))
         .await?
         .ok_or_else(|| sea_orm::DbErr::Custom("stream head: no row".into()))?;
     Ok(Head {

@@ -161,8 +161,3 @@ pub async fn move_table_outbox<C: ConnectionTrait>(
     }
     event_store::checkpoint::save(c, BROKER_CHECKPOINT, last_published).await
 }
-
-/// The encoded size of an envelope, for the relay's outgoing messages.
-pub(super) fn encode(e: &pb::EventEnvelope) -> Vec<u8> {
-    e.encode_to_vec()
-}

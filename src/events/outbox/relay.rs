@@ -177,7 +177,7 @@ impl Outbox {
                     event_id: e.event_id.clone(),
                     event_type: kind.to_string(),
                     routing_key: crate::events::amqp::routing_key(&e.aggregate_type, kind),
-                    body: published::encode(e),
+                    body: e.encode_to_vec(),
                 }
             })
             .collect();

@@ -190,30 +190,20 @@ pub async fn transition_from(
 /// An order's status alone: the type of the last order event of its stream (one indexed
 /// read, for the saga's check before each step).
 pub async fn status<C: ConnectionTrait>(c: &C, order_id: &OrderId) -> Result<OrderStatus> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        event_type: String,
-    }
-    let backend = c.get_database_backend();
-    let sql = match backend {
-        sea_orm::DatabaseBackend::Postgres => {
-            "SELECT event_type FROM es_events WHERE stream_id = $1 AND event_type LIKE 'Order%' \
-             ORDER BY version DESC LIMIT 1"
-        }
-        _ => {
-            "SELECT event_type FROM es_events WHERE stream_id = ? AND event_type LIKE 'Order%' \
-             ORDER BY version DESC LIMIT 1"
-        }
-    };
-    let row = Row::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [order_id.as_str().into()],
-    ))
-    .one(c)
-    .await?
-    .ok_or_else(|| OrderError::NotFound(order_id.to_string()))?;
-    let status = match row.event_type.as_str() {
+    use ordermesh::data::event_store::entity::{Column, Entity};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+    let last: Option<String> = Entity::find()
+        .select_only()
+        .column(Column::EventType)
+        .filter(Column::StreamId.eq(order_id.as_str()))
+        .filter(Column::EventType.starts_with("Order"))
+        .order_by_desc(Column::Version)
+        .limit(1)
+        .into_tuple()
+        .one(c)
+        .await?;
+    let last = last.ok_or_else(|| OrderError::NotFound(order_id.to_string()))?;
+    let status = match last.as_str() {
         "OrderPlaced" => OrderStatus::Pending,
         "OrderConfirmed" => OrderStatus::Confirmed,
         "OrderRejected" => OrderStatus::Rejected,
