@@ -106,50 +106,35 @@ impl OrderApi {
     ) -> Result<(pb::Order, i64), Status> {
         let db_status = ordermesh::data::db_status;
         let meta = Metadata::current(order_id.as_str(), "CancelOrder", "");
-        for _ in 0..8 {
-            let txn = self.orders.db.begin().await.map_err(db_status)?;
-            let order = store::get(&txn, order_id).await?;
-            let past_capture = match (&order.saga, &self.saga) {
-                (Some(state), Some(saga)) => {
-                    saga.def.has_passed(state, crate::saga::CAPTURE_PAYMENT)
+        // Through the saga only a PENDING order can be cancelled; without one, any order the
+        // status machine lets go.
+        let only_from = self.saga.as_ref().map(|_| &[OrderStatus::Pending][..]);
+        let txn = self.orders.db.begin().await.map_err(db_status)?;
+        let (order, changed, position) =
+            store::change(&txn, self.orders.writer, order_id, &meta, |order| {
+                let past_capture = match (&order.saga, &self.saga) {
+                    (Some(state), Some(saga)) => {
+                        saga.def.has_passed(state, crate::saga::CAPTURE_PAYMENT)
+                    }
+                    _ => false,
+                };
+                if past_capture {
+                    return Err(ordermesh::types::status::illegal_transition(
+                        "order",
+                        order_id.as_str(),
+                        order.status.as_str(),
+                        "cancel (its payment is captured; it can only go forward)",
+                    ));
                 }
-                _ => false,
-            };
-            if past_capture {
-                return Err(ordermesh::types::status::illegal_transition(
-                    "order",
-                    order_id.as_str(),
-                    order.status.as_str(),
-                    "cancel (its payment is captured; it can only go forward)",
-                ));
-            }
-            // Through the saga only a PENDING order can be cancelled; without one, any order the
-            // status machine lets go.
-            let only_from = self.saga.as_ref().map(|_| &[OrderStatus::Pending][..]);
-            let Some(event) = order.decide_move(OrderStatus::Cancelled, reason, only_from)? else {
-                return Ok((order_to_proto(&order), 0));
-            };
-            let new = [event.to_new()];
-            match store::append(
-                &txn,
-                self.orders.writer,
-                order_id.as_str(),
-                Some(&order),
-                &new,
-                &meta,
-            )
-            .await
-            {
-                Ok((order, done)) => {
-                    txn.commit().await.map_err(db_status)?;
-                    tracing::info!(order_id = %order_id, reason, "order cancelled");
-                    return Ok((self.orders.changed(&order), done.position));
-                }
-                Err(store::StoreError::Domain(OrderError::Contended(_))) => continue,
-                Err(e) => return Err(e.into()),
-            }
+                Ok(order.decide_move(OrderStatus::Cancelled, reason, only_from)?)
+            })
+            .await?;
+        if !changed {
+            return Ok((order_to_proto(&order), 0));
         }
-        Err(OrderError::Contended(order_id.to_string()).into())
+        txn.commit().await.map_err(db_status)?;
+        tracing::info!(order_id = %order_id, reason, "order cancelled");
+        Ok((self.orders.changed(&order), position))
     }
 
     /// The same API, placing orders through `saga`.

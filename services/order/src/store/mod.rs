@@ -152,9 +152,7 @@ pub async fn append(
 }
 
 /// Moves an order to `to` (only from the statuses in `only_from`, when given), recording
-/// `reason`. Returns the order, whether it changed (a move to the status it has is a no-op)
-/// and the position written (0 when nothing was). Losing a race with another writer re-reads
-/// and decides again, so the machine is checked against the order as it really is.
+/// `reason`: `change` with the status machine's decision.
 pub async fn transition_from(
     c: &sea_orm::DatabaseTransaction,
     w: Writer,
@@ -164,27 +162,40 @@ pub async fn transition_from(
     only_from: Option<&[OrderStatus]>,
     meta: &Metadata,
 ) -> Result<(Order, bool, i64)> {
+    change(c, w, order_id, meta, |order| {
+        Ok(order.decide_move(to, reason, only_from)?)
+    })
+    .await
+}
+
+/// Decides a change on the order as it is (`decide`: the event, none when there is nothing to
+/// do, or a refusal) and appends it at the order's version. Returns the order, whether it
+/// changed, and the position written (0 when nothing was). Losing a race with another writer
+/// re-reads and decides again, so the rules are checked against the order as it really is.
+pub async fn change<E, F>(
+    c: &sea_orm::DatabaseTransaction,
+    w: Writer,
+    order_id: &OrderId,
+    meta: &Metadata,
+    decide: F,
+) -> std::result::Result<(Order, bool, i64), E>
+where
+    E: From<StoreError>,
+    F: Fn(&Order) -> std::result::Result<Option<OrderEvent>, E>,
+{
     for _ in 0..MAX_ATTEMPTS {
         let order = get(c, order_id).await?;
-        let Some(event) = order.decide_move(to, reason, only_from)? else {
+        let Some(event) = decide(&order)? else {
             return Ok((order, false, 0));
         };
-        match append(
-            c,
-            w,
-            order_id.as_str(),
-            Some(&order),
-            &[event.to_new()],
-            meta,
-        )
-        .await
-        {
+        let new = [event.to_new()];
+        match append(c, w, order_id.as_str(), Some(&order), &new, meta).await {
             Ok((order, done)) => return Ok((order, true, done.position)),
             Err(StoreError::Domain(OrderError::Contended(_))) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(OrderError::Contended(order_id.to_string()).into())
+    Err(StoreError::from(OrderError::Contended(order_id.to_string())).into())
 }
 
 /// An order's status alone: the type of the last order event of its stream (one indexed
