@@ -3,14 +3,14 @@
 //! request is ALREADY_EXISTS.
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use prost::Message;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, SqlErr, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait, SqlErr};
 use sha2::Digest;
 use tonic::Status;
 
 use crate::data::db_status;
+use crate::data::group_commit::GroupCommit;
 use crate::types::status::db_error;
 
 pub mod entity {
@@ -131,7 +131,16 @@ fn conflict(key: &str) -> Status {
     ))
 }
 
-/// Runs `action` in a transaction unless `key` already has a result in `scope`.
+/// What a keyed write came to inside its batch.
+enum Attempt<R> {
+    Done(R),
+    /// A concurrent request with the same key committed first.
+    Raced,
+}
+
+/// Runs `action` unless `key` already has a result in `scope`: in a transaction of its own
+/// as far as the caller can tell, through the service's writer (`GroupCommit`), so it shares a
+/// commit with the writes that arrive with it.
 ///
 /// A stored result for the same request is returned as it was; a stored key with another
 /// request is ALREADY_EXISTS. An action that fails stores nothing, so it may be retried.
@@ -140,62 +149,80 @@ fn conflict(key: &str) -> Status {
 /// `ORDERMESH_CRASH_AT=<scope>:before` the process dies before it does anything, with
 /// `<scope>:after` once the result is committed and before the caller gets it.
 pub async fn execute<Req, Resp, F>(
-    db: &DatabaseConnection,
-    scope: &str,
+    w: &GroupCommit,
+    scope: &'static str,
     key: &str,
     request: &Req,
     action: F,
 ) -> Result<Resp, Status>
 where
     Req: Message,
-    Resp: Message + Default,
-    F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<Resp, Status>>,
+    Resp: Message + Default + 'static,
+    F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<Resp, Status>>
+        + Send
+        + 'static,
 {
-    crate::faults::crash::around(scope, run(db, scope, key, request, action)).await
+    crate::faults::crash::around(scope, run(w, scope, key, request, action)).await
 }
 
 async fn run<Req, Resp, F>(
-    db: &DatabaseConnection,
-    scope: &str,
+    w: &GroupCommit,
+    scope: &'static str,
     key: &str,
     request: &Req,
     action: F,
 ) -> Result<Resp, Status>
 where
     Req: Message,
-    Resp: Message + Default,
-    F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<Resp, Status>>,
+    Resp: Message + Default + 'static,
+    F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<Resp, Status>>
+        + Send
+        + 'static,
 {
     let request_hash = hash(request);
-    let txn = db.begin().await.map_err(db_status)?;
-    match lookup::<_, Resp>(&txn, scope, key, &request_hash).await? {
-        Some(Stored::Replay(r)) => return Ok(r),
-        Some(Stored::Conflict) => return Err(conflict(key)),
-        None => {}
-    }
-    let response = action(&txn).await?;
-    let row = entity::ActiveModel {
-        scope: sea_orm::Set(scope.to_string()),
-        key: sea_orm::Set(key.to_string()),
-        request_hash: sea_orm::Set(request_hash.clone()),
-        response: sea_orm::Set(response.encode_to_vec()),
-        created_at: sea_orm::Set(crate::types::time::now()),
-    };
-    let inserted = entity::Entity::insert(row).exec(&txn).await;
-    match inserted {
-        Ok(_) => {
-            txn.commit().await.map_err(db_status)?;
-            Ok(response)
-        }
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            // A concurrent request with the same key committed first: ours rolls back
-            // and the caller gets the winner's result.
-            drop(txn);
-            match lookup::<_, Resp>(db, scope, key, &request_hash).await? {
-                Some(Stored::Replay(r)) => Ok(r),
-                _ => Err(conflict(key)),
+    let owned_key = key.to_string();
+    let hash_in = request_hash.clone();
+    let attempt = w
+        .write_with(move |txn| {
+            async move {
+                use crate::data::group_commit::Outcome::{Discard, Keep};
+                // A replay or a conflict wrote nothing; they are kept so that they are only
+                // reported once what they saw is committed.
+                match lookup::<_, Resp>(txn, scope, &owned_key, &hash_in).await {
+                    Ok(Some(Stored::Replay(r))) => return Keep(Ok(Attempt::Done(r))),
+                    Ok(Some(Stored::Conflict)) => return Keep(Err(conflict(&owned_key))),
+                    Ok(None) => {}
+                    Err(e) => return Discard(Err(e)),
+                }
+                let response = match action(txn).await {
+                    Ok(r) => r,
+                    Err(e) => return Discard(Err(e)),
+                };
+                let row = entity::ActiveModel {
+                    scope: sea_orm::Set(scope.to_string()),
+                    key: sea_orm::Set(owned_key),
+                    request_hash: sea_orm::Set(hash_in),
+                    response: sea_orm::Set(response.encode_to_vec()),
+                    created_at: sea_orm::Set(crate::types::time::now()),
+                };
+                match entity::Entity::insert(row).exec(txn).await {
+                    Ok(_) => Keep(Ok(Attempt::Done(response))),
+                    Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                        Discard(Ok(Attempt::Raced))
+                    }
+                    Err(e) => Discard(Err(db_status(e))),
+                }
             }
-        }
-        Err(e) => Err(db_status(e)),
+            .boxed()
+        })
+        .await
+        .map_err(db_status)??;
+    match attempt {
+        Attempt::Done(r) => Ok(r),
+        // Ours rolled back; the caller gets the winner's result.
+        Attempt::Raced => match lookup::<_, Resp>(w.db(), scope, key, &request_hash).await? {
+            Some(Stored::Replay(r)) => Ok(r),
+            _ => Err(conflict(key)),
+        },
     }
 }

@@ -2,10 +2,11 @@
 //! remote call it covers (a step's success and the next one's start in one append), and
 //! backward through the compensations once a step is rejected.
 
-use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
+
+use crate::data::group_commit::GroupCommit;
 
 use super::definition::{Direction, Saga, StepError, StepRetry};
 use super::journal::{InstanceState, SagaEvent, SagaState};
@@ -13,7 +14,7 @@ use super::{Outcome, SagaError};
 
 /// A run's hold on its instance: the state as last recorded.
 struct Run<'a> {
-    db: &'a DatabaseConnection,
+    db: &'a GroupCommit,
     inst: SagaState,
 }
 
@@ -39,23 +40,19 @@ where
     /// span: the request that started it, or none when resumed at start-up) with one
     /// `saga.step` span per attempt. A run that moved the saga is counted in
     /// `saga_finished_total` and `saga_duration_seconds`.
-    pub async fn run(&self, db: &DatabaseConnection, saga_id: &str) -> Result<Outcome, SagaError> {
+    pub async fn run(&self, db: &GroupCommit, saga_id: &str) -> Result<Outcome, SagaError> {
         self.run_from(db, saga_id, false).await
     }
 
     /// `run` of an instance right after `start_events` started it (with its first step's
     /// first attempt already recorded as started).
-    pub async fn run_new(
-        &self,
-        db: &DatabaseConnection,
-        saga_id: &str,
-    ) -> Result<Outcome, SagaError> {
+    pub async fn run_new(&self, db: &GroupCommit, saga_id: &str) -> Result<Outcome, SagaError> {
         self.run_from(db, saga_id, true).await
     }
 
     async fn run_from(
         &self,
-        db: &DatabaseConnection,
+        db: &GroupCommit,
         saga_id: &str,
         premarked: bool,
     ) -> Result<Outcome, SagaError> {
@@ -94,7 +91,7 @@ where
 
     async fn drive(
         &self,
-        db: &DatabaseConnection,
+        db: &GroupCommit,
         saga_id: &str,
         moved: &mut bool,
         mut premarked: bool,
@@ -102,7 +99,7 @@ where
         // `premarked`: whether the current step's first attempt is already recorded as
         // started, in the append that finished the step before it (or started the saga), so
         // a step costs one append instead of two.
-        let mut inst = self.load(db, saga_id).await?;
+        let mut inst = self.load(db.db(), saga_id).await?;
         loop {
             let mut data: D = serde_json::from_str(&inst.data)?;
             let idx = inst.step.max(0) as usize;

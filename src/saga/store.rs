@@ -4,6 +4,7 @@
 //! another writer's events in a shared stream (the order's own changes) do not stand in its
 //! way; another run of the same instance (its saga events changed underneath) stops this one.
 
+use futures::FutureExt;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use super::journal::{SagaEvent, SagaState};
 use super::{Saga, SagaError};
 use crate::data::event_store::{self, Expected, Metadata, StreamBounds, Upcasters};
+use crate::data::group_commit::GroupCommit;
 
 impl<D> Saga<D>
 where
@@ -133,13 +135,14 @@ where
             .ok_or_else(|| SagaError::NotFound(saga_id.to_string()))
     }
 
-    /// Appends `events` (one transition) in `c` and returns the state after them. The append
-    /// expects the saga's own events to be as this run last saw them (`Expected::Owned`):
-    /// others' events in a shared stream do not stand in its way; saga events of another run
-    /// are a `SagaError::Conflict`.
-    pub(super) async fn record<C: ConnectionTrait + sea_orm::TransactionTrait>(
+    /// Appends `events` (one transition) through the orchestrator's writer (sharing a commit
+    /// with the other writes that arrive with it) and returns the state after them. The
+    /// append expects the saga's own events to be as this run last saw them
+    /// (`Expected::Owned`): others' events in a shared stream do not stand in its way; saga
+    /// events of another run are a `SagaError::Conflict`.
+    pub(super) async fn record(
         &self,
-        c: &C,
+        w: &GroupCommit,
         state: &SagaState,
         events: &[SagaEvent],
     ) -> Result<SagaState, SagaError> {
@@ -150,10 +153,14 @@ where
             prefix: super::journal::PREFIX,
             count: state.events,
         };
-        let txn = c.begin().await?;
-        match event_store::append(&txn, &stream, expected, &new, &meta).await {
+        let appended = w
+            .write(move |txn| {
+                async move { event_store::append(txn, &stream, expected, &new, &meta).await }
+                    .boxed()
+            })
+            .await;
+        match appended {
             Ok(done) => {
-                txn.commit().await?;
                 let mut next = Some(state.clone());
                 for e in events {
                     next = SagaState::apply(next, e, done.recorded_at);

@@ -107,6 +107,10 @@ async fn start(db: &DatabaseConnection, s: &Saga<Data>, id: &str) {
     txn.commit().await.unwrap();
 }
 
+fn writer(db: &DatabaseConnection) -> crate::data::group_commit::GroupCommit {
+    crate::data::group_commit::GroupCommit::new(db.clone(), "saga-test")
+}
+
 async fn db() -> DatabaseConnection {
     crate::data::db::connect_and_migrate::<TestMigrator>("sqlite::memory:")
         .await
@@ -127,7 +131,7 @@ async fn a_rejected_step_compensates_in_reverse() {
         &log,
     );
     start(&db, &s, "s1").await;
-    let out = s.run_new(&db, "s1").await.unwrap();
+    let out = s.run_new(&writer(&db), "s1").await.unwrap();
     assert_eq!(
         out,
         Outcome::Compensated {
@@ -165,7 +169,7 @@ async fn a_rejected_step_compensates_in_reverse() {
     assert!(s.unfinished(&db).await.unwrap().is_empty());
     // Running a finished saga again changes nothing.
     assert!(matches!(
-        s.run(&db, "s1").await.unwrap(),
+        s.run(&writer(&db), "s1").await.unwrap(),
         Outcome::Compensated { .. }
     ));
 }
@@ -196,7 +200,7 @@ async fn a_resumed_saga_continues_where_it_stopped() {
     .unwrap();
     txn.commit().await.unwrap();
     assert_eq!(s.unfinished(&db).await.unwrap(), ["s2"]);
-    assert_eq!(s.run(&db, "s2").await.unwrap(), Outcome::Completed);
+    assert_eq!(s.run(&writer(&db), "s2").await.unwrap(), Outcome::Completed);
     assert_eq!(log.lock().unwrap().clone(), ["do s2/b"]);
     let inst = s.state(&db, "s2").await.unwrap().unwrap();
     assert_eq!(inst.data, r#"{"done":["a","b"]}"#);
@@ -211,7 +215,7 @@ async fn a_step_that_stays_unavailable_is_retried_for_its_budget_then_turns_back
     let s = saga(&[("a", Behaviour::Succeed), ("b", Behaviour::Down)], &log);
     start(&db, &s, "s3").await;
     let started = std::time::Instant::now();
-    let out = s.run_new(&db, "s3").await.unwrap();
+    let out = s.run_new(&writer(&db), "s3").await.unwrap();
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "gave up before its budget: {:?}",

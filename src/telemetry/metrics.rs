@@ -121,6 +121,12 @@ metric!(DB_POOL: GaugeVec = register_gauge_vec!(
     "Database pool connections by state (idle, in_use), and the pool's maximum (max).",
     &["state"]
 ));
+metric!(DB_BATCH_SIZE: HistogramVec = register_histogram_vec!(
+    "db_group_commit_batch_size",
+    "Writes that shared one commit (`data::group_commit`), by database.",
+    &["database"],
+    vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+));
 metric!(DB_COMMITS: IntCounterVec = register_int_counter_vec!(
     "db_commits_total",
     "Transactions committed on a SQLite database file, by file.",

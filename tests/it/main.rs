@@ -2,6 +2,7 @@
 //! is one concern.
 
 mod event_store;
+mod group_commit;
 mod health_port;
 mod listeners;
 mod mesh_transport;

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
+use ordermesh::data::group_commit::GroupCommit;
 use ordermesh::data::idempotency;
 use ordermesh::proto::common::v1::{Money as PbMoney, SkuQuantity};
 use ordermesh::proto::inventory::v1 as pb;
@@ -60,13 +61,20 @@ fn publish_levels(feed: &StockFeed, items: &[item::Model]) {
 #[derive(Clone)]
 pub struct InventoryApi {
     db: DatabaseConnection,
+    /// Keyed writes share commits through it.
+    writes: GroupCommit,
     feed: StockFeed,
     drain: Drain,
 }
 
 impl InventoryApi {
     pub fn new(db: DatabaseConnection, feed: StockFeed, drain: Drain) -> Self {
-        Self { db, feed, drain }
+        Self {
+            writes: GroupCommit::new(db.clone(), "inventory"),
+            db,
+            feed,
+            drain,
+        }
     }
 
     /// Re-reads the given SKUs after a committed change and tells watchers.
@@ -386,7 +394,7 @@ impl InventoryService for InventoryApi {
         };
         let order_id = r.order_id.clone();
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "inventory.reserve",
             &r.idempotency_key,
             &r,
@@ -430,7 +438,7 @@ impl InventoryService for InventoryApi {
         ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let order_id = r.order_id.clone();
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "inventory.release",
             &r.idempotency_key,
             &r,
@@ -458,7 +466,7 @@ impl InventoryService for InventoryApi {
         ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let order_id = r.order_id.clone();
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "inventory.commit",
             &r.idempotency_key,
             &r,

@@ -287,8 +287,12 @@ struct Snapshot {
     commits: Vec<(&'static str, i64)>,
     /// PostgreSQL: the next transaction id of the cluster. Only transactions that write take
     /// one, so the difference counts write transactions (all databases, rolled back ones too),
-    /// where `xact_commit` also counts every read-only statement.
+    /// where `xact_commit` also counts every read-only statement. A savepoint that writes
+    /// takes one too (a batch of `GroupCommit` takes one per write in it, plus its own).
     next_xid: Option<i64>,
+    /// PostgreSQL: `pg_stat_wal.wal_sync`, the times the cluster synced its WAL to disk: the
+    /// durable writes the commits cost (concurrent commits share one).
+    wal_syncs: Option<i64>,
 }
 
 const STATEMENTS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
@@ -317,7 +321,13 @@ impl Snapshot {
         parts.push(format!("= {:.1} commits per placed order", all as f64 / n));
         if let (Some(a), Some(b)) = (self.next_xid, before.next_xid) {
             parts.push(format!(
-                "{:.1} write transactions per placed order (transaction ids taken, all databases)",
+                "{:.1} transaction ids taken per placed order (write transactions and their writing savepoints, all databases)",
+                (a - b) as f64 / n
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.wal_syncs, before.wal_syncs) {
+            parts.push(format!(
+                "{:.2} WAL syncs per placed order (pg_stat_wal, the cluster)",
                 (a - b) as f64 / n
             ));
         }
@@ -417,10 +427,21 @@ impl Cost {
                 .and_then(|r| r.try_get::<i64>("", "x").ok()),
             None => None,
         };
+        let wal_syncs = match &self.admin {
+            Some(admin) => admin
+                .query_one(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT wal_sync FROM pg_stat_wal",
+                ))
+                .await?
+                .and_then(|r| r.try_get::<i64>("", "wal_sync").ok()),
+            None => None,
+        };
         Ok(Snapshot {
             statements,
             commits,
             next_xid,
+            wal_syncs,
         })
     }
 

@@ -3,14 +3,16 @@
 //! (shipped, delivered). A change is one append to the order's stream; watchers hear about it
 //! after the commit, and the read models are woken to apply it.
 
+use futures::FutureExt;
 use ordermesh::data::event_store::Metadata;
+use ordermesh::data::group_commit::GroupCommit;
 use ordermesh::data::projection::Projector;
 use ordermesh::proto::common::v1::{Address, Money as PbMoney};
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::transport::watch::WatchFeed;
 use ordermesh::types::ids::OrderId;
 use ordermesh::types::time::to_proto;
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use tonic::Status;
 
 use crate::aggregate::{AddressData, LineData, Order};
@@ -146,6 +148,8 @@ pub type OrderFeed = WatchFeed<pb::Order>;
 #[derive(Clone)]
 pub struct Orders {
     pub(crate) db: DatabaseConnection,
+    /// Every change to an order (and the saga's transitions) goes through it, sharing commits.
+    pub(crate) writes: GroupCommit,
     pub(crate) feed: OrderFeed,
     pub(crate) writer: Writer,
     pub(crate) projector: Projector,
@@ -155,6 +159,7 @@ impl Orders {
     pub fn new(db: DatabaseConnection, feed: OrderFeed, writer: Writer) -> Self {
         let projector = crate::projections::projector(db.clone());
         Self {
+            writes: GroupCommit::new(db.clone(), "order"),
             db,
             feed,
             writer,
@@ -165,6 +170,11 @@ impl Orders {
     /// The database orders are kept in.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The writer orders are changed through.
+    pub fn writes(&self) -> &GroupCommit {
+        &self.writes
     }
 
     /// The read models' projector.
@@ -197,11 +207,15 @@ impl Orders {
         to: OrderStatus,
         reason: &str,
     ) -> Result<pb::Order, Status> {
-        let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
         let meta = Metadata::current(order_id.as_str(), "", "");
-        let (order, changed, _) =
-            store::transition_from(&txn, self.writer, order_id, to, reason, None, &meta).await?;
-        txn.commit().await.map_err(ordermesh::data::db_status)?;
+        let (w, id, why) = (self.writer, order_id.clone(), reason.to_string());
+        let (order, changed, _) = self
+            .writes
+            .write(move |txn| {
+                async move { store::transition_from(txn, w, &id, to, &why, None, &meta).await }
+                    .boxed()
+            })
+            .await?;
         if changed {
             tracing::info!(
                 order_id = %order_id,

@@ -3,6 +3,7 @@
 //! place.
 
 use futures::FutureExt;
+use ordermesh::data::group_commit::GroupCommit;
 use ordermesh::data::idempotency;
 use ordermesh::proto::common::v1::Money as PbMoney;
 use ordermesh::proto::payment::v1 as pb;
@@ -53,11 +54,16 @@ enum VoidTarget {
 #[derive(Clone)]
 pub struct PaymentApi {
     db: DatabaseConnection,
+    /// Keyed writes share commits through it.
+    writes: GroupCommit,
 }
 
 impl PaymentApi {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            writes: GroupCommit::new(db.clone(), "payment"),
+            db,
+        }
     }
 }
 
@@ -110,7 +116,7 @@ impl PaymentService for PaymentApi {
         let token = CardToken::parse(&r.card_token)?;
         ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "payment.authorize",
             &r.idempotency_key,
             &r,
@@ -162,7 +168,7 @@ impl PaymentService for PaymentApi {
         let amount = optional_amount(r.amount.as_ref())?;
         ordermesh::types::status::require_idempotency_key(&r.idempotency_key)?;
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "payment.capture",
             &r.idempotency_key,
             &r,
@@ -203,7 +209,7 @@ impl PaymentService for PaymentApi {
             }
         };
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "payment.void",
             &r.idempotency_key,
             &r,
@@ -244,7 +250,7 @@ impl PaymentService for PaymentApi {
             return Err(invalid_argument("reason", "must be at most 200 characters"));
         }
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "payment.refund",
             &r.idempotency_key,
             &r,

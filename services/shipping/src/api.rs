@@ -5,6 +5,7 @@
 use std::pin::Pin;
 
 use futures::{FutureExt, Stream};
+use ordermesh::data::group_commit::GroupCommit;
 use ordermesh::data::idempotency;
 use ordermesh::proto::common::v1::{Money as PbMoney, SkuQuantity};
 use ordermesh::proto::shipping::v1 as pb;
@@ -56,13 +57,20 @@ impl TrackingFeed {
 #[derive(Clone)]
 pub struct ShippingApi {
     db: DatabaseConnection,
+    /// Keyed writes share commits through it.
+    writes: GroupCommit,
     feed: TrackingFeed,
     drain: Drain,
 }
 
 impl ShippingApi {
     pub fn new(db: DatabaseConnection, feed: TrackingFeed, drain: Drain) -> Self {
-        Self { db, feed, drain }
+        Self {
+            writes: GroupCommit::new(db.clone(), "shipping"),
+            db,
+            feed,
+            drain,
+        }
     }
 
     /// Tells trackers about a shipment's latest event after a committed change. Trackers
@@ -84,7 +92,7 @@ impl ShippingApi {
     ) -> Result<pb::CreateShipmentResponse, Status> {
         let new = new.clone();
         idempotency::execute(
-            &self.db,
+            &self.writes,
             "shipping.create",
             &r.idempotency_key,
             r,
@@ -339,7 +347,7 @@ impl ShippingService for ShippingApi {
         let id = r.shipment_id.clone();
         let order_id = r.order_id.clone();
         let response = idempotency::execute(
-            &self.db,
+            &self.writes,
             "shipping.cancel",
             &r.idempotency_key,
             &r,

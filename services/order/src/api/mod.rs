@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
 use ordermesh::data::event_store::{Metadata, NewEvent};
+use ordermesh::data::group_commit::Outcome;
 use ordermesh::data::idempotency;
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_server::OrderService;
@@ -14,7 +15,7 @@ use ordermesh::transport::shutdown::Drain;
 use ordermesh::transport::watch::{Seen, Watch};
 use ordermesh::types::ids::{CustomerId, OrderId};
 use ordermesh::types::status::{invalid_argument, not_found};
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderError, OrderStatus};
@@ -109,30 +110,34 @@ impl OrderApi {
         // Through the saga only a PENDING order can be cancelled; without one, any order the
         // status machine lets go.
         let only_from = self.saga.as_ref().map(|_| &[OrderStatus::Pending][..]);
-        let txn = self.orders.db.begin().await.map_err(db_status)?;
-        let (order, changed, position) =
-            store::change(&txn, self.orders.writer, order_id, &meta, |order| {
-                let past_capture = match (&order.saga, &self.saga) {
-                    (Some(state), Some(saga)) => {
-                        saga.def.has_passed(state, crate::saga::CAPTURE_PAYMENT)
+        let (w, id, why, saga) = (
+            self.orders.writer,
+            order_id.clone(),
+            reason.to_string(),
+            self.saga.clone(),
+        );
+        let decided = self
+            .orders
+            .writes
+            .write_with(move |txn| {
+                async move {
+                    let decided = store::change(txn, w, &id, &meta, |order| {
+                        decide_cancel(order, &id, &why, saga.as_deref(), only_from)
+                    })
+                    .await;
+                    match decided {
+                        Ok((order, true, position)) => Outcome::Keep(Ok((order, true, position))),
+                        other => Outcome::Discard(other),
                     }
-                    _ => false,
-                };
-                if past_capture {
-                    return Err(ordermesh::types::status::illegal_transition(
-                        "order",
-                        order_id.as_str(),
-                        order.status.as_str(),
-                        "cancel (its payment is captured; it can only go forward)",
-                    ));
                 }
-                Ok(order.decide_move(OrderStatus::Cancelled, reason, only_from)?)
+                .boxed()
             })
-            .await?;
+            .await
+            .map_err(db_status)?;
+        let (order, changed, position) = decided?;
         if !changed {
             return Ok((order_to_proto(&order), 0));
         }
-        txn.commit().await.map_err(db_status)?;
         tracing::info!(order_id = %order_id, reason, "order cancelled");
         Ok((self.orders.changed(&order), position))
     }
@@ -142,6 +147,30 @@ impl OrderApi {
         self.saga = Some(saga);
         self
     }
+}
+
+/// Whether `order` may be cancelled now: through the saga only before its payment is captured
+/// (`only_from`: PENDING), without one whatever the status machine lets go.
+fn decide_cancel(
+    order: &crate::aggregate::Order,
+    order_id: &OrderId,
+    reason: &str,
+    saga: Option<&OrderSaga>,
+    only_from: Option<&[OrderStatus]>,
+) -> Result<Option<crate::aggregate::OrderEvent>, Status> {
+    let past_capture = match (&order.saga, saga) {
+        (Some(state), Some(saga)) => saga.def.has_passed(state, crate::saga::CAPTURE_PAYMENT),
+        _ => false,
+    };
+    if past_capture {
+        return Err(ordermesh::types::status::illegal_transition(
+            "order",
+            order_id.as_str(),
+            order.status.as_str(),
+            "cancel (its payment is captured; it can only go forward)",
+        ));
+    }
+    Ok(order.decide_move(OrderStatus::Cancelled, reason, only_from)?)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -163,7 +192,7 @@ impl OrderService for OrderApi {
         let writer = self.orders.writer;
         let key = r.idempotency_key.clone();
         let response = idempotency::execute(
-            &self.orders.db,
+            &self.orders.writes,
             "order.place",
             &r.idempotency_key,
             &r,

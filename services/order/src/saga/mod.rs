@@ -206,9 +206,9 @@ impl OrderSaga {
         // In the placing request's span and trace, so the saga's spans join the order's trace.
         tokio::spawn(ordermesh::telemetry::carry(async move {
             let outcome = if new {
-                this.def.run_new(&this.ctx.db, &saga_id).await
+                this.def.run_new(this.ctx.orders.writes(), &saga_id).await
             } else {
-                this.def.run(&this.ctx.db, &saga_id).await
+                this.def.run(this.ctx.orders.writes(), &saga_id).await
             };
             // The saga's own events move the read models (saga durations) too.
             this.ctx.orders.projector().poke();

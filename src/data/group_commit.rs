@@ -1,0 +1,222 @@
+//! Group commit: the write transactions of one database that arrive together share one commit.
+//!
+//! A commit is the expensive part of a small write (SQLite writes its journal and the file and
+//! syncs both; PostgreSQL flushes its WAL), and an order makes several small writes in each
+//! service. `GroupCommit` runs the writes given to it one after the other in one transaction,
+//! each inside a savepoint of its own, and commits once for all of them: while one batch
+//! commits, the writes that arrive meanwhile queue and become the next batch, so nobody waits
+//! for a timer and a lone write commits at once.
+//!
+//! Each write keeps the meaning of a transaction of its own: a write that fails (or says to
+//! discard, or panics) is rolled back to its savepoint and the others keep theirs; a caller
+//! hears its result only once the batch has committed, so nothing is reported done that a
+//! crash could still lose. When the commit itself fails, every write of the batch gets that
+//! error. Writes must not wait on anything but the database (no remote call inside a batch:
+//! it would hold up every write behind it), and must not themselves wait on this writer.
+
+use std::panic::AssertUnwindSafe;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+/// Most writes in one batch, so a batch's commit stays short for the readers that share the
+/// connection (SQLite has one).
+pub const MAX_BATCH: usize = 64;
+
+/// What a write asks for its savepoint: keep its changes, or roll them back (and still hand
+/// the value to its caller).
+pub enum Outcome<T> {
+    Keep(T),
+    Discard(T),
+}
+
+/// A write's delivery, run once its batch's commit is known (the commit's error, if any).
+type Deliver = Box<dyn FnOnce(Option<&DbErr>) + Send>;
+
+/// One queued write: `run` runs it in the batch's transaction and says whether to keep its
+/// savepoint; `fail` tells its caller that it could not run at all.
+type Run =
+    Box<dyn for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+
+struct Job {
+    run: Run,
+    fail: Box<dyn FnOnce(DbErr) + Send>,
+}
+
+/// The writer of one database. Cheap to clone; the batches are run by a task that lives as long
+/// as any clone does.
+#[derive(Clone)]
+pub struct GroupCommit {
+    db: DatabaseConnection,
+    jobs: mpsc::UnboundedSender<Job>,
+    label: &'static str,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl GroupCommit {
+    /// A writer for `db`; `label` names it in `db_group_commit_batch_size{database}`. Needs a
+    /// tokio runtime (it spawns the batch task).
+    pub fn new(db: DatabaseConnection, label: &'static str) -> Self {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(db.clone(), rx, label));
+        Self { db, jobs, label }
+    }
+
+    /// What it is called in `db_group_commit_batch_size{database}`.
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+
+    /// The database, for reads (and for writes that must stay out of a batch).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Runs `f` in the next batch and returns its result once the batch committed: an `Err`
+    /// from `f` rolls its changes back and is returned as is; a failed commit (or a batch that
+    /// could not begin) turns an `Ok` into that database error.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbErr> + Send + 'static,
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+    {
+        self.write_with(move |txn| {
+            async move {
+                match f(txn).await {
+                    Ok(v) => Outcome::Keep(Ok(v)),
+                    Err(e) => Outcome::Discard(Err(e)),
+                }
+            }
+            .boxed()
+        })
+        .await
+        .map_err(E::from)
+        .and_then(|r| r)
+    }
+
+    /// `write` for a write that decides itself whether its changes stay (`Outcome`): a
+    /// discarded write's value reaches its caller whatever the commit did, a kept one's only
+    /// when the commit succeeded (else the commit's error).
+    pub async fn write_with<T, F>(&self, f: F) -> Result<T, DbErr>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, Outcome<T>> + Send + 'static,
+    {
+        type Reply<T> = std::sync::Mutex<Option<oneshot::Sender<Result<T, DbErr>>>>;
+        fn send<T>(slot: &Reply<T>, out: Result<T, DbErr>) {
+            if let Some(tx) = slot.lock().ok().and_then(|mut s| s.take()) {
+                let _ = tx.send(out);
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let reply: std::sync::Arc<Reply<T>> = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+        let on_fail = reply.clone();
+        // The write runs on the batch task; it keeps the caller's span, so its statements are
+        // traced (and its events' metadata carry the trace) as if it ran here.
+        let span = tracing::Span::current();
+        let run: Run = Box::new(move |txn: &DatabaseTransaction| {
+            async move {
+                let outcome = AssertUnwindSafe(f(txn)).catch_unwind().await;
+                let (keep, value) = match outcome {
+                    Ok(Outcome::Keep(v)) => (true, Ok(v)),
+                    Ok(Outcome::Discard(v)) => (false, Ok(v)),
+                    Err(_) => (false, Err(DbErr::Custom("the write panicked".into()))),
+                };
+                let deliver: Deliver = Box::new(move |commit: Option<&DbErr>| {
+                    let out = match (value, commit) {
+                        (Ok(_), Some(e)) if keep => Err(copy(e)),
+                        (value, _) => value,
+                    };
+                    send(&reply, out);
+                });
+                (keep, deliver)
+            }
+            .instrument(span)
+            .boxed()
+        });
+        let fail = Box::new(move |e: DbErr| send(&on_fail, Err(e)));
+        if self.jobs.send(Job { run, fail }).is_err() {
+            return Err(stopped());
+        }
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+fn stopped() -> DbErr {
+    DbErr::Custom("the database writer stopped".into())
+}
+
+/// The commit's error for each caller of the batch (`DbErr` is not `Clone`).
+fn copy(e: &DbErr) -> DbErr {
+    DbErr::Custom(format!("the batch's commit failed: {e}"))
+}
+
+async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Job>, label: &'static str) {
+    let sizes = crate::telemetry::metrics::DB_BATCH_SIZE.with_label_values(&[label]);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        sizes.observe(batch.len() as f64);
+        commit_batch(&db, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn commit_batch(db: &DatabaseConnection, batch: Vec<Job>) {
+    let txn = match db.begin().await {
+        Ok(t) => t,
+        Err(e) => {
+            // Nothing ran: each write fails as its own `begin` would have.
+            for job in batch {
+                (job.fail)(copy(&e));
+            }
+            return;
+        }
+    };
+    let mut delivers = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Some(d) = savepoint(&txn, job).await {
+            delivers.push(d);
+        }
+    }
+    let committed = txn.commit().await;
+    for d in delivers {
+        d(committed.as_ref().err());
+    }
+}
+
+/// Runs one job inside a savepoint of `txn`, kept or rolled back as the job says; its delivery
+/// waits for the batch's commit unless the job is already known to have failed.
+async fn savepoint(txn: &DatabaseTransaction, job: Job) -> Option<Deliver> {
+    let sp = match txn.begin().await {
+        Ok(sp) => sp,
+        Err(e) => {
+            (job.fail)(e);
+            return None;
+        }
+    };
+    let (keep, deliver) = (job.run)(&sp).await;
+    let ended = if keep {
+        sp.commit().await
+    } else {
+        sp.rollback().await
+    };
+    match ended {
+        Ok(()) => Some(deliver),
+        // The savepoint could not be ended: what the write did is in doubt, so a kept write is
+        // reported failed (a discarded one's value is still what it said).
+        Err(e) => {
+            deliver(Some(&e));
+            None
+        }
+    }
+}
