@@ -90,6 +90,8 @@ readme-check:
 ## placed orders per second end to end next to the raw commit rate, on SQLite and PostgreSQL.
 bench: bench-gateway
 	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)
+	bench/grpc-go-peer/build.sh
+	cargo run --release --quiet --bin hop-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench -- --postgres
 	scripts/bench-e2e.sh
