@@ -264,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
         args.rounds, args.requests
     );
     println!(
-        "{:<10}{:>8}{:>11}{:>10}{:>10}{:>14}{:>8}",
+        "{:<10}{:>8}{:>11}{:>10}{:>10}{:>17}{:>8}",
         "server", "callers", "calls/s", "p50", "p99", "server CPU/call", "failed"
     );
     for &callers in &args.callers {
@@ -278,7 +278,7 @@ async fn main() -> anyhow::Result<()> {
         for (s, sample) in servers.iter().zip(all.iter_mut()) {
             let (p50, p99) = (sample.quantile(0.5), sample.quantile(0.99));
             println!(
-                "{:<10}{callers:>8}{:>11.0}{p50:>10.2?}{p99:>10.2?}{:>13.1}us{:>8}",
+                "{:<10}{callers:>8}{:>11.0}{p50:>10.2?}{p99:>10.2?}{:>15.1}us{:>8}",
                 s.name,
                 sample.rps(),
                 sample.cpu_us_per_call(),

@@ -22,9 +22,11 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-/// Most writes in one batch, so a batch's commit stays short for the readers that share the
-/// connection (SQLite has one).
-pub const MAX_BATCH: usize = 64;
+/// Most writes in one batch: a batch's commit stays short for the readers that share the
+/// connection (SQLite has one), and each write's savepoint takes a subtransaction id on
+/// PostgreSQL, of which a backend caches 64; past that every snapshot in the cluster gets
+/// slower.
+pub const MAX_BATCH: usize = 32;
 
 /// What a write asks for its savepoint: keep its changes, or roll them back (and still hand
 /// the value to its caller).
@@ -159,7 +161,7 @@ fn stopped() -> DbErr {
 
 /// The commit's error for each caller of the batch (`DbErr` is not `Clone`).
 fn copy(e: &DbErr) -> DbErr {
-    DbErr::Custom(format!("the batch's commit failed: {e}"))
+    DbErr::Custom(format!("the batch's transaction failed: {e}"))
 }
 
 async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Job>, label: &'static str) {
@@ -183,25 +185,41 @@ async fn commit_batch(db: &DatabaseConnection, batch: Vec<Job>) {
         }
     };
     let mut delivers = Vec::with_capacity(batch.len());
+    let mut broken: Option<DbErr> = None;
     for job in batch {
-        if let Some(d) = savepoint(&txn, job).await {
-            delivers.push(d);
+        if let Some(e) = &broken {
+            // A savepoint that could not be taken or ended leaves the transaction in doubt
+            // (on PostgreSQL an aborted transaction's COMMIT quietly rolls back): the rest
+            // of the batch does not run in it.
+            (job.fail)(copy(e));
+            continue;
+        }
+        match savepoint(&txn, job).await {
+            Ok(d) => delivers.push(d),
+            Err(e) => broken = Some(e),
         }
     }
-    let committed = txn.commit().await;
+    let committed = match broken {
+        None => txn.commit().await,
+        Some(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    };
     for d in delivers {
         d(committed.as_ref().err());
     }
 }
 
 /// Runs one job inside a savepoint of `txn`, kept or rolled back as the job says; its delivery
-/// waits for the batch's commit unless the job is already known to have failed.
-async fn savepoint(txn: &DatabaseTransaction, job: Job) -> Option<Deliver> {
+/// waits for the batch's commit. An error means the savepoint could not be taken or ended:
+/// the job's caller has been told, and the batch must not commit.
+async fn savepoint(txn: &DatabaseTransaction, job: Job) -> Result<Deliver, DbErr> {
     let sp = match txn.begin().await {
         Ok(sp) => sp,
         Err(e) => {
-            (job.fail)(e);
-            return None;
+            (job.fail)(copy(&e));
+            return Err(e);
         }
     };
     let (keep, deliver) = (job.run)(&sp).await;
@@ -211,12 +229,10 @@ async fn savepoint(txn: &DatabaseTransaction, job: Job) -> Option<Deliver> {
         sp.rollback().await
     };
     match ended {
-        Ok(()) => Some(deliver),
-        // The savepoint could not be ended: what the write did is in doubt, so a kept write is
-        // reported failed (a discarded one's value is still what it said).
+        Ok(()) => Ok(deliver),
         Err(e) => {
             deliver(Some(&e));
-            None
+            Err(e)
         }
     }
 }

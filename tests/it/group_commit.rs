@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use ordermesh::data::group_commit::{GroupCommit, Outcome};
+use ordermesh::data::group_commit::{GroupCommit, Outcome, MAX_BATCH};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, Statement};
 use tokio::sync::oneshot;
 
@@ -115,7 +115,8 @@ async fn writes_that_arrive_together_share_one_commit(postgres: bool) {
     let w = writer(&conn);
     let first = hold_writer(&w, 0, Duration::from_millis(300)).await;
     let mut rest = Vec::new();
-    for id in 1..=40 {
+    let queued = MAX_BATCH as i64 + 8;
+    for id in 1..=queued {
         let w = w.clone();
         rest.push(tokio::spawn(async move {
             w.write(move |txn| {
@@ -128,11 +129,14 @@ async fn writes_that_arrive_together_share_one_commit(postgres: bool) {
     for r in rest {
         r.await.unwrap().unwrap();
     }
-    assert_eq!(ids(&conn, "gc_rows").await, (0..=40).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&conn, "gc_rows").await,
+        (0..=queued).collect::<Vec<_>>()
+    );
     assert_eq!(
         batches(&w),
-        2,
-        "the 40 writes sent while the first one held the writer commit together"
+        3,
+        "the writes sent while the first one held the writer commit together, {MAX_BATCH} at most at a time"
     );
     let _ = conn.close().await;
     place.done().await;
@@ -219,7 +223,7 @@ async fn a_commit_that_fails_fails_its_whole_batch_and_the_writer_goes_on(postgr
     first.await.unwrap().unwrap();
     for r in batch {
         let e = r.await.unwrap().unwrap_err();
-        assert!(e.to_string().contains("commit failed"), "{e}");
+        assert!(e.to_string().contains("transaction failed"), "{e}");
     }
     assert_eq!(
         ids(&conn, "gc_rows").await,
@@ -232,6 +236,61 @@ async fn a_commit_that_fails_fails_its_whole_batch_and_the_writer_goes_on(postgr
         .await
         .unwrap();
     assert_eq!(ids(&conn, "gc_rows").await, vec![1, 9]);
+    let _ = conn.close().await;
+    place.done().await;
+}
+
+/// PostgreSQL aborts a transaction at its first failed statement, and then answers COMMIT with a
+/// quiet rollback. A write that swallows such an error and asks to keep its savepoint must not
+/// let the batch report success for what was rolled back: the batch is failed as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_write_that_leaves_the_transaction_aborted_fails_its_batch() {
+    let (place, conn) = setup(true).await;
+    let w = writer(&conn);
+    let first = hold_writer(&w, 1, Duration::from_millis(400)).await;
+    // Sent one after the other while the first batch holds the writer, so they make the next
+    // batch in this order.
+    let mut next = Vec::new();
+    for (id, careless) in [(3, false), (1, true), (2, false)] {
+        let w = w.clone();
+        next.push(tokio::spawn(async move {
+            w.write(move |txn| {
+                async move {
+                    let done = txn.execute_unprepared(&insert("gc_rows", id)).await;
+                    if careless {
+                        // The duplicate key fails and aborts the transaction; the error is
+                        // dropped.
+                        return Ok(());
+                    }
+                    done.map(|_| ())
+                }
+                .boxed()
+            })
+            .await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.await.unwrap().unwrap();
+    for (r, which) in
+        next.into_iter()
+            .zip(["the write before", "the careless write", "the write after"])
+    {
+        let r = r.await.unwrap();
+        assert!(r.is_err(), "{which} is not reported done: {r:?}");
+    }
+    assert_eq!(
+        ids(&conn, "gc_rows").await,
+        vec![1],
+        "nothing of the second batch stays"
+    );
+    w.write(|txn| async move { txn.execute_unprepared(&insert("gc_rows", 9)).await }.boxed())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&conn, "gc_rows").await,
+        vec![1, 9],
+        "and the writer goes on"
+    );
     let _ = conn.close().await;
     place.done().await;
 }
