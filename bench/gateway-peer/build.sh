@@ -11,24 +11,12 @@ BIN="$BUILD/grpc-gateway-peer"
 GOPKG=ordermeshpeer                       # import path root inside the private GOPATH
 GOPATH_DIR="$BUILD/gopath"
 GEN="$GOPATH_DIR/src/$GOPKG/gen"
-SYS_GOPATH=/usr/share/gocode
-GOOGLEAPIS="$SYS_GOPATH/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis"
+GOOGLEAPIS="/usr/share/gocode/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis"
 
-PKGS=(golang-go golang-grpc-gateway golang-github-grpc-ecosystem-grpc-gateway-dev
-      golang-google-grpc-dev protoc-gen-go-grpc golang-goprotobuf-dev protobuf-compiler)
-
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "build.sh: installing Debian packages: ${missing[*]}"
-  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  # apt-get update only when the package lists don't know the packages yet.
-  if ! apt-cache show golang-grpc-gateway >/dev/null 2>&1; then $SUDO apt-get update -qq; fi
-  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=bench/go-offline.sh
+source "$HERE/../go-offline.sh"
+go_offline_packages golang-go golang-grpc-gateway golang-github-grpc-ecosystem-grpc-gateway-dev \
+  golang-google-grpc-dev protoc-gen-go-grpc golang-goprotobuf-dev protobuf-compiler
 for t in go protoc protoc-gen-go protoc-gen-grpc-gateway; do
   command -v "$t" >/dev/null || { echo "build.sh: $t not found after install" >&2; exit 1; }
 done
@@ -38,7 +26,7 @@ done
 PROTOS=()
 while IFS= read -r f; do PROTOS+=("$f"); done < <(cd "$REPO/proto" && find ordermesh -name '*.proto' | sort)
 STAMP="$BUILD/inputs.sha256"
-want="$( (cd "$REPO/proto" && sha256sum "${PROTOS[@]}"); sha256sum "$HERE/main.go" "$HERE/build.sh" | sed "s#$HERE/##"; go version) | sha256sum | cut -d' ' -f1)"
+want="$( (cd "$REPO/proto" && sha256sum "${PROTOS[@]}"); sha256sum "$HERE/main.go" "$HERE/build.sh" "$HERE/../go-offline.sh" | sed "s#$HERE/##"; go version) | sha256sum | cut -d' ' -f1)"
 if [[ -x "$BIN" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "build.sh: up to date: $BIN"
   exit 0
@@ -80,9 +68,6 @@ done
 mkdir -p "$GOPATH_DIR/src/$GOPKG/cmd/grpc-gateway-peer"
 cp "$HERE/main.go" "$GOPATH_DIR/src/$GOPKG/cmd/grpc-gateway-peer/main.go"
 echo "build.sh: building $(go version | cut -d' ' -f3) (GOPATH mode, offline)"
-(cd "$GOPATH_DIR/src/$GOPKG/cmd/grpc-gateway-peer" && \
-  GO111MODULE=off GOPROXY=off GOFLAGS= GOPATH="$GOPATH_DIR:$SYS_GOPATH" GOCACHE="$BUILD/gocache" \
-  go build -o "$BIN.tmp" . )
-mv "$BIN.tmp" "$BIN"
+go_offline_build "$GOPATH_DIR" "$GOPKG/cmd/grpc-gateway-peer" "$BIN"
 echo "$want" >"$STAMP"
 echo "build.sh: built $BIN"

@@ -361,19 +361,6 @@ async fn a_reader_by_position_never_skips_a_late_commit(postgres: bool) {
     db.done().await;
 }
 
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(false).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(true).await })*
-        }
-    };
-}
-
 both!(
     exactly_one_writer_wins_each_version,
     an_owned_kind_of_event_ignores_the_others_in_its_stream,

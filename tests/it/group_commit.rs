@@ -295,19 +295,6 @@ async fn postgres_a_write_that_leaves_the_transaction_aborted_fails_its_batch() 
     place.done().await;
 }
 
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(false).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(true).await })*
-        }
-    };
-}
-
 both!(
     writes_that_arrive_together_share_one_commit,
     a_failed_write_rolls_back_alone,
