@@ -417,32 +417,32 @@ impl Cost {
                 commits.push((*svc, n));
             }
         }
-        let next_xid = match &self.admin {
-            Some(admin) => admin
-                .query_one(sea_orm::Statement::from_string(
-                    sea_orm::DatabaseBackend::Postgres,
-                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x",
-                ))
-                .await?
-                .and_then(|r| r.try_get::<i64>("", "x").ok()),
-            None => None,
-        };
-        let wal_syncs = match &self.admin {
-            Some(admin) => admin
-                .query_one(sea_orm::Statement::from_string(
-                    sea_orm::DatabaseBackend::Postgres,
-                    "SELECT wal_sync FROM pg_stat_wal",
-                ))
-                .await?
-                .and_then(|r| r.try_get::<i64>("", "wal_sync").ok()),
-            None => None,
-        };
+        let next_xid = self
+            .cluster_number("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n")
+            .await?;
+        let wal_syncs = self
+            .cluster_number("SELECT wal_sync AS n FROM pg_stat_wal")
+            .await?;
         Ok(Snapshot {
             statements,
             commits,
             next_xid,
             wal_syncs,
         })
+    }
+
+    /// PostgreSQL: the number `sql` selects as `n` (none on SQLite).
+    async fn cluster_number(&self, sql: &str) -> anyhow::Result<Option<i64>> {
+        let Some(admin) = &self.admin else {
+            return Ok(None);
+        };
+        Ok(admin
+            .query_one(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                sql,
+            ))
+            .await?
+            .and_then(|r| r.try_get::<i64>("", "n").ok()))
     }
 
     fn lock_waits(&self) -> Sampler {
