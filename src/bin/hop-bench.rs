@@ -239,7 +239,8 @@ async fn main() -> anyhow::Result<()> {
     ensure_dev_certs(&dir, TRUST_DOMAIN, NAMESPACE, &["inventory", "order"])?;
     let paths = CertPaths::in_dir(&dir, "inventory");
     let mut ours = Command::new(std::env::current_exe()?);
-    ours.arg("--serve").arg(&dir).env("RUST_LOG", "warn");
+    // Logs as a service logs by default.
+    ours.arg("--serve").arg(&dir).env_remove("RUST_LOG");
     let mut peer = Command::new(&args.peer);
     peer.arg("-tls-ca")
         .arg(&paths.ca)

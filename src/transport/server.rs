@@ -292,13 +292,16 @@ impl MeshServer {
             }
         };
         // The RPC span and RED metrics outermost, so they see every answer, refusals included.
+        // The request log has a line per answered call at DEBUG (`RUST_LOG=info,tower_http=debug`)
+        // and one per failed call at ERROR: at INFO, one JSON line for every call cost a quarter
+        // of a hop's calls/s (hop-bench), and the spans and RED metrics already count them.
         let router = tonic::transport::Server::builder()
             .layer(crate::telemetry::rpc::ServerLayer::default())
             .layer(
                 tower_http::trace::TraceLayer::new_for_grpc()
                     .on_request(())
                     .on_response(
-                        tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                        tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
                     ),
             )
             .layer(self.shed.clone())
