@@ -133,7 +133,10 @@ impl GroupCommit {
                 let (keep, value) = match outcome {
                     Ok(Outcome::Keep(v)) => (true, Ok(v)),
                     Ok(Outcome::Discard(v)) => (false, Ok(v)),
-                    Err(_) => (false, Err(DbErr::Custom("the write panicked".into()))),
+                    Err(_) => {
+                        tracing::error!("a batched write panicked; its savepoint is rolled back");
+                        (false, Err(DbErr::Custom("the write panicked".into())))
+                    }
                 };
                 let deliver: Deliver = Box::new(move |commit: Option<&DbErr>| {
                     let out = match (value, commit) {
