@@ -35,6 +35,16 @@ pub enum Outcome<T> {
     Discard(T),
 }
 
+/// A write's result as a transaction's would be: kept when `Ok`, rolled back when `Err`.
+impl<T, E> From<Result<T, E>> for Outcome<Result<T, E>> {
+    fn from(r: Result<T, E>) -> Self {
+        match r {
+            Ok(v) => Outcome::Keep(Ok(v)),
+            Err(e) => Outcome::Discard(Err(e)),
+        }
+    }
+}
+
 /// A write's delivery, run once its batch's commit is known (the commit's error, if any).
 type Deliver = Box<dyn FnOnce(Option<&DbErr>) + Send>;
 
@@ -93,18 +103,10 @@ impl GroupCommit {
         E: From<DbErr> + Send + 'static,
         F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
     {
-        self.write_with(move |txn| {
-            async move {
-                match f(txn).await {
-                    Ok(v) => Outcome::Keep(Ok(v)),
-                    Err(e) => Outcome::Discard(Err(e)),
-                }
-            }
-            .boxed()
-        })
-        .await
-        .map_err(E::from)
-        .and_then(|r| r)
+        self.write_with(move |txn| async move { f(txn).await.into() }.boxed())
+            .await
+            .map_err(E::from)
+            .and_then(|r| r)
     }
 
     /// `write` for a write that decides itself whether its changes stay (`Outcome`): a

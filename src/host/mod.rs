@@ -44,6 +44,9 @@ pub const EVENT_LOG_SERVICE: &str = <EventLogServiceServer<EventLog> as NamedSer
 pub struct ServiceHost {
     pub config: ServiceConfig,
     pub db: DatabaseConnection,
+    /// The service's writer for `db`: keyed writes and the order's changes share commits
+    /// through it (`data::group_commit`).
+    pub writes: crate::data::group_commit::GroupCommit,
     /// This service's events, published by the relay and served as `EventLogService`.
     pub outbox: Outbox,
     drain: Drain,
@@ -61,6 +64,7 @@ impl ServiceHost {
         }
         Ok(Self {
             config: config.clone(),
+            writes: crate::data::group_commit::GroupCommit::new(db.clone(), config.service),
             db,
             outbox,
             drain: Drain::new(),

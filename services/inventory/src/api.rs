@@ -60,18 +60,20 @@ fn publish_levels(feed: &StockFeed, items: &[item::Model]) {
 
 #[derive(Clone)]
 pub struct InventoryApi {
-    db: DatabaseConnection,
-    /// Keyed writes share commits through it.
+    /// The service's database, whose keyed writes share commits through it.
     writes: GroupCommit,
     feed: StockFeed,
     drain: Drain,
 }
 
 impl InventoryApi {
-    pub fn new(db: DatabaseConnection, feed: StockFeed, drain: Drain) -> Self {
+    fn db(&self) -> &DatabaseConnection {
+        self.writes.db()
+    }
+
+    pub fn new(writes: GroupCommit, feed: StockFeed, drain: Drain) -> Self {
         Self {
-            writes: GroupCommit::new(db.clone(), "inventory"),
-            db,
+            writes,
             feed,
             drain,
         }
@@ -83,7 +85,7 @@ impl InventoryApi {
         if skus.is_empty() || !self.feed.is_watched() {
             return;
         }
-        if let Ok(items) = store::find_items(&self.db, &skus).await {
+        if let Ok(items) = store::find_items(self.db(), &skus).await {
             publish_levels(&self.feed, &items);
         }
     }
@@ -91,10 +93,10 @@ impl InventoryApi {
     /// Expires due reservations; returns how many it expired. Runs periodically from `App`.
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
         let now = now();
-        let due = store::due_for_expiry(&self.db, now).await?;
+        let due = store::due_for_expiry(self.db(), now).await?;
         let mut n = 0;
         for order_id in due {
-            let txn = self.db.begin().await?;
+            let txn = self.db().begin().await?;
             let expired = store::expire(&txn, &order_id, now).await?;
             txn.commit().await?;
             if let Some(view) = expired {
@@ -176,7 +178,7 @@ impl InventoryService for InventoryApi {
             r.initial_stock,
             r.low_stock_threshold,
         )?;
-        let row = store::insert_item(&self.db, &new, now()).await?;
+        let row = store::insert_item(self.db(), &new, now()).await?;
         self.announce([row.sku.clone()]).await;
         Ok(Response::new(pb::CreateItemResponse {
             item: Some(item_to_proto(&row)),
@@ -188,7 +190,7 @@ impl InventoryService for InventoryApi {
         request: Request<pb::GetItemRequest>,
     ) -> Result<Response<pb::GetItemResponse>, Status> {
         let sku = Sku::parse(&request.get_ref().sku)?;
-        let row = store::get_item(&self.db, &sku).await?;
+        let row = store::get_item(self.db(), &sku).await?;
         Ok(Response::new(pb::GetItemResponse {
             item: Some(item_to_proto(&row)),
         }))
@@ -202,7 +204,7 @@ impl InventoryService for InventoryApi {
         let filter = format!("low={}", r.low_stock_only);
         let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut rows =
-            store::list_items(&self.db, r.low_stock_only, page.offset, page.fetch_limit()).await?;
+            store::list_items(self.db(), r.low_stock_only, page.offset, page.fetch_limit()).await?;
         let next_page_token = page.next_token(rows.len(), &filter);
         rows.truncate(page.size as usize);
         Ok(Response::new(pb::ListItemsResponse {
@@ -220,7 +222,11 @@ impl InventoryService for InventoryApi {
         if r.delta == 0 {
             return Err(invalid_argument("delta", "must not be zero"));
         }
-        let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
+        let txn = self
+            .db()
+            .begin()
+            .await
+            .map_err(ordermesh::data::db_status)?;
         let row = store::adjust_stock(&txn, &sku, r.delta, now()).await?;
         txn.commit().await.map_err(ordermesh::data::db_status)?;
         tracing::info!(sku = %sku, delta = r.delta, reason = %r.reason, "stock adjusted");
@@ -254,14 +260,14 @@ impl InventoryService for InventoryApi {
         let skus: Vec<String> = wanted.iter().cloned().collect();
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let updates = self.feed.subscribe();
-        let current = store::find_items(&self.db, &skus).await?;
+        let current = store::find_items(self.db(), &skus).await?;
         if let Some(missing) = skus.iter().find(|s| !current.iter().any(|i| &i.sku == *s)) {
             return Err(not_found("item", missing));
         }
         let watch = StockWatch {
             wanted,
             skus,
-            db: self.db.clone(),
+            db: self.db().clone(),
             last: HashMap::new(),
         };
         let first = current.iter().map(stock_level).collect();
@@ -283,7 +289,11 @@ impl InventoryService for InventoryApi {
                 if msg.delta == 0 {
                     return Err(invalid_argument("delta", "must not be zero"));
                 }
-                let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
+                let txn = self
+                    .db()
+                    .begin()
+                    .await
+                    .map_err(ordermesh::data::db_status)?;
                 let row = store::adjust_stock(&txn, &sku, msg.delta, now()).await?;
                 txn.commit().await.map_err(ordermesh::data::db_status)?;
                 Ok(row)
@@ -338,7 +348,7 @@ impl InventoryService for InventoryApi {
                     if msg.counted > domain::MAX_STOCK {
                         return Err(invalid_argument("counted", "is too large"));
                     }
-                    let txn = api.db.begin().await.map_err(ordermesh::data::db_status)?;
+                    let txn = api.db().begin().await.map_err(ordermesh::data::db_status)?;
                     let out = store::set_on_hand(&txn, &sku, msg.counted, now()).await?;
                     txn.commit().await.map_err(ordermesh::data::db_status)?;
                     Ok(out)
@@ -421,7 +431,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
         let order_id = &request.get_ref().order_id;
         require_order_id(order_id)?;
-        let view = store::get_reservation(&self.db, order_id)
+        let view = store::get_reservation(self.db(), order_id)
             .await?
             .ok_or_else(|| not_found("reservation", order_id))?;
         Ok(Response::new(pb::GetReservationResponse {

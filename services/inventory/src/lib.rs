@@ -32,7 +32,7 @@ impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
         let host = ServiceHost::start::<store::Migrator>(config).await?;
         let feed = StockFeed::default();
-        let api = InventoryApi::new(host.db.clone(), feed.clone(), host.drain());
+        let api = InventoryApi::new(host.writes.clone(), feed.clone(), host.drain());
         Ok(Self {
             host,
             api,

@@ -56,7 +56,7 @@ impl App {
             .clone()
             .with_event_store(Arc::new(store::public::PublicOrderEvents::default()));
         let feed = OrderFeed::default();
-        let api = OrderApi::new(host.db.clone(), feed.clone(), host.drain(), writer);
+        let api = OrderApi::new(host.writes.clone(), feed.clone(), host.drain(), writer);
         api.orders()
             .projector()
             .create_tables()

@@ -147,8 +147,8 @@ pub type OrderFeed = WatchFeed<pb::Order>;
 /// Moves orders, tells watchers and wakes the read models.
 #[derive(Clone)]
 pub struct Orders {
-    pub(crate) db: DatabaseConnection,
-    /// Every change to an order (and the saga's transitions) goes through it, sharing commits.
+    /// The order database; every change to an order (and the saga's transitions) goes
+    /// through it, sharing commits.
     pub(crate) writes: GroupCommit,
     pub(crate) feed: OrderFeed,
     pub(crate) writer: Writer,
@@ -156,11 +156,10 @@ pub struct Orders {
 }
 
 impl Orders {
-    pub fn new(db: DatabaseConnection, feed: OrderFeed, writer: Writer) -> Self {
-        let projector = crate::projections::projector(db.clone());
+    pub fn new(writes: GroupCommit, feed: OrderFeed, writer: Writer) -> Self {
+        let projector = crate::projections::projector(writes.db().clone());
         Self {
-            writes: GroupCommit::new(db.clone(), "order"),
-            db,
+            writes,
             feed,
             writer,
             projector,
@@ -169,7 +168,7 @@ impl Orders {
 
     /// The database orders are kept in.
     pub fn db(&self) -> &DatabaseConnection {
-        &self.db
+        self.writes.db()
     }
 
     /// The writer orders are changed through.
@@ -186,7 +185,7 @@ impl Orders {
     /// the read models that there is something to apply.
     pub async fn announce(&self, order_id: &OrderId) {
         self.projector.poke();
-        if let Ok(o) = store::get(&self.db, order_id).await {
+        if let Ok(o) = store::get(self.db(), order_id).await {
             self.feed.publish(order_to_proto(&o));
         }
     }

@@ -53,17 +53,17 @@ enum VoidTarget {
 
 #[derive(Clone)]
 pub struct PaymentApi {
-    db: DatabaseConnection,
-    /// Keyed writes share commits through it.
+    /// The service's database, whose keyed writes share commits through it.
     writes: GroupCommit,
 }
 
 impl PaymentApi {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self {
-            writes: GroupCommit::new(db.clone(), "payment"),
-            db,
-        }
+    fn db(&self) -> &DatabaseConnection {
+        self.writes.db()
+    }
+
+    pub fn new(writes: GroupCommit) -> Self {
+        Self { writes }
     }
 }
 
@@ -273,7 +273,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::GetPaymentRequest>,
     ) -> Result<Response<pb::GetPaymentResponse>, Status> {
         let id = PaymentId::parse(&request.get_ref().payment_id)?;
-        let row = store::get(&self.db, &id).await?;
+        let row = store::get(self.db(), &id).await?;
         Ok(Response::new(pb::GetPaymentResponse {
             payment: Some(payment_to_proto(&row)),
         }))
@@ -292,7 +292,7 @@ impl PaymentService for PaymentApi {
         let filter = format!("order={}", r.order_id);
         let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut rows =
-            store::list(&self.db, order.as_ref(), page.offset, page.fetch_limit()).await?;
+            store::list(self.db(), order.as_ref(), page.offset, page.fetch_limit()).await?;
         let next_page_token = page.next_token(rows.len(), &filter);
         rows.truncate(page.size as usize);
         Ok(Response::new(pb::ListPaymentsResponse {

@@ -28,7 +28,7 @@ pub struct App {
 impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
         let host = ServiceHost::start::<store::Migrator>(config).await?;
-        let api = PaymentApi::new(host.db.clone());
+        let api = PaymentApi::new(host.writes.clone());
         Ok(Self { host, api })
     }
 

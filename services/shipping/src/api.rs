@@ -56,18 +56,20 @@ impl TrackingFeed {
 
 #[derive(Clone)]
 pub struct ShippingApi {
-    db: DatabaseConnection,
-    /// Keyed writes share commits through it.
+    /// The service's database, whose keyed writes share commits through it.
     writes: GroupCommit,
     feed: TrackingFeed,
     drain: Drain,
 }
 
 impl ShippingApi {
-    pub fn new(db: DatabaseConnection, feed: TrackingFeed, drain: Drain) -> Self {
+    fn db(&self) -> &DatabaseConnection {
+        self.writes.db()
+    }
+
+    pub fn new(writes: GroupCommit, feed: TrackingFeed, drain: Drain) -> Self {
         Self {
-            writes: GroupCommit::new(db.clone(), "shipping"),
-            db,
+            writes,
             feed,
             drain,
         }
@@ -80,7 +82,7 @@ impl ShippingApi {
         if !self.feed.events.is_watched() {
             return;
         }
-        if let Ok(Some(event)) = store::latest_event(&self.db, shipment_id).await {
+        if let Ok(Some(event)) = store::latest_event(self.db(), shipment_id).await {
             self.feed.events.publish(event);
         }
     }
@@ -278,7 +280,7 @@ impl ShippingService for ShippingApi {
     ) -> Result<Response<pb::GetShipmentResponse>, Status> {
         let id = &request.get_ref().shipment_id;
         require_shipment_id(id)?;
-        let view = store::get_shipment(&self.db, id)
+        let view = store::get_shipment(self.db(), id)
             .await?
             .ok_or_else(|| not_found("shipment", id))?;
         Ok(Response::new(pb::GetShipmentResponse {
@@ -300,7 +302,7 @@ impl ShippingService for ShippingApi {
         let filter = format!("order={}", r.order_id);
         let page = ordermesh::types::pagination::Page::parse(r.page_size, &r.page_token, &filter)?;
         let mut rows =
-            store::list_shipments(&self.db, order_id, page.offset, page.fetch_limit()).await?;
+            store::list_shipments(self.db(), order_id, page.offset, page.fetch_limit()).await?;
         let next_page_token = page.next_token(rows.len(), &filter);
         rows.truncate(page.size as usize);
         Ok(Response::new(pb::ListShipmentsResponse {
@@ -409,7 +411,11 @@ impl ShippingService for ShippingApi {
         };
         domain::check_text("location", &r.location)?;
         domain::check_text("note", &r.note)?;
-        let txn = self.db.begin().await.map_err(ordermesh::data::db_status)?;
+        let txn = self
+            .db()
+            .begin()
+            .await
+            .map_err(ordermesh::data::db_status)?;
         let (view, event) =
             store::advance(&txn, &r.shipment_id, to, &r.location, &r.note, now()).await?;
         txn.commit().await.map_err(ordermesh::data::db_status)?;
@@ -430,13 +436,13 @@ impl ShippingService for ShippingApi {
         require_shipment_id(&id)?;
         // Subscribe before reading, so no event between the read and the subscription is lost.
         let updates = self.feed.events.subscribe();
-        if store::get_shipment(&self.db, &id).await?.is_none() {
+        if store::get_shipment(self.db(), &id).await?.is_none() {
             return Err(not_found("shipment", &id));
         }
-        let history = store::events_after(&self.db, &id, 0).await?;
+        let history = store::events_after(self.db(), &id, 0).await?;
         let track = ShipmentTrack {
             shipment_id: id,
-            db: self.db.clone(),
+            db: self.db().clone(),
             last: 0,
         };
         let stream = updates.stream(track, history, self.drain.clone(), 64);

@@ -29,7 +29,7 @@ impl App {
     pub async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
         let host = ServiceHost::start::<store::Migrator>(config).await?;
         let feed = TrackingFeed::default();
-        let api = ShippingApi::new(host.db.clone(), feed.clone(), host.drain());
+        let api = ShippingApi::new(host.writes.clone(), feed.clone(), host.drain());
         Ok(Self { host, api, feed })
     }
 

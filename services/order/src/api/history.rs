@@ -66,7 +66,7 @@ impl OrderApi {
             None => None,
             Some(t) => Some(ordermesh::types::time::from_proto("as_of_time", t)?),
         };
-        let db = &self.orders.db;
+        let db = self.orders.db();
         if r.as_of_version == 0 && as_of.is_none() {
             let order = store::get(db, &id).await?;
             return Ok(pb::GetOrderResponse {
@@ -122,7 +122,7 @@ impl OrderApi {
                 ))
             }
         };
-        let db = &self.orders.db;
+        let db = self.orders.db();
         let head = ordermesh::data::event_store::stream_version(db, id.as_str())
             .await
             .map_err(ordermesh::data::db_status)?;

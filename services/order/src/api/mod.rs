@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::{FutureExt, Stream};
 use ordermesh::data::event_store::{Metadata, NewEvent};
-use ordermesh::data::group_commit::Outcome;
+use ordermesh::data::group_commit::GroupCommit;
 use ordermesh::data::idempotency;
 use ordermesh::proto::order::v1 as pb;
 use ordermesh::proto::order::v1::order_service_server::OrderService;
@@ -72,9 +72,9 @@ pub struct OrderApi {
 }
 
 impl OrderApi {
-    pub fn new(db: DatabaseConnection, feed: OrderFeed, drain: Drain, writer: Writer) -> Self {
+    pub fn new(writes: GroupCommit, feed: OrderFeed, drain: Drain, writer: Writer) -> Self {
         Self {
-            orders: Orders::new(db, feed, writer),
+            orders: Orders::new(writes, feed, writer),
             drain,
             saga: None,
         }
@@ -107,9 +107,6 @@ impl OrderApi {
     ) -> Result<(pb::Order, i64), Status> {
         let db_status = ordermesh::data::db_status;
         let meta = Metadata::current(order_id.as_str(), "CancelOrder", "");
-        // Through the saga only a PENDING order can be cancelled; without one, any order the
-        // status machine lets go.
-        let only_from = self.saga.as_ref().map(|_| &[OrderStatus::Pending][..]);
         let (w, id, why, saga) = (
             self.orders.writer,
             order_id.clone(),
@@ -121,14 +118,11 @@ impl OrderApi {
             .writes
             .write_with(move |txn| {
                 async move {
-                    let decided = store::change(txn, w, &id, &meta, |order| {
-                        decide_cancel(order, &id, &why, saga.as_deref(), only_from)
+                    store::change(txn, w, &id, &meta, |order| {
+                        decide_cancel(order, &id, &why, saga.as_deref())
                     })
-                    .await;
-                    match decided {
-                        Ok((order, true, position)) => Outcome::Keep(Ok((order, true, position))),
-                        other => Outcome::Discard(other),
-                    }
+                    .await
+                    .into()
                 }
                 .boxed()
             })
@@ -149,15 +143,15 @@ impl OrderApi {
     }
 }
 
-/// Whether `order` may be cancelled now: through the saga only before its payment is captured
-/// (`only_from`: PENDING), without one whatever the status machine lets go.
+/// Whether `order` may be cancelled now: placed through the saga, only while PENDING and before
+/// its payment is captured; without one, whatever the status machine lets go.
 fn decide_cancel(
     order: &crate::aggregate::Order,
     order_id: &OrderId,
     reason: &str,
     saga: Option<&OrderSaga>,
-    only_from: Option<&[OrderStatus]>,
 ) -> Result<Option<crate::aggregate::OrderEvent>, Status> {
+    let only_from = saga.map(|_| &[OrderStatus::Pending][..]);
     let past_capture = match (&order.saga, saga) {
         (Some(state), Some(saga)) => saga.def.has_passed(state, crate::saga::CAPTURE_PAYMENT),
         _ => false,
@@ -303,10 +297,10 @@ impl OrderService for OrderApi {
         let order_id = OrderId::parse(&request.into_inner().order_id)?;
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let updates = self.orders.feed.subscribe();
-        let current = order_to_proto(&store::get(&self.orders.db, &order_id).await?);
+        let current = order_to_proto(&store::get(self.orders.db(), &order_id).await?);
         let watch = OrderWatch {
             order_id,
-            db: self.orders.db.clone(),
+            db: self.orders.db().clone(),
             last_version: 0,
         };
         let stream = updates.stream(watch, vec![current], self.drain.clone(), 16);

@@ -57,7 +57,7 @@ impl OrderApi {
         if min_position < 0 {
             return Err(invalid_argument("min_position", "must not be negative"));
         }
-        let head = ordermesh::data::event_store::head_position(&self.orders.db).await?;
+        let head = ordermesh::data::event_store::head_position(self.orders.db()).await?;
         if min_position > head {
             return Err(invalid_argument(
                 "min_position",
@@ -106,7 +106,7 @@ impl OrderApi {
         self.caught_up(summaries::NAME, r.min_position, within)
             .await?;
         let mut rows = summaries::list(
-            &self.orders.db,
+            self.orders.db(),
             customer.as_ref(),
             &statuses,
             page.offset,
@@ -145,7 +145,7 @@ impl OrderApi {
             _ => return Err(invalid_argument("top", "must be 1-100 (0 means 10)")),
         };
         let position = self.caught_up(stats::NAME, r.min_position, within).await?;
-        let rep = stats::report(&self.orders.db, from, to, top)
+        let rep = stats::report(self.orders.db(), from, to, top)
             .await
             .map_err(ordermesh::data::db_status)?;
         let money = |currency: &str, minor: i64| {
