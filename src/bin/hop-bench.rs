@@ -91,8 +91,12 @@ impl Server {
             .spawn()
             .map_err(|e| anyhow::anyhow!("{name}: cannot start {cmd:?}: {e}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut out = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        out.read_line(&mut line)?;
+        // Whatever the server prints after that is read and dropped, so a full pipe never
+        // stalls it mid-benchmark.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let addr = line
             .strip_prefix("listening ")
             .map(|a| a.trim().to_string())
