@@ -109,7 +109,7 @@ impl Mesh {
                     spawn(|l, s| app.serve(l, s)).await
                 }
             };
-            mesh.push(svc, server, cfg.metrics_listen, db);
+            mesh.push(svc, server, cfg.metrics_listen, db).await;
         }
         mesh
     }
@@ -143,7 +143,7 @@ impl Mesh {
     pub async fn with_order(mut self) -> Self {
         let (app, db, metrics) = self.order_app().await;
         let server = spawn(|l, s| app.serve(l, s)).await;
-        self.push("order", server, metrics, db);
+        self.push("order", server, metrics, db).await;
         self
     }
 
@@ -170,13 +170,25 @@ impl Mesh {
         (self.servers, self.dbs)
     }
 
-    fn push(
+    /// Adds a spawned server; with a metrics address, once that listener accepts (the server
+    /// binds it when its task first runs, which can be after a test's first scrape).
+    async fn push(
         &mut self,
         name: &'static str,
         server: Spawned,
         metrics: Option<SocketAddr>,
         db: TestDatabase,
     ) {
+        if let Some(addr) = metrics {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name}'s metrics listener {addr} did not come up within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         self.names.push(name);
         self.servers.push(server);
         self.metrics.push(metrics);
