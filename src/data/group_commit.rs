@@ -3,22 +3,29 @@
 //! A commit is the expensive part of a small write (SQLite writes its journal and the file and
 //! syncs both; PostgreSQL flushes its WAL), and an order makes several small writes in each
 //! service. `GroupCommit` runs the writes given to it one after the other in one transaction,
-//! each inside a savepoint of its own, and commits once for all of them: while one batch
-//! commits, the writes that arrive meanwhile queue and become the next batch, so nobody waits
-//! for a timer and a lone write commits at once.
+//! each but the first inside a savepoint of its own, and commits once for all of them: while
+//! one batch commits, the writes that arrive meanwhile queue and become the next batch, so
+//! nobody waits for a timer and a lone write commits at once. Savepoints cost round trips, so
+//! the first write of a batch (a lone write: the common case) has none and a kept one is not
+//! released (the commit ends it).
 //!
 //! Each write keeps the meaning of a transaction of its own: a write that fails (or says to
-//! discard, or panics) is rolled back to its savepoint and the others keep theirs; a caller
-//! hears its result only once the batch has committed, so nothing is reported done that a
-//! crash could still lose. When the commit itself fails, every write of the batch gets that
-//! error. Writes must not wait on anything but the database (no remote call inside a batch:
-//! it would hold up every write behind it), and must not themselves wait on this writer.
+//! discard, or panics) is rolled back to its savepoint and the others keep theirs; the first
+//! write has no savepoint, so it takes the transaction down with it alone (nothing else has
+//! run in it yet) and the rest of the batch runs in a new one. A caller hears its result only
+//! once the batch has committed, so nothing is reported done that a crash could still lose.
+//! When the commit itself fails, every write of the batch gets that error. Writes must not
+//! wait on anything but the database (no remote call inside a batch: it would hold up every
+//! write behind it), and must not themselves wait on this writer.
 
 use std::panic::AssertUnwindSafe;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -179,62 +186,83 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Job>, label
 }
 
 async fn commit_batch(db: &DatabaseConnection, batch: Vec<Job>) {
-    let txn = match db.begin().await {
-        Ok(t) => t,
-        Err(e) => {
-            // Nothing ran: each write fails as its own `begin` would have.
-            for job in batch {
-                (job.fail)(copy(&e));
+    let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
+    let mut jobs = batch.into_iter();
+    while let Some(first) = jobs.next() {
+        let txn = match db.begin().await {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing ran: each write fails as its own `begin` would have.
+                (first.fail)(copy(&e));
+                for job in jobs {
+                    (job.fail)(copy(&e));
+                }
+                return;
             }
-            return;
-        }
-    };
-    let mut delivers = Vec::with_capacity(batch.len());
-    let mut broken: Option<DbErr> = None;
-    for job in batch {
-        if let Some(e) = &broken {
-            // A savepoint that could not be taken or ended leaves the transaction in doubt
-            // (on PostgreSQL an aborted transaction's COMMIT quietly rolls back): the rest
-            // of the batch does not run in it.
-            (job.fail)(copy(e));
+        };
+        // The first write runs in the transaction itself, without a savepoint (a lone write,
+        // the common case, needs none): when it is not kept, the transaction rolls back with
+        // it, nothing else having run in it yet, and the rest start over in a new one.
+        let (keep, deliver) = (first.run)(&txn).await;
+        if !keep {
+            let _ = txn.rollback().await;
+            deliver(None);
             continue;
         }
-        match savepoint(&txn, job).await {
-            Ok(d) => delivers.push(d),
-            Err(e) => broken = Some(e),
+        let mut delivers = vec![deliver];
+        let mut broken: Option<DbErr> = None;
+        for (n, job) in jobs.by_ref().enumerate() {
+            if let Some(e) = &broken {
+                // A savepoint that could not be taken or rolled back to leaves the
+                // transaction in doubt: the rest of the batch does not run in it.
+                (job.fail)(copy(e));
+                continue;
+            }
+            match savepoint(&txn, n, job).await {
+                Ok(d) => delivers.push(d),
+                Err(e) => broken = Some(e),
+            }
         }
-    }
-    let committed = match broken {
-        None => txn.commit().await,
-        Some(e) => {
-            let _ = txn.rollback().await;
-            Err(e)
+        // PostgreSQL aborts a transaction at its first failed statement and answers its
+        // COMMIT with a quiet rollback: a write that swallowed such an error and asked to be
+        // kept must not be reported done. One statement tells (it fails in an aborted
+        // transaction); SQLite has no such state.
+        if postgres && broken.is_none() {
+            if let Err(e) = txn.execute_unprepared("SELECT 1").await {
+                broken = Some(e);
+            }
         }
-    };
-    for d in delivers {
-        d(committed.as_ref().err());
+        let committed = match broken {
+            None => txn.commit().await,
+            Some(e) => {
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+        };
+        for d in delivers {
+            d(committed.as_ref().err());
+        }
     }
 }
 
-/// Runs one job inside a savepoint of `txn`, kept or rolled back as the job says; its delivery
-/// waits for the batch's commit. An error means the savepoint could not be taken or ended:
-/// the job's caller has been told, and the batch must not commit.
-async fn savepoint(txn: &DatabaseTransaction, job: Job) -> Result<Deliver, DbErr> {
-    let sp = match txn.begin().await {
-        Ok(sp) => sp,
-        Err(e) => {
-            (job.fail)(copy(&e));
-            return Err(e);
-        }
-    };
-    let (keep, deliver) = (job.run)(&sp).await;
-    let ended = if keep {
-        sp.commit().await
-    } else {
-        sp.rollback().await
-    };
-    match ended {
-        Ok(()) => Ok(deliver),
+/// Runs the `n`th job after a batch's first inside a savepoint of `txn`, rolled back to when
+/// the job says so; a kept one is not released (the commit ends it, one round trip fewer).
+/// Its delivery waits for the batch's commit. An error means the savepoint could not be
+/// taken or rolled back to: the job's caller has been told, and the batch must not commit.
+async fn savepoint(txn: &DatabaseTransaction, n: usize, job: Job) -> Result<Deliver, DbErr> {
+    if let Err(e) = txn.execute_unprepared(&format!("SAVEPOINT gc_{n}")).await {
+        (job.fail)(copy(&e));
+        return Err(e);
+    }
+    let (keep, deliver) = (job.run)(txn).await;
+    if keep {
+        return Ok(deliver);
+    }
+    match txn
+        .execute_unprepared(&format!("ROLLBACK TO SAVEPOINT gc_{n}"))
+        .await
+    {
+        Ok(_) => Ok(deliver),
         Err(e) => {
             deliver(Some(&e));
             Err(e)

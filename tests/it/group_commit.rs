@@ -240,6 +240,62 @@ async fn a_commit_that_fails_fails_its_whole_batch_and_the_writer_goes_on(postgr
     place.done().await;
 }
 
+/// The first write of a batch runs without a savepoint of its own: when it fails or discards,
+/// its transaction rolls back with it and the writes behind it run in a new one, so it still
+/// rolls back alone, as does every first write after it.
+async fn the_first_write_of_a_batch_rolls_back_alone_too(postgres: bool) {
+    let (place, conn) = setup(postgres).await;
+    let w = writer(&conn);
+    let first = hold_writer(&w, 1, Duration::from_millis(400)).await;
+    let mut next = Vec::new();
+    // Sent one after the other while the first batch holds the writer, so they make the next
+    // batch in this order: a failing first write, a discarding one that is first after it,
+    // then a kept one, a failing one behind it and a kept one.
+    for (id, end) in [(2, "fail"), (3, "discard"), (4, "ok"), (5, "fail"), (6, "ok")] {
+        let w = w.clone();
+        next.push(tokio::spawn(async move {
+            w.write_with(move |txn| {
+                async move {
+                    if let Err(e) = txn.execute_unprepared(&insert("gc_rows", id)).await {
+                        return Outcome::Discard(Err(e.to_string()));
+                    }
+                    match end {
+                        "fail" => Outcome::Discard(Err("the write said no".to_string())),
+                        "discard" => Outcome::Discard(Ok("seen, not kept")),
+                        _ => Outcome::Keep(Ok("kept")),
+                    }
+                }
+                .boxed()
+            })
+            .await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for r in next {
+        results.push(r.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        results,
+        vec![
+            Err("the write said no".to_string()),
+            Ok("seen, not kept"),
+            Ok("kept"),
+            Err("the write said no".to_string()),
+            Ok("kept"),
+        ]
+    );
+    assert_eq!(batches(&w), 2);
+    assert_eq!(
+        ids(&conn, "gc_rows").await,
+        vec![1, 4, 6],
+        "the first writes that failed or discarded left nothing, nor took the others down"
+    );
+    let _ = conn.close().await;
+    place.done().await;
+}
+
 /// PostgreSQL aborts a transaction at its first failed statement, and then answers COMMIT with a
 /// quiet rollback. A write that swallows such an error and asks to keep its savepoint must not
 /// let the batch report success for what was rolled back: the batch is failed as a whole.
@@ -283,6 +339,18 @@ async fn postgres_a_write_that_leaves_the_transaction_aborted_fails_its_batch() 
         vec![1],
         "nothing of the second batch stays"
     );
+    // A careless write alone in its batch (no savepoint: the batch's transaction is its own)
+    // is not reported done either.
+    let alone = w
+        .write(|txn| {
+            async move {
+                let _ = txn.execute_unprepared(&insert("gc_rows", 1)).await;
+                Ok::<_, DbErr>(())
+            }
+            .boxed()
+        })
+        .await;
+    assert!(alone.is_err(), "a lone careless write: {alone:?}");
     w.write(|txn| async move { txn.execute_unprepared(&insert("gc_rows", 9)).await }.boxed())
         .await
         .unwrap();
@@ -298,5 +366,6 @@ async fn postgres_a_write_that_leaves_the_transaction_aborted_fails_its_batch() 
 both!(
     writes_that_arrive_together_share_one_commit,
     a_failed_write_rolls_back_alone,
+    the_first_write_of_a_batch_rolls_back_alone_too,
     a_commit_that_fails_fails_its_whole_batch_and_the_writer_goes_on
 );
