@@ -251,7 +251,13 @@ async fn the_first_write_of_a_batch_rolls_back_alone_too(postgres: bool) {
     // Sent one after the other while the first batch holds the writer, so they make the next
     // batch in this order: a failing first write, a discarding one that is first after it,
     // then a kept one, a failing one behind it and a kept one.
-    for (id, end) in [(2, "fail"), (3, "discard"), (4, "ok"), (5, "fail"), (6, "ok")] {
+    for (id, end) in [
+        (2, "fail"),
+        (3, "discard"),
+        (4, "ok"),
+        (5, "fail"),
+        (6, "ok"),
+    ] {
         let w = w.clone();
         next.push(tokio::spawn(async move {
             w.write_with(move |txn| {
