@@ -279,21 +279,32 @@ async fn last_sequence<C: ConnectionTrait>(c: &C) -> Result<i64, sea_orm::DbErr>
         .unwrap_or(0))
 }
 
-/// Gives `rows` the sequences `first`, `first + 1`, ... in order; returns how many.
+/// Gives `rows` the sequences `first`, `first + 1`, ... in order, in one statement (a
+/// `CASE` on the row id); returns how many.
 async fn assign_sequences<C: ConnectionTrait>(
     c: &C,
     rows: &[entity::Model],
     first: i64,
 ) -> Result<usize, sea_orm::DbErr> {
-    let now = crate::types::time::now();
-    for (i, row) in rows.iter().enumerate() {
-        entity::Entity::update_many()
-            .col_expr(entity::Column::Sequence, Expr::value(first + i as i64))
-            .col_expr(entity::Column::PublishedAt, Expr::value(now))
-            .filter(entity::Column::Id.eq(row.id))
-            .filter(entity::Column::Sequence.is_null())
-            .exec(c)
-            .await?;
+    let Some((head, rest)) = rows.split_first() else {
+        return Ok(0);
+    };
+    let mut sequence = Expr::case(entity::Column::Id.eq(head.id), Expr::value(first));
+    for (i, row) in rest.iter().enumerate() {
+        sequence = sequence.case(
+            entity::Column::Id.eq(row.id),
+            Expr::value(first + 1 + i as i64),
+        );
     }
+    entity::Entity::update_many()
+        .col_expr(entity::Column::Sequence, sequence.into())
+        .col_expr(
+            entity::Column::PublishedAt,
+            Expr::value(crate::types::time::now()),
+        )
+        .filter(entity::Column::Id.is_in(rows.iter().map(|r| r.id)))
+        .filter(entity::Column::Sequence.is_null())
+        .exec(c)
+        .await?;
     Ok(rows.len())
 }
