@@ -106,9 +106,11 @@ bench-tracing:
 	scripts/bench-tracing.sh
 
 ## The same REST call through ordermesh's gateway and a Go grpc-gateway (built offline from
-## Debian packages) in front of one inventory service, alternating, with wrk; prints the ratios.
+## Debian packages) in front of one backend (a trivial in-memory one unless
+## GATEWAY_BENCH_ARGS='--backend inventory'), alternating, with wrk; prints the ratios.
 bench-gateway:
 	cargo build --release --quiet -p ordermesh-gateway -p ordermesh-inventory
+	cargo build --release --quiet --bin bench-backend
 	scripts/bench-gateway.sh $(GATEWAY_BENCH_ARGS)
 
 ## loadgen (docs/loadgen.md): one minute of Black Friday shoppers (open loop, 20 shoppers/s,

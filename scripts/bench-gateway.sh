@@ -1,35 +1,40 @@
 #!/usr/bin/env bash
 # Side-by-side REST benchmark of ordermesh's edge gateway against a stock grpc-gateway (Go) peer
-# (bench/gateway-peer), both in front of the same real inventory service, in one run.
+# (bench/gateway-peer), both in front of the same backend, in one run.
 #
-#   scripts/bench-gateway.sh [--peer-only] [--duration 10s] [--warmup 2s] [--connections 32]
-#                            [--threads 2] [--rounds 2]
+#   scripts/bench-gateway.sh [--peer-only] [--backend trivial|inventory] [--duration 10s]
+#                            [--warmup 2s] [--connections 32] [--threads 2] [--rounds 2]
 #
-# Starts the inventory service (plaintext gRPC, throwaway SQLite), seeds one item, starts the
+# The backend (plaintext gRPC) is `trivial` by default: target/release/bench-backend, an
+# in-memory GetItem, so the backend's own work does not hide what the gateways cost; or
+# `inventory`: the real inventory service on a throwaway SQLite. Seeds one item, starts the
 # peer and target/release/ordermesh-gateway, checks that both answer GET /v1/inventory/items/<sku>
 # with 200 and the same item, then runs wrk against them alternately (peer, ordermesh, peer,
 # ordermesh, ...), each measured run preceded by a warm-up run, and prints requests/s, p50 and p99
 # of each run, their means per gateway, and the ratios ordermesh/peer. Everything it started is
 # stopped on exit. Only a same-run ratio means anything: wrk, the gateways and the backend share the machine's cores.
 #
-# Needs target/release/ordermesh-inventory (or target/release/inventory) and, without --peer-only,
-# target/release/ordermesh-gateway (BENCH_INVENTORY_BIN / BENCH_GATEWAY_BIN override the paths):
-#   CARGO_TARGET_DIR=target cargo build --release -p ordermesh-inventory -p ordermesh-gateway
+# Needs target/release/bench-backend (or, with --backend inventory, target/release/ordermesh-inventory
+# or .../inventory) and, without --peer-only, target/release/ordermesh-gateway
+# (BENCH_BACKEND_BIN / BENCH_INVENTORY_BIN / BENCH_GATEWAY_BIN override the paths):
+#   cargo build --release -p ordermesh-gateway -p ordermesh-inventory && cargo build --release --bin bench-backend
 # Installs (apt) wrk and, through bench/gateway-peer/build.sh, the Go toolchain if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
 PEER_ONLY=false
+BACKEND_KIND="${BENCH_BACKEND:-trivial}"
 DURATION="${BENCH_DURATION:-10s}"
 WARMUP="${BENCH_WARMUP:-2s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
 ROUNDS="${BENCH_ROUNDS:-2}"
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case "$1" in
     --peer-only) PEER_ONLY=true ;;
+    --backend) BACKEND_KIND="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --warmup) WARMUP="$2"; shift ;;
     --connections) CONNECTIONS="$2"; shift ;;
@@ -48,9 +53,17 @@ log() { echo "bench-gateway: $*" >&2; }
 INVENTORY_BIN="${BENCH_INVENTORY_BIN:-$REPO/target/release/ordermesh-inventory}"
 [[ -x "$INVENTORY_BIN" || -n "${BENCH_INVENTORY_BIN:-}" ]] || INVENTORY_BIN="$REPO/target/release/inventory"
 GATEWAY_BIN="${BENCH_GATEWAY_BIN:-$REPO/target/release/ordermesh-gateway}"
+BACKEND_BIN="${BENCH_BACKEND_BIN:-$REPO/target/release/bench-backend}"
 PEER_BIN="$REPO/bench/gateway-peer/.build/grpc-gateway-peer"
-[[ -x "$INVENTORY_BIN" ]] || die "target/release/ordermesh-inventory (or .../inventory) not found; build it with:
-  CARGO_TARGET_DIR=$REPO/target cargo build --release -p ordermesh-inventory"
+case "$BACKEND_KIND" in
+  trivial)
+    [[ -x "$BACKEND_BIN" ]] || die "$BACKEND_BIN not found; build it with:
+  CARGO_TARGET_DIR=$REPO/target cargo build --release --bin bench-backend" ;;
+  inventory)
+    [[ -x "$INVENTORY_BIN" ]] || die "target/release/ordermesh-inventory (or .../inventory) not found; build it with:
+  CARGO_TARGET_DIR=$REPO/target cargo build --release -p ordermesh-inventory" ;;
+  *) die "--backend: expected trivial or inventory, got '$BACKEND_KIND'" ;;
+esac
 if ! $PEER_ONLY && [[ ! -x "$GATEWAY_BIN" ]]; then
   die "$GATEWAY_BIN not found: ordermesh's gateway is not built (yet); build it with
   CARGO_TARGET_DIR=$REPO/target cargo build --release -p ordermesh-gateway
@@ -98,11 +111,19 @@ while [[ $PEER_PORT == "$BACKEND_PORT" ]]; do PEER_PORT="$(free_port)"; done
 while [[ $GATEWAY_PORT == "$BACKEND_PORT" || $GATEWAY_PORT == "$PEER_PORT" ]]; do GATEWAY_PORT="$(free_port)"; done
 BACKEND="127.0.0.1:$BACKEND_PORT"
 
-log "inventory service on $BACKEND (plaintext gRPC, SQLite under $WORK/inventory-data)"
-mkdir -p "$WORK/inventory-data"
-env PLAINTEXT=true LISTEN_ADDR="$BACKEND" DATA_DIR="$WORK/inventory-data" \
-  RUST_LOG="${BENCH_BACKEND_RUST_LOG:-warn}" "$INVENTORY_BIN" >"$WORK/inventory.log" 2>&1 &
-PIDS+=($!); wait_port inventory "$!" "$BACKEND_PORT"
+if [[ $BACKEND_KIND == trivial ]]; then
+  log "trivial backend on $BACKEND (plaintext gRPC, items in memory)"
+  "$BACKEND_BIN" --listen "$BACKEND" >"$WORK/backend.log" 2>&1 &
+  PIDS+=($!); wait_port backend "$!" "$BACKEND_PORT"
+  BACKEND_DESC="bench-backend (in memory)"
+else
+  log "inventory service on $BACKEND (plaintext gRPC, SQLite under $WORK/inventory-data)"
+  mkdir -p "$WORK/inventory-data"
+  env PLAINTEXT=true LISTEN_ADDR="$BACKEND" DATA_DIR="$WORK/inventory-data" \
+    RUST_LOG="${BENCH_BACKEND_RUST_LOG:-warn}" "$INVENTORY_BIN" >"$WORK/backend.log" 2>&1 &
+  PIDS+=($!); wait_port inventory "$!" "$BACKEND_PORT"
+  BACKEND_DESC="ordermesh-inventory (SQLite)"
+fi
 
 log "grpc-gateway peer on 127.0.0.1:$PEER_PORT -> $BACKEND"
 "$PEER_BIN" -listen "127.0.0.1:$PEER_PORT" -inventory "$BACKEND" >"$WORK/peer.log" 2>&1 &
@@ -211,7 +232,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "GET /v1/inventory/items/{sku} via REST -> gRPC -> ordermesh-inventory (plaintext, loopback)"
+echo "GET /v1/inventory/items/{sku} via REST -> gRPC -> $BACKEND_DESC (plaintext, loopback)"
 echo "wrk $THREADS threads, $CONNECTIONS connections, $DURATION per run after $WARMUP warm-up; $(nproc) cores shared by wrk, gateway and backend"
 printf '%-10s %5s %12s %10s %10s\n' gateway round "req/s" "p50 ms" "p99 ms"
 printf '%s\n' "${RESULTS[@]}"
