@@ -56,10 +56,9 @@ impl InventoryService for Items {
             reserved: 0,
             available: r.initial_stock,
             low_stock_threshold: r.low_stock_threshold,
-            update_time: Some(prost_types::Timestamp {
-                seconds: chrono::Utc::now().timestamp(),
-                nanos: 0,
-            }),
+            update_time: Some(ordermesh::types::time::to_proto(
+                ordermesh::types::time::now(),
+            )),
         };
         let mut items = self
             .0

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ordermesh::config::ServiceConfig;
 use ordermesh::events::amqp::BrokerUrl;
-use ordermesh::testing::{spawn, Backend, Spawned, TestDatabase};
+use ordermesh::testing::{eventually, spawn, Backend, Spawned, TestDatabase};
 use ordermesh::transport::authz::Policy;
 use ordermesh::transport::client::Upstream;
 use ordermesh::transport::tls::{ensure_dev_certs, CertPaths, MeshIdentity};
@@ -180,14 +180,14 @@ impl Mesh {
         db: TestDatabase,
     ) {
         if let Some(addr) = metrics {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{name}'s metrics listener {addr} did not come up within 10 s"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let up = eventually(Duration::from_secs(10), || async move {
+                tokio::net::TcpStream::connect(addr).await.is_ok()
+            })
+            .await;
+            assert!(
+                up,
+                "{name}'s metrics listener {addr} did not come up within 10 s"
+            );
         }
         self.names.push(name);
         self.servers.push(server);
