@@ -187,6 +187,8 @@ pub struct GatewayConfig {
     pub mtls: bool,
     /// The variables read beyond the flags (per-upstream settings), for `--check-config`.
     pub reads: Vec<String>,
+    /// What settings resolved to beyond their names (the traffic policy in force).
+    pub resolved: std::collections::BTreeMap<String, serde_json::Value>,
     pub settings: Settings,
     pub descriptors: Vec<PathBuf>,
     pub upstreams: HashMap<String, Upstream>,
@@ -370,6 +372,7 @@ impl GatewayConfig {
             check_only: a.check_config,
             mtls: identity.is_some(),
             reads: env.names(),
+            resolved: env.resolutions(),
             settings,
             descriptors: a.descriptors,
             upstreams,
@@ -391,7 +394,7 @@ impl GatewayConfig {
             .collect();
         reads.insert("RUST_LOG".into());
         reads.extend(self.reads.iter().cloned());
-        serde_json::json!({
+        let mut report = serde_json::json!({
             "service": "gateway",
             "listen": self.listen.to_string(),
             "health_listen": null,
@@ -399,8 +402,11 @@ impl GatewayConfig {
             "shutdown_grace_ms": self.shutdown_grace.as_millis() as u64,
             "mtls": self.mtls,
             "reads": reads,
-        })
-        .to_string()
+        });
+        for (k, v) in &self.resolved {
+            report[k] = v.clone();
+        }
+        report.to_string()
     }
 }
 

@@ -22,6 +22,9 @@ pub fn env_vars() -> Vec<String> {
 #[derive(Default)]
 pub struct EnvReads {
     names: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// What the settings resolved to, where a list of names says too little (e.g. the
+    /// traffic policy in force), for the same report.
+    resolved: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl EnvReads {
@@ -31,6 +34,22 @@ impl EnvReads {
             .unwrap_or_else(|p| p.into_inner())
             .insert(var.to_string());
         std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    }
+
+    /// Records what a setting resolved to, under `key` in the `--check-config` report.
+    pub fn resolved(&self, key: &str, value: serde_json::Value) {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value);
+    }
+
+    /// Everything recorded with `resolved`.
+    pub fn resolutions(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn names(&self) -> Vec<String> {

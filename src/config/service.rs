@@ -190,7 +190,7 @@ impl ServiceConfig {
     pub fn check_report(&self, service_reads: &EnvReads) -> String {
         let mut reads: std::collections::BTreeSet<String> = env_vars().into_iter().collect();
         reads.extend(service_reads.names());
-        serde_json::json!({
+        let mut report = serde_json::json!({
             "service": self.service,
             "listen": self.listen.to_string(),
             "health_listen": self.health_listen.map(|a| a.to_string()),
@@ -198,8 +198,11 @@ impl ServiceConfig {
             "shutdown_grace_ms": self.shutdown_grace.as_millis() as u64,
             "mtls": matches!(self.transport, Transport::MutualTls(_)),
             "reads": reads,
-        })
-        .to_string()
+        });
+        for (k, v) in service_reads.resolutions() {
+            report[k] = v;
+        }
+        report.to_string()
     }
 }
 

@@ -8,11 +8,17 @@
 //! Calls go over mTLS with the caller's identity unless it runs in plaintext, and each
 //! upstream's client stack is tuned by `<SERVICE>_BALANCER`, `<SERVICE>_TIMEOUT`,
 //! `<SERVICE>_RETRY_ATTEMPTS` and `<SERVICE>_BREAKER` (e.g. `PAYMENT_TIMEOUT=2s`).
+//!
+//! `TRAFFIC_POLICY` names a traffic policy file (weighted splits, zones, hash affinity, slow
+//! start; see `transport::client::policy`), re-read every `TRAFFIC_POLICY_RELOAD` (default
+//! 2s); `TOPOLOGY_ZONE` is the caller's own zone (on Kubernetes, from the Downward API).
 
 use super::{ConfigError, EnvReads};
-use crate::transport::client::Upstream;
+use crate::transport::client::{PolicyHandle, Routing, TrafficPolicy, Upstream};
 use crate::transport::dns::{Lookup, Resolver, Target};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::transport::tls::MeshIdentity;
 
@@ -57,6 +63,7 @@ pub fn upstreams(
         ),
     };
     let zone = discovery.zone.as_deref().unwrap_or(DEFAULT_ZONE);
+    let routing = traffic_policy(services, env)?;
     services
         .iter()
         .map(|svc| {
@@ -82,11 +89,68 @@ pub fn upstreams(
                 Some(id) => upstream.mesh(id.clone(), svc),
                 None => upstream,
             };
+            let upstream = match &routing {
+                Some(r) if r.policy.route(svc).is_some() => {
+                    if env.get(&var).is_some() {
+                        return Err(ConfigError::invalid(
+                            "TRAFFIC_POLICY",
+                            format!("upstream.{svc}: {var} is set, so {svc} is not found through DNS and its traffic policy cannot apply (unset {var} or drop the policy)"),
+                        ));
+                    }
+                    upstream.routing(Some(r.clone()))
+                }
+                _ => upstream,
+            };
             upstream
                 .configure(&svc.to_uppercase(), |k| env.get(k))
                 .map_err(ConfigError::from)
         })
         .collect()
+}
+
+/// The traffic policy of `TRAFFIC_POLICY`, followed as it changes (inside a runtime), and the
+/// caller's zone; recorded for `--check-config` as what applies to `services`.
+fn traffic_policy(services: &[&str], env: &EnvReads) -> Result<Option<Routing>, ConfigError> {
+    let local_zone = env.get("TOPOLOGY_ZONE").map(|z| z.trim().to_string());
+    let every = match env.get("TRAFFIC_POLICY_RELOAD") {
+        None => Duration::from_secs(2),
+        Some(v) => crate::types::time::parse_duration(&v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "TRAFFIC_POLICY_RELOAD",
+                    format!("'{v}' is not a positive duration (e.g. 2s)"),
+                )
+            })?,
+    };
+    let Some(path) = env.get("TRAFFIC_POLICY") else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path.trim());
+    let policy = if tokio::runtime::Handle::try_current().is_ok() {
+        PolicyHandle::watch_file(path.clone(), every)
+    } else {
+        TrafficPolicy::load(&path).map(PolicyHandle::fixed)
+    }
+    .map_err(|e| ConfigError::invalid("TRAFFIC_POLICY", e))?;
+    let current = policy.current();
+    let applies: std::collections::BTreeMap<&String, &crate::transport::client::RoutePolicy> =
+        current
+            .upstream
+            .iter()
+            .filter(|(name, _)| services.contains(&name.as_str()))
+            .collect();
+    env.resolved(
+        "traffic_policy",
+        serde_json::json!({
+            "file": path.display().to_string(),
+            "reload_every_ms": every.as_millis() as u64,
+            "local_zone": local_zone,
+            "upstream": applies,
+        }),
+    );
+    Ok(Some(Routing { policy, local_zone }))
 }
 
 #[cfg(test)]

@@ -94,6 +94,21 @@ metric!(BALANCER_ENDPOINTS: IntGaugeVec = register_int_gauge_vec!(
     "Endpoints the upstream's balancer currently knows (from discovery).",
     &["upstream"]
 ));
+metric!(SPLIT_CALLS: IntCounterVec = register_int_counter_vec!(
+    "split_calls_total",
+    "Calls a weighted split sent to each backend of an upstream (attempts, pinned ones included).",
+    &["upstream", "backend"]
+));
+metric!(ROUTED_CALLS: IntCounterVec = register_int_counter_vec!(
+    "routed_calls_total",
+    "Calls a traffic-policy router sent, by upstream, backend, the endpoint's zone and whether that is the caller's zone (local, remote; empty without zones).",
+    &["upstream", "backend", "zone", "locality"]
+));
+metric!(TRAFFIC_POLICY_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "traffic_policy_reloads_total",
+    "Changes of the traffic policy file seen while running, by outcome (applied, refused).",
+    &["outcome"]
+));
 metric!(SAGAS: IntCounterVec = register_int_counter_vec!(
     "saga_finished_total",
     "Sagas run to their end in this process, by saga and outcome (completed, compensated).",

@@ -25,3 +25,4 @@ mod migrations;
 mod mtls;
 mod reflection;
 mod sampling;
+mod traffic;

@@ -21,15 +21,17 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// What a backend does on Check: wait, count, maybe call another upstream.
 #[derive(Clone, Default)]
-struct Probe {
-    delay: Duration,
-    hits: Arc<AtomicUsize>,
+pub(crate) struct Probe {
+    pub(crate) delay: Duration,
+    pub(crate) hits: Arc<AtomicUsize>,
+    /// The `x-customer-id` of each call, for the affinity tests.
+    pub(crate) keys: Arc<Mutex<Vec<String>>>,
     /// The grpc-timeout each call arrived with.
     timeouts: Arc<Mutex<Vec<String>>>,
     /// When set, Check relays to this upstream (a two-hop call).
     next: Option<MeshChannel>,
     /// While true, Check answers UNAVAILABLE.
-    failing: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -42,6 +44,11 @@ impl Health for Probe {
         // hit cannot heal the first attempt itself.
         let failing = self.failing.load(Ordering::SeqCst);
         self.hits.fetch_add(1, Ordering::SeqCst);
+        if let Some(k) = request.metadata().get("x-customer-id") {
+            if let Ok(mut all) = self.keys.lock() {
+                all.push(k.to_str().unwrap_or("?").to_string());
+            }
+        }
         if let Some(t) = request.metadata().get("grpc-timeout") {
             if let Ok(mut all) = self.timeouts.lock() {
                 all.push(t.to_str().unwrap_or("?").to_string());
@@ -69,19 +76,19 @@ impl Health for Probe {
     }
 }
 
-struct Backend {
-    addr: SocketAddr,
-    probe: Probe,
+pub(crate) struct Backend {
+    pub(crate) addr: SocketAddr,
+    pub(crate) probe: Probe,
     _stop: oneshot::Sender<()>,
 }
 
 impl Backend {
-    fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.probe.hits.load(Ordering::SeqCst)
     }
 }
 
-async fn backend(probe: Probe) -> Backend {
+pub(crate) async fn backend(probe: Probe) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -108,7 +115,7 @@ fn delayed(ms: u64) -> Probe {
     }
 }
 
-async fn check(c: &mut HealthClient<MeshChannel>) -> Result<(), Status> {
+pub(crate) async fn check(c: &mut HealthClient<MeshChannel>) -> Result<(), Status> {
     c.check(HealthCheckRequest::default()).await.map(|_| ())
 }
 

@@ -62,11 +62,37 @@ impl EjectionGroup {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     failures: u32,
     ejections: u32,
     until: Option<Instant>,
+    /// When the endpoint was added or last came back from an ejection (slow start ramps
+    /// from here).
+    admitted: Instant,
+}
+
+/// What a router may read about one endpoint while the balancer holds it.
+#[derive(Clone, Debug)]
+pub struct EndpointHealth {
+    state: Arc<Mutex<State>>,
+}
+
+impl EndpointHealth {
+    /// Whether the endpoint is ejected now.
+    pub fn ejected(&self) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|s| s.until.is_some_and(|u| Instant::now() < u))
+    }
+
+    /// When it was added or last re-admitted after an ejection.
+    pub fn admitted(&self) -> Instant {
+        self.state
+            .lock()
+            .map(|s| s.admitted)
+            .unwrap_or_else(|_| Instant::now())
+    }
 }
 
 /// Wraps one endpoint's service.
@@ -94,8 +120,20 @@ impl<S> Eject<S> {
             group,
             endpoint,
             policy,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State {
+                failures: 0,
+                ejections: 0,
+                until: None,
+                admitted: Instant::now(),
+            })),
             sleep: None,
+        }
+    }
+
+    /// A handle on this endpoint's ejection state.
+    pub fn health(&self) -> EndpointHealth {
+        EndpointHealth {
+            state: self.state.clone(),
         }
     }
 }
@@ -168,6 +206,7 @@ where
             }
             if let Ok(mut s) = self.state.lock() {
                 s.until = None;
+                s.admitted = Instant::now();
             }
             self.group.restore();
             self.sleep = None;

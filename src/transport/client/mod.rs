@@ -10,16 +10,24 @@
 //! - **retries** of calls that are safe to repeat, within a retry budget (`retry`), and a
 //!   **circuit breaker** per upstream that fails fast while the upstream is failing (`breaker`);
 //! - **deadlines**: the sooner of the upstream's default and what is left of the deadline of
-//!   the call being handled (`crate::transport::deadline`).
+//!   the call being handled (`crate::transport::deadline`);
+//! - **traffic management** when the upstream has a traffic policy (`policy`): a weighted
+//!   split over several backends (`split`), and per backend a router (`router`) that keeps
+//!   calls in the caller's zone, hashes a request key onto a ring (`ring`) and ramps new
+//!   endpoints in (slow start).
 //!
 //! `Upstream::stack()` builds all of it as one cloneable tower service that generated tonic
 //! clients take: `PaymentServiceClient::new(upstream.stack()?)`.
 
 pub mod breaker;
 pub mod eject;
+pub mod policy;
 pub mod retry;
+pub mod ring;
 pub mod round_robin;
+pub mod router;
 pub mod shared;
+pub mod split;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -43,6 +51,7 @@ use crate::transport::dns::{Resolver, Target};
 use crate::transport::tls::MeshIdentity;
 pub use breaker::{BreakerHandle, BreakerPolicy, BreakerState};
 pub use eject::EjectionPolicy;
+pub use policy::{PolicyHandle, RoutePolicy, TrafficPolicy};
 pub use retry::RetryPolicy;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -136,6 +145,16 @@ pub struct Upstream {
     pub retry: Option<RetryPolicy>,
     /// `None` never opens.
     pub breaker: Option<BreakerPolicy>,
+    /// The traffic policy that steers this upstream's calls, when it is found through DNS.
+    pub routing: Option<Routing>,
+}
+
+/// Where an upstream's traffic policy comes from, and the caller's own zone.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    pub policy: PolicyHandle,
+    /// The caller's zone (`TOPOLOGY_ZONE`); without it, zones are followed but not preferred.
+    pub local_zone: Option<String>,
 }
 
 /// A per-upstream setting that cannot be used: which variable, and why.
@@ -161,6 +180,7 @@ impl Upstream {
             ejection: EjectionPolicy::default(),
             retry: Some(RetryPolicy::default()),
             breaker: Some(BreakerPolicy::default()),
+            routing: None,
         }
     }
 
@@ -212,6 +232,12 @@ impl Upstream {
 
     pub fn ejection(mut self, policy: EjectionPolicy) -> Self {
         self.ejection = policy;
+        self
+    }
+
+    /// Steers calls by the traffic policy (for upstreams found through DNS).
+    pub fn routing(mut self, routing: Option<Routing>) -> Self {
+        self.routing = routing;
         self
     }
 
@@ -351,12 +377,31 @@ impl Upstream {
                 min_refresh,
                 max_refresh,
             } => {
+                if let Some(routing) = &self.routing {
+                    if let Some(route) = routing.policy.route(&self.name) {
+                        let routed =
+                            self.routed(routing, &route, target, |target, group, zoned| {
+                                DnsWatcher {
+                                    upstream: self.clone(),
+                                    resolver: resolver.clone(),
+                                    empty_when_absent: zoned,
+                                    target,
+                                    min_refresh: *min_refresh,
+                                    max_refresh: *max_refresh,
+                                    group,
+                                }
+                            });
+                        return Ok(self.resilient(routed));
+                    }
+                }
                 let watcher = DnsWatcher {
                     upstream: self.clone(),
                     resolver: resolver.clone(),
                     target: target.clone(),
                     min_refresh: *min_refresh,
                     max_refresh: *max_refresh,
+                    group: Arc::default(),
+                    empty_when_absent: false,
                 };
                 tokio::spawn(watcher.run(tx));
             }
@@ -383,6 +428,76 @@ impl Upstream {
             }
         };
         Ok(self.resilient(balanced))
+    }
+
+    /// The split and routers of an upstream with a traffic policy: per backend, one DNS
+    /// watcher per zone (`<backend>-<zone>.<domain>`, or `<backend>.<domain>` without zones)
+    /// feeding one router; several backends go behind a weighted split.
+    fn routed(
+        &self,
+        routing: &Routing,
+        route: &RoutePolicy,
+        target: &Target,
+        watcher: impl Fn(Target, Arc<eject::EjectionGroup>, bool) -> DnsWatcher,
+    ) -> split::Backend {
+        // The domain the upstream's own name lives in: `payment.mesh.local.` -> `mesh.local.`.
+        let domain = target
+            .name
+            .strip_prefix(&format!("{}.", self.name))
+            .or_else(|| target.name.split_once('.').map(|(_, d)| d))
+            .unwrap_or("")
+            .to_string();
+        let mut backends = Vec::new();
+        for backend in route.backend_names(&self.name) {
+            let group = Arc::new(eject::EjectionGroup::default());
+            let zones: Vec<Option<Arc<str>>> = if route.zones.is_empty() {
+                vec![None]
+            } else {
+                route
+                    .zones
+                    .iter()
+                    .map(|z| Some(Arc::from(z.as_str())))
+                    .collect()
+            };
+            let mut streams = Vec::new();
+            for zone in zones {
+                let name = match &zone {
+                    None if backend == self.name => target.name.clone(),
+                    None => format!("{backend}.{domain}"),
+                    Some(z) => format!("{backend}-{z}.{domain}"),
+                };
+                let (tx, rx) = mpsc::channel::<Change<String, eject::Eject<Channel>>>(64);
+                let w = watcher(
+                    Target {
+                        name,
+                        lookup: target.lookup.clone(),
+                    },
+                    group.clone(),
+                    zone.is_some(),
+                );
+                tokio::spawn(w.run(tx));
+                streams.push(ReceiverStream::new(rx).map(move |c| (zone.clone(), c)));
+            }
+            let router = router::Router::new(
+                &self.name,
+                &backend,
+                routing.local_zone.as_deref(),
+                routing.policy.clone(),
+                futures::stream::select_all(streams),
+            );
+            backends.push((
+                backend,
+                BoxCloneSyncService::new(shared::Shared::new(router)) as split::Backend,
+            ));
+        }
+        if route.backends.is_empty() && backends.len() == 1 {
+            return backends.remove(0).1;
+        }
+        BoxCloneSyncService::new(split::Split::new(
+            &self.name,
+            routing.policy.clone(),
+            backends,
+        ))
     }
 
     /// Deadline, retries and the circuit breaker around the balanced (or direct) service.
@@ -414,15 +529,44 @@ struct DnsWatcher {
     target: Target,
     min_refresh: Duration,
     max_refresh: Duration,
+    /// The endpoints that count together for ejection (one backend's, across its zones).
+    group: Arc<eject::EjectionGroup>,
+    /// Whether an answer of "no such records" empties the set (a zone's name: its emptiness
+    /// is what fails calls over to the other zones) instead of keeping the last good one.
+    empty_when_absent: bool,
 }
 
 impl DnsWatcher {
     async fn run(self, tx: mpsc::Sender<Change<String, eject::Eject<Channel>>>) {
-        let group = Arc::new(eject::EjectionGroup::default());
+        let gauge =
+            crate::telemetry::metrics::BALANCER_ENDPOINTS.with_label_values(&[&self.upstream.name]);
         let mut current: BTreeSet<SocketAddr> = BTreeSet::new();
+        self.follow(&tx, &mut current, &gauge).await;
+        // The balancer is gone: its endpoints no longer count.
+        gauge.sub(current.len() as i64);
+    }
+
+    async fn follow(
+        &self,
+        tx: &mpsc::Sender<Change<String, eject::Eject<Channel>>>,
+        current: &mut BTreeSet<SocketAddr>,
+        gauge: &prometheus::IntGauge,
+    ) {
+        let group = self.group.clone();
         let mut failures = 0u32;
         loop {
-            let wait = match self.resolver.resolve(&self.target).await {
+            let answer = match self.resolver.resolve(&self.target).await {
+                Err(crate::transport::dns::DnsError::NoRecords { .. })
+                    if self.empty_when_absent =>
+                {
+                    Ok(crate::transport::dns::Resolved {
+                        endpoints: BTreeSet::new(),
+                        ttl: self.min_refresh,
+                    })
+                }
+                other => other,
+            };
+            let wait = match answer {
                 Ok(resolved) => {
                     failures = 0;
                     for gone in current.difference(&resolved.endpoints) {
@@ -431,7 +575,7 @@ impl DnsWatcher {
                             return;
                         }
                     }
-                    for new in resolved.endpoints.difference(&current) {
+                    for new in resolved.endpoints.difference(current) {
                         let uri = format!("http://{new}");
                         let channel = match self.upstream.endpoint(&uri) {
                             Ok(e) => self.upstream.lazy(e),
@@ -451,10 +595,10 @@ impl DnsWatcher {
                             return;
                         }
                     }
-                    current = resolved.endpoints;
-                    crate::telemetry::metrics::BALANCER_ENDPOINTS
-                        .with_label_values(&[&self.upstream.name])
-                        .set(current.len() as i64);
+                    // Several watchers (zones, backends) may feed one upstream: each adds
+                    // what it changed.
+                    gauge.add(resolved.endpoints.len() as i64 - current.len() as i64);
+                    *current = resolved.endpoints;
                     resolved.ttl.clamp(self.min_refresh, self.max_refresh)
                 }
                 Err(e) => {

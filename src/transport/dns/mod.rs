@@ -45,6 +45,9 @@ pub struct Resolved {
 pub enum DnsError {
     #[error("DNS lookup of {name} failed: {message}")]
     Lookup { name: String, message: String },
+    /// The nameserver answered that the name has no such records (NXDOMAIN or no data).
+    #[error("{name} has no records")]
+    NoRecords { name: String },
     #[error("DNS resolver: {0}")]
     Setup(String),
 }
@@ -101,9 +104,17 @@ impl Resolver {
     }
 
     pub async fn resolve(&self, target: &Target) -> Result<Resolved, DnsError> {
-        let fail = |name: &str, e: &dyn std::fmt::Display| DnsError::Lookup {
-            name: name.to_string(),
-            message: e.to_string(),
+        let fail = |name: &str, e: &hickory_resolver::net::NetError| {
+            if e.is_no_records_found() {
+                DnsError::NoRecords {
+                    name: name.to_string(),
+                }
+            } else {
+                DnsError::Lookup {
+                    name: name.to_string(),
+                    message: e.to_string(),
+                }
+            }
         };
         match target.lookup {
             Lookup::Address { port } => {
