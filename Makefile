@@ -86,10 +86,12 @@ images:
 readme-check:
 	scripts/readme-check.sh
 
-## Benchmarks (release build): one hop, bare tonic mTLS channel vs the mesh client stack; then
-## placed orders per second end to end next to the raw commit rate, on SQLite and PostgreSQL.
+## Benchmarks (release build): one hop, bare tonic mTLS channel vs the mesh client stack, and
+## with each traffic policy; then placed orders per second end to end next to the raw commit
+## rate, on SQLite and PostgreSQL.
 bench: bench-gateway
 	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)
+	cargo run --release --quiet --bin mesh-bench -- --policies --concurrency 32
 	bench/grpc-go-peer/build.sh
 	cargo run --release --quiet --bin hop-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench

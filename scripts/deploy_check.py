@@ -219,6 +219,11 @@ def container_env(m: Manifests, dep: dict, errors: list[str]) -> Env:
                 env.values[k], env.source[k] = v, f"ConfigMap {ref['configMapKeyRef']['name']}"
         elif ref.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
             env.values[k], env.source[k] = ns_of(dep), "downward API"
+        elif (label := re.fullmatch(r"metadata\.labels\['([^']+)'\]", ref.get("fieldRef", {}).get("fieldPath", ""))):
+            # A label the pod may not carry (e.g. one an admission plugin adds): the kubelet
+            # gives an empty value then, and the binary must accept that too.
+            labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+            env.values[k], env.source[k] = labels.get(label.group(1), ""), "downward API (pod label)"
         else:
             errors.append(f"{name}: {k}: unsupported valueFrom {ref}")
     return env

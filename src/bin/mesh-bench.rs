@@ -1,7 +1,9 @@
 //! One-hop benchmark of the mesh client stack (`make bench`): the same mTLS server is called
 //! with a bare tonic channel (mTLS connector only) and with the full stack (balancer, ejection,
 //! retry, circuit breaker, deadline), in alternating rounds, and the report gives requests/s
-//! and p50/p99 latency of each and the stack's cost as ratios.
+//! and p50/p99 latency of each and the stack's cost as ratios. `--policies` instead measures
+//! each traffic policy (split, zones, hash affinity, slow start) against bare tonic and the
+//! same DNS-discovered stack without a policy, in the same run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +44,10 @@ struct Args {
     /// a process, so compare modes across runs: `scripts/bench-tracing.sh`.
     #[arg(long)]
     tracing: Option<String>,
+    /// Measure the traffic policies instead: two endpoints of one server process found
+    /// through DNS, the stack without a policy and with each policy, against bare tonic.
+    #[arg(long)]
+    policies: bool,
 }
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -151,11 +157,32 @@ where
         Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    run_keyed(client, concurrency, requests, deadline, false).await
+}
+
+/// `run`, each call carrying `x-customer-id` (its caller's number) when `keyed`.
+async fn run_keyed<T>(
+    client: HealthClient<T>,
+    concurrency: usize,
+    requests: usize,
+    deadline: Option<Duration>,
+    keyed: bool,
+) -> Sample
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let per_task = requests / concurrency;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for caller in 0..concurrency {
         let mut c = client.clone();
+        let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("customer-{caller}").parse().expect("an ASCII key");
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_task);
             for _ in 0..per_task {
@@ -163,6 +190,9 @@ where
                 let mut req = tonic::Request::new(HealthCheckRequest::default());
                 if let Some(d) = deadline {
                     req.set_timeout(d);
+                }
+                if keyed {
+                    req.metadata_mut().insert("x-customer-id", key.clone());
                 }
                 if c.check(req).await.is_ok() {
                     lat.push(t.elapsed());
@@ -188,6 +218,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let dir = tempfile_dir()?;
     ensure_dev_certs(&dir, "ordermesh.local", "default", &["inventory", "order"])?;
+    if args.policies {
+        let result = policies(&args, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return result;
+    }
     let server_id = MeshIdentity::load(CertPaths::in_dir(&dir, "inventory"))?;
     let client_id = MeshIdentity::load(CertPaths::in_dir(&dir, "order"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -314,6 +349,132 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `--policies`: one server process listening on two ports, found through DNS under every
+/// name the policies use; bare tonic calls one port, each stack both.
+async fn policies(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    use ordermesh::transport::client::{PolicyHandle, Routing, TrafficPolicy};
+    let server_id = MeshIdentity::load(CertPaths::in_dir(dir, "inventory"))?;
+    let client_id = MeshIdentity::load(CertPaths::in_dir(dir, "order"))?;
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?);
+        let incoming = tls_incoming(listener, server_id.clone(), Duration::from_secs(10));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health.clone())
+                .serve_with_incoming(incoming),
+        );
+    }
+    let zone = MeshZone::new("mesh.bench.", 30)?;
+    for name in ["inventory", "inventory-canary", "inventory-zone-a"] {
+        zone.set_endpoints(name, &addrs).await?;
+    }
+    zone.set_endpoints("inventory-zone-b", &addrs[..1]).await?;
+    let dns = zone.serve("127.0.0.1:0".parse()?).await?;
+    let fixed = Upstream::new(format!("http://{}", addrs[0])).mesh(client_id.clone(), "inventory");
+    let bare = HealthClient::new(fixed.connect().await.map_err(|e| anyhow::anyhow!("{e}"))?);
+    let stack = |policy: Option<&str>| -> anyhow::Result<_> {
+        let upstream = Upstream::dns(
+            "inventory",
+            Resolver::new(Some(dns.local_addr()))?,
+            Target {
+                name: zone.fqdn("inventory"),
+                lookup: Lookup::Srv,
+            },
+        )
+        .mesh(client_id.clone(), "inventory")
+        .routing(match policy {
+            None => None,
+            Some(text) => Some(Routing {
+                policy: PolicyHandle::fixed(
+                    TrafficPolicy::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?,
+                ),
+                local_zone: Some("zone-a".into()),
+            }),
+        });
+        Ok(HealthClient::new(
+            upstream.stack().map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
+    };
+    // (name, client, calls carry a hash key)
+    let kinds = vec![
+        ("dns, no policy", stack(None)?, false),
+        (
+            "split 90/10",
+            stack(Some(
+                "[upstream.inventory]\nbackends = { inventory = 90, inventory-canary = 10 }",
+            ))?,
+            false,
+        ),
+        (
+            "zones (local a)",
+            stack(Some(
+                "[upstream.inventory]\nzones = [\"zone-a\", \"zone-b\"]",
+            ))?,
+            false,
+        ),
+        (
+            "hash affinity",
+            stack(Some(
+                "[upstream.inventory]\nhash_header = \"x-customer-id\"",
+            ))?,
+            true,
+        ),
+        (
+            // A window longer than the run: every call takes the slow-start draw.
+            "slow start (ramping)",
+            stack(Some("[upstream.inventory]\nslow_start = \"60m\""))?,
+            false,
+        ),
+    ];
+    let n = args.concurrency;
+    run(bare.clone(), n, 2_000, None).await;
+    for (_, c, keyed) in &kinds {
+        run_keyed(c.clone(), n, 2_000, None, *keyed).await;
+    }
+    let mut bare_all = Sample::default();
+    let mut all: Vec<Sample> = kinds.iter().map(|_| Sample::default()).collect();
+    for round in 0..args.rounds {
+        let b = run(bare.clone(), n, args.requests, None).await;
+        let mut line = format!("round {}: bare {:.0}", round + 1, b.rps());
+        bare_all.add(b);
+        for ((name, c, keyed), acc) in kinds.iter().zip(all.iter_mut()) {
+            let s = run_keyed(c.clone(), n, args.requests, None, *keyed).await;
+            line += &format!(", {name} {:.0}", s.rps());
+            acc.add(s);
+        }
+        println!("{line} req/s");
+    }
+    println!(
+        "\ntraffic policies, one hop over mTLS, {n} callers, {} rounds of {} calls each \
+         (bare tonic: one port; stacks: both ports through DNS)",
+        args.rounds, args.requests
+    );
+    println!(
+        "{:<22}{:>10}{:>12}{:>12}{:>10}{:>12}",
+        "client", "req/s", "p50", "p99", "/bare", "/no policy"
+    );
+    let bare_rps = bare_all.rps();
+    let (b50, b99) = (bare_all.quantile(0.5), bare_all.quantile(0.99));
+    println!(
+        "{:<22}{bare_rps:>10.0}{b50:>12.2?}{b99:>12.2?}{:>10.3}{:>12}",
+        "bare tonic", 1.0, "-"
+    );
+    let plain_rps = all[0].rps();
+    for ((name, _, _), sample) in kinds.iter().zip(all.iter_mut()) {
+        let (p50, p99) = (sample.quantile(0.5), sample.quantile(0.99));
+        println!(
+            "{name:<22}{:>10.0}{p50:>12.2?}{p99:>12.2?}{:>10.3}{:>12.3}",
+            sample.rps(),
+            sample.rps() / bare_rps,
+            sample.rps() / plain_rps
+        );
+    }
     Ok(())
 }
 

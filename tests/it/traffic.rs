@@ -439,3 +439,65 @@ async fn slow_start_ramps_a_new_endpoints_share_over_the_window() {
     assert!(late > 0.25, "share after the window {late:.3}: {pretty:?}");
     assert!(late > early * 2.0, "no ramp: {pretty:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_weighted_zone_rule_spills_in_proportion_to_the_local_zones_health() {
+    let f = Fixture::new().await;
+    let a = [
+        backend(Probe::default()).await,
+        backend(Probe::default()).await,
+    ];
+    let b = [
+        backend(Probe::default()).await,
+        backend(Probe::default()).await,
+    ];
+    let (a_refs, b_refs) = ([&a[0], &a[1]], [&b[0], &b[1]]);
+    f.set("payment-zone-a", &a_refs).await;
+    f.set("payment-zone-b", &b_refs).await;
+    let channel = f
+        .upstream(
+            policy(
+                "[upstream.payment]\nzones = [\"zone-a\", \"zone-b\"]\nzone_rule = \"weighted\"\n",
+            ),
+            Some("zone-a"),
+        )
+        .ejection(EjectionPolicy {
+            consecutive: 1,
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        })
+        .stack()
+        .unwrap();
+    let mut client = HealthClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while hits(&a_refs) == 0 {
+        assert!(Instant::now() < deadline, "zone a was never discovered");
+        check(&mut client).await.unwrap();
+    }
+    // One of the two local endpoints fails and is ejected: zone a is half healthy, so it
+    // keeps min(1, 1.4 x 0.5) = 70% of the calls and 30% spill to zone b.
+    a[0].probe.failing.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = a[0].hits();
+    while a[0].hits() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the failing endpoint got no call"
+        );
+        let _ = check(&mut client).await;
+    }
+    let (a0, b0) = (hits(&a_refs), hits(&b_refs));
+    calls(&channel, 2000).await;
+    let local = (hits(&a_refs) - a0) as f64 / 2000.0;
+    println!(
+        "weighted zone rule, zone a half healthy: {:.1}% of 2000 calls stayed local",
+        local * 100.0
+    );
+    assert!((0.64..=0.76).contains(&local), "local share {local:.3}");
+    assert_eq!(
+        hits(&b_refs) - b0,
+        2000 - (hits(&a_refs) - a0),
+        "the rest went to zone b"
+    );
+    assert_eq!(a[0].hits(), before + 1, "an ejected endpoint got calls");
+}
