@@ -55,6 +55,15 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
+fn weights<S: serde::Serializer>(backends: &[(String, u32)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(backends.len()))?;
+    for (name, weight) in backends {
+        map.serialize_entry(name, weight)?;
+    }
+    map.end()
+}
+
 impl SlowStart {
     /// An endpoint's weight (0..=1) `age` after it was admitted: linear from the minimum.
     pub fn weight(&self, age: Duration) -> f64 {
@@ -71,6 +80,7 @@ impl SlowStart {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RoutePolicy {
     /// Backends and their weights, in name order; empty: the upstream is its one backend.
+    #[serde(serialize_with = "weights")]
     pub backends: Vec<(String, u32)>,
     /// Zones whose endpoints are followed separately; empty: no zone awareness.
     pub zones: Vec<String>,
