@@ -131,9 +131,19 @@ impl MeshZone {
     /// Serves the zone over UDP and TCP on `addr` (port 0 picks one) until dropped.
     pub async fn serve(&self, addr: SocketAddr) -> Result<DnsServer, DnsError> {
         let io = |e: std::io::Error| DnsError::Setup(format!("binding {addr}: {e}"));
-        let udp = tokio::net::UdpSocket::bind(addr).await.map_err(io)?;
+        // UDP and TCP on one port. With port 0 the kernel picks the UDP port, and that port
+        // may be taken for TCP by someone else (tests run side by side): pick again.
+        let mut tries = if addr.port() == 0 { 20 } else { 1 };
+        let (udp, tcp) = loop {
+            let udp = tokio::net::UdpSocket::bind(addr).await.map_err(io)?;
+            let bound = udp.local_addr().map_err(io)?;
+            match tokio::net::TcpListener::bind(bound).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(e) if tries > 1 && e.kind() == std::io::ErrorKind::AddrInUse => tries -= 1,
+                Err(e) => return Err(io(e)),
+            }
+        };
         let bound = udp.local_addr().map_err(io)?;
-        let tcp = tokio::net::TcpListener::bind(bound).await.map_err(io)?;
         let mut catalog = Catalog::new();
         catalog.upsert(
             LowerName::new(&self.origin),
