@@ -304,6 +304,17 @@ async fn hash_affinity_keeps_each_key_on_one_endpoint_and_a_new_one_takes_few() 
         .stack()
         .unwrap();
     let keys: Vec<String> = (0..1000).map(|i| format!("customer-{i}")).collect();
+    // Until discovery has delivered all three, the ring is smaller: wait for them (calls
+    // without a key are balanced over every known endpoint).
+    let mut client = HealthClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while refs[..3].iter().any(|b| b.hits() == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "not every endpoint was discovered"
+        );
+        check(&mut client).await.unwrap();
+    }
 
     // The same key always lands on the same endpoint.
     keyed_calls(&channel, &keys).await;
@@ -354,7 +365,6 @@ async fn hash_affinity_keeps_each_key_on_one_endpoint_and_a_new_one_takes_few() 
 
     // An ejected endpoint's keys go elsewhere; everyone else's stay put.
     all[1].probe.failing.store(true, Ordering::SeqCst);
-    let mut client = HealthClient::new(channel.clone());
     let victim = keys.iter().find(|k| after[*k] == 1).unwrap().clone();
     for _ in 0..10 {
         let mut req = Request::new(HealthCheckRequest::default());
