@@ -18,3 +18,14 @@ impl Subject {
         req.extensions().get::<Subject>().map(|s| s.0.as_str())
     }
 }
+
+/// The caller's verified token carries the operator scope (`ordermesh:operator`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operator;
+
+impl Operator {
+    /// Whether the auth layer found the operator scope on this request's token.
+    pub fn of<B>(req: &http::Request<B>) -> bool {
+        req.extensions().get::<Operator>().is_some()
+    }
+}

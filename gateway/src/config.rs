@@ -117,6 +117,11 @@ pub struct GatewayArgs {
     /// How long the customer overview waits for its parts.
     #[arg(long, env = "GATEWAY_OVERVIEW_TIMEOUT", default_value = "2s")]
     pub overview_timeout: String,
+    /// Fault injection (`on` or `off`): when on, callers whose token carries the
+    /// `ordermesh:operator` scope may pass `x-ordermesh-fault-*` headers on to the services
+    /// (which apply them only if their own FAULTS is on); everyone else's are stripped.
+    #[arg(long = "faults", env = "FAULTS", default_value = "off")]
+    pub faults: String,
     #[arg(
         long = "log-format",
         env = "LOG_FORMAT",
@@ -149,6 +154,8 @@ pub struct Settings {
     pub cache: HashMap<String, Duration>,
     pub cors_origins: Vec<String>,
     pub overview_timeout: Duration,
+    /// Whether operators may pass fault headers on (`FAULTS`).
+    pub faults: bool,
 }
 
 impl Default for Settings {
@@ -173,6 +180,7 @@ impl Default for Settings {
             cache: HashMap::new(),
             cors_origins: Vec::new(),
             overview_timeout: Duration::from_secs(2),
+            faults: false,
         }
     }
 }
@@ -302,6 +310,7 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .collect(),
             overview_timeout: duration("GATEWAY_OVERVIEW_TIMEOUT", &a.overview_timeout)?,
+            faults: ordermesh::transport::faults::FaultSettings::parse(&a.faults, None)?.on,
         })
     }
 }

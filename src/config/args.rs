@@ -168,6 +168,13 @@ pub struct ServiceArgs {
     /// the producers' gRPC `EventLogService` streams.
     #[arg(long = "broker-url", env = "BROKER_URL")]
     pub broker_url: Option<String>,
+    /// Fault injection (`on` or `off`): delays and aborts by rule (`FAULTS_FILE`) or by
+    /// request header. Off unless set.
+    #[arg(long = "faults", env = "FAULTS", default_value = "off")]
+    pub faults: String,
+    /// Fault rules (TOML), re-read while running; only with FAULTS=on.
+    #[arg(long = "faults-file", env = "FAULTS_FILE")]
+    pub faults_file: Option<PathBuf>,
     /// Serve plaintext gRPC without client authentication. Development only.
     #[arg(long = "plaintext", env = "PLAINTEXT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub plaintext: bool,

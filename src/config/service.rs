@@ -28,6 +28,8 @@ pub struct ServiceConfig {
     pub check_only: bool,
     /// RabbitMQ, when events go through it (`BROKER_URL`).
     pub broker_url: Option<crate::events::amqp::BrokerUrl>,
+    /// Fault injection (`FAULTS`, `FAULTS_FILE`).
+    pub faults: crate::transport::faults::FaultSettings,
 }
 
 impl ServiceConfig {
@@ -139,6 +141,8 @@ impl ServiceConfig {
                 reload_every,
             })
         };
+        let faults =
+            crate::transport::faults::FaultSettings::parse(&args.faults, args.faults_file.clone())?;
         Ok(Self {
             service,
             listen,
@@ -151,6 +155,7 @@ impl ServiceConfig {
             max_in_flight,
             check_only: args.check_config,
             broker_url,
+            faults,
         })
     }
 
@@ -163,6 +168,7 @@ impl ServiceConfig {
             max_in_flight: self.max_in_flight,
             health_addr: self.health_listen,
             metrics_addr: self.metrics_listen,
+            faults: self.faults.clone(),
         }
     }
 
@@ -180,6 +186,7 @@ impl ServiceConfig {
             max_in_flight: 1024,
             check_only: false,
             broker_url: None,
+            faults: Default::default(),
         }
     }
 
@@ -197,6 +204,10 @@ impl ServiceConfig {
             "metrics_listen": self.metrics_listen.map(|a| a.to_string()),
             "shutdown_grace_ms": self.shutdown_grace.as_millis() as u64,
             "mtls": matches!(self.transport, Transport::MutualTls(_)),
+            "faults": {
+                "on": self.faults.on,
+                "file": self.faults.file.as_ref().map(|p| p.display().to_string()),
+            },
             "reads": reads,
         });
         for (k, v) in service_reads.resolutions() {

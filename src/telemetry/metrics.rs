@@ -104,10 +104,15 @@ metric!(ROUTED_CALLS: IntCounterVec = register_int_counter_vec!(
     "Calls a traffic-policy router sent, by upstream, backend, the endpoint's zone and whether that is the caller's zone (local, remote; empty without zones).",
     &["upstream", "backend", "zone", "locality"]
 ));
-metric!(TRAFFIC_POLICY_RELOADS: IntCounterVec = register_int_counter_vec!(
-    "traffic_policy_reloads_total",
-    "Changes of the traffic policy file seen while running, by outcome (applied, refused).",
-    &["outcome"]
+metric!(FAULTS_INJECTED: IntCounterVec = register_int_counter_vec!(
+    "faults_injected_total",
+    "Faults injected on purpose (FAULTS=on), by kind (delay, abort) and method.",
+    &["kind", "method"]
+));
+metric!(SETTINGS_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "settings_reloads_total",
+    "Changes of a settings file seen while running (the traffic policy, the fault rules), by file and outcome (applied, refused).",
+    &["settings", "outcome"]
 ));
 metric!(SAGAS: IntCounterVec = register_int_counter_vec!(
     "saga_finished_total",

@@ -36,6 +36,8 @@ pub struct ServerSettings {
     pub health_addr: Option<std::net::SocketAddr>,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Fault injection, off unless configured.
+    pub faults: crate::transport::faults::FaultSettings,
 }
 
 /// Binds a listener for the setting `setting` (e.g. `LISTEN_ADDR`) at `addr`; a failure names
@@ -73,6 +75,7 @@ pub struct MeshServer {
     drain: Drain,
     health_interval: Duration,
     shed: crate::transport::shed::LoadShedLayer,
+    faults: crate::transport::faults::FaultSettings,
     health_addr: Option<std::net::SocketAddr>,
     health_listener: Option<TcpListener>,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -97,6 +100,7 @@ impl MeshServer {
             health_listener: None,
             metrics_addr: settings.metrics_addr,
             metrics_listener: None,
+            faults: settings.faults,
         }
     }
 
@@ -291,6 +295,13 @@ impl MeshServer {
                 (Some(tls.policy.clone()), Some((identity, tls.reload_every)))
             }
         };
+        let faults = self
+            .faults
+            .start()
+            .map_err(|e| anyhow::anyhow!("FAULTS_FILE: {e}"))?;
+        if faults.enabled() {
+            tracing::warn!(service = self.service, file = ?self.faults.file, "fault injection is ON: calls may be delayed or failed on purpose");
+        }
         // The RPC span and RED metrics outermost, so they see every answer, refusals included.
         // The request log has a line per answered call at DEBUG (`RUST_LOG=info,tower_http=debug`)
         // and one per failed call at ERROR: at INFO, one JSON line for every call cost a quarter
@@ -307,6 +318,11 @@ impl MeshServer {
             .layer(self.shed.clone())
             .layer(AuthorizeLayer::new(policy))
             .layer(crate::transport::deadline::ServerDeadlineLayer)
+            // Inside the deadline: an injected delay longer than it ends in DEADLINE_EXCEEDED.
+            .layer(crate::transport::faults::ServerFaultLayer::new(
+                self.service,
+                faults,
+            ))
             .add_routes(routes);
         let mut watcher = None;
         let server: std::pin::Pin<

@@ -17,6 +17,7 @@ macro_rules! both {
 }
 
 mod event_store;
+mod faults;
 mod group_commit;
 mod health_port;
 mod listeners;

@@ -38,6 +38,8 @@ pub struct MeshConfig {
     pub mtls: bool,
     /// Each service with a Prometheus listener of its own.
     pub metrics: bool,
+    /// Every service's fault injection (`FAULTS`, `FAULTS_FILE`); off by default.
+    pub faults: ordermesh::transport::faults::FaultSettings,
 }
 
 impl MeshConfig {
@@ -48,6 +50,7 @@ impl MeshConfig {
             broker: None,
             mtls: false,
             metrics: false,
+            faults: Default::default(),
         }
     }
 }
@@ -200,6 +203,7 @@ impl Mesh {
         let db = TestDatabase::new(self.config.backend).await;
         let mut cfg = ServiceConfig::for_test(svc, &db.url);
         cfg.broker_url = self.config.broker.clone();
+        cfg.faults = self.config.faults.clone();
         if let Some(dir) = self.certs_dir() {
             let policy = Policy::parse(
                 include_str!("../../../deploy/local/authz.toml"),

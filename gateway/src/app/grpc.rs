@@ -44,6 +44,8 @@ impl Gateway {
     ) -> http::Response<Body> {
         let subject = Subject::of(&req).map(str::to_string);
         metadata::set_subject(req.headers_mut(), subject.as_deref());
+        let faults = self.settings.faults && crate::caller::Operator::of(&req);
+        metadata::strip_faults(req.headers_mut(), faults);
         let web = req
             .headers()
             .get(http::header::CONTENT_TYPE)

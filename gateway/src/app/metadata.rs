@@ -10,17 +10,33 @@ use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 /// Metadata the gateway sets itself; a client cannot pass these in.
 pub const SUBJECT_METADATA: &str = "x-ordermesh-subject";
 
+/// Whether `name` is one of the headers that ask for an injected fault.
+fn is_fault_header(name: &str) -> bool {
+    ordermesh::transport::faults::REQUEST_HEADERS.contains(&name)
+}
+
 /// The metadata of an upstream call made for a REST request: the `forward` headers,
 /// `Grpc-Metadata-<key>` headers as `<key>` (never the gateway's own keys or `grpc-*`), the
-/// caller's subject and address.
+/// caller's subject and address. Fault headers (`x-ordermesh-fault-*`) go on only when
+/// `faults` says the caller may ask for them (FAULTS on and an operator token), and then
+/// without being listed in `forward`.
 pub fn request_metadata(
     forward: &[HeaderName],
     headers: &HeaderMap,
     subject: Option<&str>,
     peer: SocketAddr,
+    faults: bool,
 ) -> MetadataMap {
     let mut md = MetadataMap::new();
-    for name in forward {
+    let fault_headers = ordermesh::transport::faults::REQUEST_HEADERS.map(HeaderName::from_static);
+    let passed: Vec<&HeaderName> = match faults {
+        true => forward.iter().chain(fault_headers.iter()).collect(),
+        false => forward
+            .iter()
+            .filter(|n| !is_fault_header(n.as_str()))
+            .collect(),
+    };
+    for name in passed {
         for v in headers.get_all(name) {
             if let (Ok(k), Ok(v)) = (
                 MetadataKey::from_bytes(name.as_str().as_bytes()),
@@ -32,7 +48,7 @@ pub fn request_metadata(
     }
     for (name, v) in headers {
         if let Some(rest) = name.as_str().strip_prefix("grpc-metadata-") {
-            if rest == SUBJECT_METADATA || rest.starts_with("grpc-") {
+            if rest == SUBJECT_METADATA || rest.starts_with("grpc-") || is_fault_header(rest) {
                 continue;
             }
             if let (Ok(k), Ok(v)) = (
@@ -75,6 +91,15 @@ pub fn response_headers(md: &MetadataMap, h: &mut HeaderMap) {
     }
 }
 
+/// Native gRPC: fault headers are dropped unless the caller may ask for faults.
+pub fn strip_faults(headers: &mut HeaderMap, faults: bool) {
+    if !faults {
+        for name in ordermesh::transport::faults::REQUEST_HEADERS {
+            headers.remove(name);
+        }
+    }
+}
+
 /// Native gRPC: the caller's subject replaces whatever the client sent under the gateway's key.
 pub fn set_subject(headers: &mut HeaderMap, subject: Option<&str>) {
     headers.remove(SUBJECT_METADATA);
@@ -98,16 +123,41 @@ mod tests {
         h.insert("x-request-id", "r1".parse().unwrap());
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let forward = [HeaderName::from_static("x-request-id")];
-        let md = request_metadata(&forward, &h, None, peer);
+        let md = request_metadata(&forward, &h, None, peer, false);
         assert!(md.get(SUBJECT_METADATA).is_none());
         assert_eq!(md.get("x-tenant").unwrap(), "t1");
         assert_eq!(md.get("x-request-id").unwrap(), "r1");
         assert_eq!(md.get("x-forwarded-for").unwrap(), "10.1.2.3");
-        let md = request_metadata(&forward, &h, Some("alice"), peer);
+        let md = request_metadata(&forward, &h, Some("alice"), peer, false);
         assert_eq!(md.get(SUBJECT_METADATA).unwrap(), "alice");
         let mut grpc = h.clone();
         grpc.insert(SUBJECT_METADATA, "mallory".parse().unwrap());
         set_subject(&mut grpc, None);
         assert!(grpc.get(SUBJECT_METADATA).is_none());
+    }
+
+    #[test]
+    fn fault_headers_go_on_only_for_a_caller_allowed_to_ask() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ordermesh-fault-abort", "UNAVAILABLE".parse().unwrap());
+        h.insert(
+            "grpc-metadata-x-ordermesh-fault-delay",
+            "1s".parse().unwrap(),
+        );
+        let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        // Even listed in GATEWAY_FORWARD_HEADERS, a fault header is stripped for others.
+        let forward = [HeaderName::from_static("x-ordermesh-fault-abort")];
+        let md = request_metadata(&forward, &h, Some("alice"), peer, false);
+        assert!(md.get("x-ordermesh-fault-abort").is_none());
+        assert!(md.get("x-ordermesh-fault-delay").is_none());
+        let md = request_metadata(&[], &h, Some("ops"), peer, true);
+        assert_eq!(md.get("x-ordermesh-fault-abort").unwrap(), "UNAVAILABLE");
+        // Native gRPC metadata is stripped the same way.
+        let mut grpc = HeaderMap::new();
+        grpc.insert("x-ordermesh-fault-target", "payment".parse().unwrap());
+        strip_faults(&mut grpc, true);
+        assert!(grpc.contains_key("x-ordermesh-fault-target"));
+        strip_faults(&mut grpc, false);
+        assert!(grpc.is_empty());
     }
 }

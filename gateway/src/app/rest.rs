@@ -49,6 +49,7 @@ impl Gateway {
             &parts.headers,
             subject.as_deref(),
             peer,
+            self.settings.faults && parts.extensions.get::<crate::caller::Operator>().is_some(),
         );
         let requested = parts
             .headers

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use tonic::Code;
 
 use super::Authenticator;
-use crate::caller::Subject;
+use crate::caller::{Operator, Subject};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 
@@ -69,9 +69,12 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match self.layer.authenticator.authenticate(header) {
-            Ok(subject) => {
-                req.extensions_mut().insert(Subject(subject));
+        match self.layer.authenticator.verify(header) {
+            Ok(v) => {
+                req.extensions_mut().insert(Subject(v.subject));
+                if v.operator {
+                    req.extensions_mut().insert(Operator);
+                }
             }
             Err(_) if header.is_none() && req.extensions().get::<PublicRoute>().is_some() => {}
             Err(e) => {

@@ -23,6 +23,19 @@ pub struct Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Space-separated scopes (RFC 8693 `scope`).
+    #[serde(default)]
+    scope: String,
+}
+
+/// The scope that makes a caller an operator (e.g. allowed to ask for injected faults).
+pub const OPERATOR_SCOPE: &str = "ordermesh:operator";
+
+/// A verified caller: the token's subject, and whether it carries the operator scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub subject: String,
+    pub operator: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -79,6 +92,11 @@ impl Authenticator {
 
     /// Checks the `Authorization` header value and returns the token's subject.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<String, AuthError> {
+        self.verify(authorization).map(|v| v.subject)
+    }
+
+    /// Checks the `Authorization` header value: the token's subject and operator scope.
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Verified, AuthError> {
         let token = authorization
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -126,7 +144,14 @@ impl Authenticator {
         }
         let data = decode::<Claims>(token, &key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        Ok(data.claims.sub)
+        Ok(Verified {
+            operator: data
+                .claims
+                .scope
+                .split_whitespace()
+                .any(|s| s == OPERATOR_SCOPE),
+            subject: data.claims.sub,
+        })
     }
 }
 
@@ -198,6 +223,25 @@ mod tests {
             auth().authenticate(Some(&format!("Bearer {t}"))).unwrap(),
             "cust_1"
         );
+    }
+
+    #[test]
+    fn the_operator_scope_is_read_from_the_token() {
+        let claims = |scope: &str| json!({"sub": "ops", "exp": now() + 60, "iss": "https://issuer", "aud": "ordermesh", "scope": scope});
+        let v = auth()
+            .verify(Some(&format!(
+                "Bearer {}",
+                token(claims("read ordermesh:operator"))
+            )))
+            .unwrap();
+        assert!(v.operator && v.subject == "ops");
+        let v = auth()
+            .verify(Some(&format!(
+                "Bearer {}",
+                token(claims("ordermesh:operators"))
+            )))
+            .unwrap();
+        assert!(!v.operator, "a scope is matched whole");
     }
 
     #[test]

@@ -396,3 +396,68 @@ async fn health_readiness_and_metrics() {
         .unwrap();
     assert_eq!(other.status(), 404);
 }
+
+fn operator_token() -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ops", "exp": now() + 600, "iss": "https://id.example", "aud": "ordermesh", "scope": "read ordermesh:operator"}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+/// The fault headers the echo service saw for one REST call.
+async fn faults_seen(gw: &helpers::Running, bearer: &str) -> Vec<String> {
+    let r = client()
+        .get(gw.url("/v1/echo/x"))
+        .bearer_auth(bearer)
+        .header("x-ordermesh-fault-abort", "UNAVAILABLE")
+        .header("grpc-metadata-x-ordermesh-fault-delay", "1s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["metadataSeen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .filter(|m| m.starts_with("x-ordermesh-fault"))
+        .collect()
+}
+
+#[tokio::test]
+async fn fault_headers_reach_the_services_only_from_operators_with_faults_on() {
+    // FAULTS on: an operator's fault header goes on, a customer's is dropped (in every form).
+    let on = Settings {
+        faults: true,
+        ..secured()
+    };
+    let (_echo, gw) = echo_gateway(on).await;
+    assert_eq!(
+        faults_seen(&gw, &operator_token()).await,
+        vec!["x-ordermesh-fault-abort=UNAVAILABLE"]
+    );
+    assert!(faults_seen(&gw, &token("cust_1", 600)).await.is_empty());
+    // Native gRPC through the gateway: the same rule.
+    let mut g = helpers::pb::echo_service_client::EchoServiceClient::connect(gw.url(""))
+        .await
+        .unwrap();
+    for (bearer, passes) in [(token("cust_1", 600), false), (operator_token(), true)] {
+        let mut req = tonic::Request::new(helpers::pb::EchoMessage::default());
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+        req.metadata_mut()
+            .insert("x-ordermesh-fault-target", "payment".parse().unwrap());
+        let seen = g.echo(req).await.unwrap().into_inner().metadata_seen;
+        assert_eq!(
+            seen.iter().any(|m| m == "x-ordermesh-fault-target=payment"),
+            passes,
+            "{seen:?}"
+        );
+    }
+    // FAULTS off at the gateway: not even an operator's goes on.
+    let (_echo, gw) = echo_gateway(secured()).await;
+    assert!(faults_seen(&gw, &operator_token()).await.is_empty());
+}

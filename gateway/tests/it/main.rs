@@ -3,6 +3,7 @@
 
 mod conformance;
 mod edge;
+mod faults;
 mod fuzz;
 mod helpers;
 mod history;

@@ -514,6 +514,8 @@ impl Upstream {
         let svc = tower::ServiceBuilder::new()
             .layer(crate::telemetry::rpc::ClientLayer::new(&self.name))
             .layer(ClientDeadlineLayer::new(&self.name, self.default_timeout))
+            // Fault headers the call being handled passes on (a target further down).
+            .layer(crate::transport::faults::PassOnLayer)
             .option_layer(retry)
             .option_layer(breaker)
             .service(balanced)

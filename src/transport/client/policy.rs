@@ -15,7 +15,7 @@
 //! A reload may change weights, the zone rule, the hash header and slow start; the backends
 //! and zones decide which DNS names are followed, so changing them needs a restart. A bad
 //! file (at start-up or on reload) is refused with the field named; a refused reload keeps
-//! the policy in force.
+//! the policy in force (`transport::reload`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -263,9 +263,7 @@ impl TrafficPolicy {
 
     /// Reads and parses a policy file; the error names the file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        crate::transport::reload::load(path)
     }
 
     /// Whether `next` may replace `self` while running: the same upstreams with the same
@@ -309,10 +307,9 @@ pub struct PolicyHandle {
 impl PolicyHandle {
     /// A policy that never changes (tests, or no file).
     pub fn fixed(policy: TrafficPolicy) -> Self {
-        let (tx, rx) = watch::channel(Arc::new(policy));
-        // Keep the sender alive so receivers never see the channel closed.
-        std::mem::forget(tx);
-        Self { rx }
+        Self {
+            rx: crate::transport::reload::fixed(policy),
+        }
     }
 
     /// The policy now.
@@ -326,57 +323,23 @@ impl PolicyHandle {
     }
 
     /// Loads `path` now (an error stops start-up) and re-reads it every `every`, applying it
-    /// when its text changed. Must be called inside a Tokio runtime.
+    /// when its text changed (`transport::reload`). Must be called inside a Tokio runtime.
     pub fn watch_file(path: PathBuf, every: Duration) -> Result<Self, String> {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let first = TrafficPolicy::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (tx, rx) = watch::channel(Arc::new(first));
-        // The text applied is what later reads compare with, so a change made before the
-        // task first runs is not mistaken for the starting point.
-        tokio::spawn(reload_loop(path, every, tx, text));
-        Ok(Self { rx })
+        Ok(Self {
+            rx: crate::transport::reload::watch_file(path, every)?,
+        })
     }
 }
 
-async fn reload_loop(
-    path: PathBuf,
-    every: Duration,
-    tx: watch::Sender<Arc<TrafficPolicy>>,
-    applied: String,
-) {
-    // The text itself is compared: a rewrite within the file system's timestamp granularity
-    // and of the same length (`90`/`10` -> `50`/`50`) would fool a modification-time check.
-    let mut seen = Some(applied);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = tx.closed() => return,
-        }
-        let now = std::fs::read_to_string(&path).ok();
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        // The borrow ends before `send_replace`, which waits for it.
-        let checked = TrafficPolicy::load(&path).and_then(|next| {
-            let current = tx.borrow().clone();
-            current.reloadable_as(&next).map(|()| next)
-        });
-        let outcome = match checked {
-            Ok(next) => {
-                tracing::info!(file = %path.display(), policy = ?next, "traffic policy reloaded");
-                tx.send_replace(Arc::new(next));
-                "applied"
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "traffic policy reload refused; the previous policy stays in force");
-                "refused"
-            }
-        };
-        crate::telemetry::metrics::TRAFFIC_POLICY_RELOADS
-            .with_label_values(&[outcome])
-            .inc();
+impl crate::transport::reload::Reloadable for TrafficPolicy {
+    const WHAT: &'static str = "traffic policy";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        TrafficPolicy::parse(text)
+    }
+
+    fn reloadable_as(&self, next: &Self) -> Result<(), String> {
+        TrafficPolicy::reloadable_as(self, next)
     }
 }
 

@@ -27,11 +27,17 @@ pub async fn mesh() -> Mesh {
 
 /// Like `mesh`, with the gateway configured by `settings`.
 pub async fn mesh_with(settings: Settings) -> Mesh {
-    let config = MeshConfig {
+    mesh_configured(settings, |_| {}).await
+}
+
+/// Like `mesh_with`, the services' configuration changed by `tune` first.
+pub async fn mesh_configured(settings: Settings, tune: impl FnOnce(&mut MeshConfig)) -> Mesh {
+    let mut config = MeshConfig {
         mtls: true,
         metrics: true,
         ..MeshConfig::new(Backend::Sqlite)
     };
+    tune(&mut config);
     let mut services = test_support::Mesh::participants(config)
         .await
         .with_order()

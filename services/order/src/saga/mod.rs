@@ -203,46 +203,50 @@ impl OrderSaga {
         drop(running);
         let this = self.clone();
         let order_id = order_id.to_string();
-        // In the placing request's span and trace, so the saga's spans join the order's trace.
-        tokio::spawn(ordermesh::telemetry::carry(async move {
-            let outcome = if new {
-                this.def.run_new(this.ctx.orders.writes(), &saga_id).await
-            } else {
-                this.def.run(this.ctx.orders.writes(), &saga_id).await
-            };
-            // The saga's own events move the read models (saga durations) too.
-            this.ctx.orders.projector().poke();
-            match outcome {
-                Ok(Outcome::Completed) => {
-                    tracing::info!(%order_id, "order placed: saga completed");
-                }
-                Ok(Outcome::Compensated { step, reason }) => {
-                    tracing::info!(%order_id, %step, %reason, "order rejected: saga compensated");
-                    if let Ok(id) = OrderId::parse(&order_id) {
-                        // A cancelled order stays cancelled; otherwise it is rejected.
-                        if let Err(e) = this
-                            .ctx
-                            .orders
-                            .advance(&id, OrderStatus::Rejected, &reason)
-                            .await
-                        {
-                            if e.code() != Code::FailedPrecondition {
-                                tracing::warn!(%order_id, error = %e, "could not mark the order rejected");
+        // In the placing request's span and trace, so the saga's spans join the order's trace,
+        // and with the fault headers the request passes on, so a fault aimed at a participant
+        // reaches it (docs/faults.md).
+        tokio::spawn(ordermesh::transport::faults::carry(
+            ordermesh::telemetry::carry(async move {
+                let outcome = if new {
+                    this.def.run_new(this.ctx.orders.writes(), &saga_id).await
+                } else {
+                    this.def.run(this.ctx.orders.writes(), &saga_id).await
+                };
+                // The saga's own events move the read models (saga durations) too.
+                this.ctx.orders.projector().poke();
+                match outcome {
+                    Ok(Outcome::Completed) => {
+                        tracing::info!(%order_id, "order placed: saga completed");
+                    }
+                    Ok(Outcome::Compensated { step, reason }) => {
+                        tracing::info!(%order_id, %step, %reason, "order rejected: saga compensated");
+                        if let Ok(id) = OrderId::parse(&order_id) {
+                            // A cancelled order stays cancelled; otherwise it is rejected.
+                            if let Err(e) = this
+                                .ctx
+                                .orders
+                                .advance(&id, OrderStatus::Rejected, &reason)
+                                .await
+                            {
+                                if e.code() != Code::FailedPrecondition {
+                                    tracing::warn!(%order_id, error = %e, "could not mark the order rejected");
+                                }
                             }
                         }
                     }
+                    Err(ordermesh::saga::SagaError::Conflict(_)) => {
+                        tracing::info!(%order_id, "saga is being run by another process");
+                    }
+                    Err(e) => {
+                        tracing::error!(%order_id, error = %e, "saga stopped; it resumes at the next start")
+                    }
                 }
-                Err(ordermesh::saga::SagaError::Conflict(_)) => {
-                    tracing::info!(%order_id, "saga is being run by another process");
+                if let Ok(mut running) = this.running.lock() {
+                    running.remove(&saga_id);
                 }
-                Err(e) => {
-                    tracing::error!(%order_id, error = %e, "saga stopped; it resumes at the next start")
-                }
-            }
-            if let Ok(mut running) = this.running.lock() {
-                running.remove(&saga_id);
-            }
-        }));
+            }),
+        ));
     }
 
     /// Resumes every unfinished saga (at start-up).
