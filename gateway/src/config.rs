@@ -122,6 +122,9 @@ pub struct GatewayArgs {
     /// (which apply them only if their own FAULTS is on); everyone else's are stripped.
     #[arg(long = "faults", env = "FAULTS", default_value = "off")]
     pub faults: String,
+    /// Fault rules (TOML, re-read while running); its `route` rules apply here.
+    #[arg(long = "faults-file", env = "FAULTS_FILE")]
+    pub faults_file: Option<PathBuf>,
     #[arg(
         long = "log-format",
         env = "LOG_FORMAT",
@@ -154,8 +157,9 @@ pub struct Settings {
     pub cache: HashMap<String, Duration>,
     pub cors_origins: Vec<String>,
     pub overview_timeout: Duration,
-    /// Whether operators may pass fault headers on (`FAULTS`).
-    pub faults: bool,
+    /// Fault injection (`FAULTS`, `FAULTS_FILE`): route rules apply here, and while on,
+    /// operators may pass fault headers on.
+    pub faults: ordermesh::transport::faults::Faults,
 }
 
 impl Default for Settings {
@@ -180,7 +184,7 @@ impl Default for Settings {
             cache: HashMap::new(),
             cors_origins: Vec::new(),
             overview_timeout: Duration::from_secs(2),
-            faults: false,
+            faults: ordermesh::transport::faults::Faults::off(),
         }
     }
 }
@@ -310,7 +314,12 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .collect(),
             overview_timeout: duration("GATEWAY_OVERVIEW_TIMEOUT", &a.overview_timeout)?,
-            faults: ordermesh::transport::faults::FaultSettings::parse(&a.faults, None)?.on,
+            faults: ordermesh::transport::faults::FaultSettings::parse(
+                &a.faults,
+                a.faults_file.clone(),
+            )?
+            .start()
+            .map_err(|e| bad("FAULTS_FILE", e))?,
         })
     }
 }

@@ -16,6 +16,10 @@
 //! abort_percent = 10
 //! ```
 //!
+//! A rule with `route = "POST /v1/orders"` (a REST route as its `google.api.http` rule writes
+//! it) applies at the gateway instead, before the call goes upstream; its abort may also be an
+//! HTTP status (`abort_status = 503`).
+//!
 //! The first rule that matches a call decides its faults. Per request, the headers
 //! `x-ordermesh-fault-delay` (a duration), `x-ordermesh-fault-abort` (a gRPC code name) and
 //! `x-ordermesh-fault-percent` apply at the server that receives them, capped by `max_delay`;
@@ -56,10 +60,12 @@ pub struct Delay {
     pub percent: f64,
 }
 
-/// An abort with a gRPC code, on `percent` of the matching calls.
+/// An abort with a gRPC code (and, at the gateway, possibly an HTTP status of its own), on
+/// `percent` of the matching calls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Abort {
     pub code: tonic::Code,
+    pub http_status: Option<u16>,
     pub percent: f64,
 }
 
@@ -70,14 +76,23 @@ pub struct Rule {
     pub service: Option<String>,
     /// `package.Service/Method`, or `package.Service/*` for every method of a service.
     pub method: Option<String>,
+    /// A REST route (`POST /v1/orders`): the rule applies at the gateway, not at a server.
+    pub route: Option<String>,
     pub headers: Vec<(HeaderName, String)>,
     pub delay: Option<Delay>,
     pub abort: Option<Abort>,
 }
 
 impl Rule {
+    fn matches_headers(&self, headers: &HeaderMap) -> bool {
+        self.headers
+            .iter()
+            .all(|(k, v)| headers.get(k).is_some_and(|h| h.as_bytes() == v.as_bytes()))
+    }
+
     fn matches(&self, service: &str, method: &str, headers: &HeaderMap) -> bool {
-        self.service.as_deref().is_none_or(|s| s == service)
+        self.route.is_none()
+            && self.service.as_deref().is_none_or(|s| s == service)
             && self
                 .method
                 .as_deref()
@@ -85,10 +100,7 @@ impl Rule {
                     Some(svc) => method.split_once('/').is_some_and(|(s, _)| s == svc),
                     None => m == method,
                 })
-            && self
-                .headers
-                .iter()
-                .all(|(k, v)| headers.get(k).is_some_and(|h| h.as_bytes() == v.as_bytes()))
+            && self.matches_headers(headers)
     }
 }
 
@@ -123,12 +135,14 @@ struct FileRule {
     name: Option<String>,
     service: Option<String>,
     method: Option<String>,
+    route: Option<String>,
     #[serde(default)]
     headers: std::collections::BTreeMap<String, String>,
     delay: Option<String>,
     delay_jitter: Option<String>,
     delay_percent: Option<f64>,
     abort: Option<String>,
+    abort_status: Option<u16>,
     abort_percent: Option<f64>,
 }
 
@@ -167,6 +181,24 @@ pub fn code_name(code: tonic::Code) -> String {
     out
 }
 
+/// The gRPC code an HTTP error status stands for (the gateway's mapping read backwards).
+fn code_for_status(status: u16) -> tonic::Code {
+    match status {
+        400 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        409 => tonic::Code::Aborted,
+        429 => tonic::Code::ResourceExhausted,
+        499 => tonic::Code::Cancelled,
+        501 => tonic::Code::Unimplemented,
+        503 => tonic::Code::Unavailable,
+        504 => tonic::Code::DeadlineExceeded,
+        402..=498 => tonic::Code::FailedPrecondition,
+        _ => tonic::Code::Internal,
+    }
+}
+
 fn percent(field: &str, v: Option<f64>) -> Result<f64, String> {
     let p = v.unwrap_or(100.0);
     if !(0.0..=100.0).contains(&p) {
@@ -203,6 +235,36 @@ impl FaultRules {
                     ));
                 }
             }
+            let route = match &f.route {
+                None => None,
+                Some(r) => {
+                    let (verb, path) = r.trim().split_once(' ').ok_or_else(|| {
+                        format!("{}: '{r}' is not '<METHOD> /path'", field("route"))
+                    })?;
+                    let verb = verb.to_ascii_uppercase();
+                    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&verb.as_str())
+                        || !path.trim().starts_with('/')
+                    {
+                        return Err(format!(
+                            "{}: '{r}' is not '<METHOD> /path' (e.g. POST /v1/orders)",
+                            field("route")
+                        ));
+                    }
+                    if f.service.is_some() || f.method.is_some() {
+                        return Err(format!(
+                            "{}: a route rule applies at the gateway; it takes no service or method",
+                            field("route")
+                        ));
+                    }
+                    Some(format!("{verb} {}", path.trim()))
+                }
+            };
+            if f.abort_status.is_some() && route.is_none() {
+                return Err(format!(
+                    "{}: an HTTP status is for route rules (use abort with a gRPC code)",
+                    field("abort_status")
+                ));
+            }
             let mut headers = Vec::new();
             for (k, v) in &f.headers {
                 let h = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -226,15 +288,37 @@ impl FaultRules {
                 }
                 None => None,
             };
-            let abort = match &f.abort {
-                Some(a) => Some(Abort {
-                    code: parse_code(a).map_err(|e| format!("{}: {e}", field("abort")))?,
-                    percent: percent(&field("abort_percent"), f.abort_percent)?,
-                }),
-                None if f.abort_percent.is_some() => {
-                    return Err(format!("{}: missing (abort_percent given)", field("abort")))
+            let http_status = match f.abort_status {
+                Some(st) if (400..=599).contains(&st) => Some(st),
+                Some(st) => {
+                    return Err(format!(
+                        "{}: {st} is not an error status (400-599)",
+                        field("abort_status")
+                    ))
                 }
                 None => None,
+            };
+            let abort = match (&f.abort, http_status) {
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "{}: give a gRPC code or abort_status, not both",
+                        field("abort")
+                    ))
+                }
+                (Some(a), None) => Some(Abort {
+                    code: parse_code(a).map_err(|e| format!("{}: {e}", field("abort")))?,
+                    http_status: None,
+                    percent: percent(&field("abort_percent"), f.abort_percent)?,
+                }),
+                (None, Some(st)) => Some(Abort {
+                    code: code_for_status(st),
+                    http_status: Some(st),
+                    percent: percent(&field("abort_percent"), f.abort_percent)?,
+                }),
+                (None, None) if f.abort_percent.is_some() => {
+                    return Err(format!("{}: missing (abort_percent given)", field("abort")))
+                }
+                (None, None) => None,
             };
             if delay.is_none() && abort.is_none() {
                 return Err(format!(
@@ -246,6 +330,7 @@ impl FaultRules {
                 name,
                 service: f.service,
                 method: f.method,
+                route,
                 headers,
                 delay,
                 abort,
@@ -268,6 +353,8 @@ impl crate::transport::reload::Reloadable for FaultRules {
 pub struct Decision {
     pub delay: Option<Duration>,
     pub abort: Option<tonic::Code>,
+    /// At the gateway: the HTTP status of the abort, when the rule names one.
+    pub http_status: Option<u16>,
     /// The rule's name, or `header` for a per-request override.
     pub source: String,
 }
@@ -279,8 +366,10 @@ impl Decision {
         if let Some(d) = self.delay {
             parts.push(format!("delay={}ms", d.as_millis()));
         }
-        if let Some(c) = self.abort {
-            parts.push(format!("abort={}", code_name(c)));
+        match (self.abort, self.http_status) {
+            (_, Some(st)) => parts.push(format!("abort={st}")),
+            (Some(c), None) => parts.push(format!("abort={}", code_name(c))),
+            (None, None) => {}
         }
         parts.push(format!("rule={}", self.source));
         parts.join(";")
@@ -318,6 +407,7 @@ fn header_override(headers: &HeaderMap, max_delay: Duration) -> Option<Decision>
     roll(percent).then(|| Decision {
         delay,
         abort,
+        http_status: None,
         source: "header".into(),
     })
 }
@@ -344,7 +434,26 @@ impl FaultRules {
             .rules
             .iter()
             .find(|r| r.matches(service, method, headers))?;
-        let delay = rule.delay.as_ref().filter(|d| roll(d.percent)).map(|d| {
+        rule.roll()
+    }
+
+    /// The faults for a REST call to `route` (`POST /v1/orders`) at the gateway: route rules
+    /// only (header overrides are for the services, which the gateway passes them on to).
+    pub fn decide_route(&self, route: &str, headers: &HeaderMap) -> Option<Decision> {
+        let rule = self.rules.iter().find(|r| {
+            r.route
+                .as_deref()
+                .is_some_and(|want| want.eq_ignore_ascii_case(route))
+                && r.matches_headers(headers)
+        })?;
+        rule.roll()
+    }
+}
+
+impl Rule {
+    /// Draws this rule's faults for one call.
+    fn roll(&self) -> Option<Decision> {
+        let delay = self.delay.as_ref().filter(|d| roll(d.percent)).map(|d| {
             let jitter = if d.jitter.is_zero() {
                 Duration::ZERO
             } else {
@@ -352,15 +461,12 @@ impl FaultRules {
             };
             d.fixed + jitter
         });
-        let abort = rule
-            .abort
-            .as_ref()
-            .filter(|a| roll(a.percent))
-            .map(|a| a.code);
+        let abort = self.abort.as_ref().filter(|a| roll(a.percent));
         (delay.is_some() || abort.is_some()).then(|| Decision {
             delay,
-            abort,
-            source: rule.name.clone(),
+            abort: abort.map(|a| a.code),
+            http_status: abort.and_then(|a| a.http_status),
+            source: self.name.clone(),
         })
     }
 }
@@ -405,10 +511,14 @@ impl FaultSettings {
 
     /// The injector these settings describe: off, on with the file's rules followed as it
     /// changes, or on with header overrides only. Inside a Tokio runtime.
+    /// Outside a runtime (a configuration check) the file is read once.
     pub fn start(&self) -> Result<Faults, String> {
         match (self.on, &self.file) {
             (false, _) => Ok(Faults::off()),
-            (true, Some(path)) => Faults::watch_file(path.clone(), RELOAD_EVERY),
+            (true, Some(path)) if tokio::runtime::Handle::try_current().is_ok() => {
+                Faults::watch_file(path.clone(), RELOAD_EVERY)
+            }
+            (true, Some(path)) => crate::transport::reload::load(path).map(Faults::on),
             (true, None) => Ok(Faults::on(FaultRules::default())),
         }
     }
@@ -442,6 +552,11 @@ impl Faults {
 
     pub fn enabled(&self) -> bool {
         self.rules.is_some()
+    }
+
+    /// The gateway's faults for a REST call to `route` (none while off).
+    pub fn decide_route(&self, route: &str, headers: &HeaderMap) -> Option<Decision> {
+        self.current()?.decide_route(route, headers)
     }
 
     fn current(&self) -> Option<Arc<FaultRules>> {
@@ -764,6 +879,51 @@ mod tests {
         }
         let e = FaultRules::parse("[[rule]]\ndelay = \"1s\"\nprecent = 5").unwrap_err();
         assert!(e.contains("precent"), "{e}");
+    }
+
+    #[test]
+    fn route_rules_apply_at_the_gateway_only() {
+        let r = FaultRules::parse(
+            "[[rule]]\nname = \"orders-503\"\nroute = \"post /v1/orders\"\nabort_status = 503\n",
+        )
+        .unwrap();
+        let none = HeaderMap::new();
+        let d = r.decide_route("POST /v1/orders", &none).unwrap();
+        assert_eq!(
+            (d.abort, d.http_status),
+            (Some(tonic::Code::Unavailable), Some(503))
+        );
+        assert_eq!(d.describe(), "abort=503;rule=orders-503");
+        assert!(r.decide_route("GET /v1/orders/{order_id}", &none).is_none());
+        // A server never applies a route rule, whatever its method.
+        assert!(r
+            .decide("order", "ordermesh.order.v1.OrderService/PlaceOrder", &none)
+            .is_none());
+        for (text, want) in [
+            (
+                "[[rule]]\nroute = \"/v1/orders\"\nabort = \"UNAVAILABLE\"",
+                "rule 1 (rule-1).route: '/v1/orders'",
+            ),
+            (
+                "[[rule]]\nroute = \"POST /v1/orders\"\nservice = \"order\"\nabort = \"UNAVAILABLE\"",
+                "rule 1 (rule-1).route: a route rule applies at the gateway",
+            ),
+            (
+                "[[rule]]\nroute = \"POST /v1/orders\"\nabort_status = 200",
+                "rule 1 (rule-1).abort_status: 200 is not an error status",
+            ),
+            (
+                "[[rule]]\nmethod = \"a.B/C\"\nabort_status = 503",
+                "rule 1 (rule-1).abort_status: an HTTP status is for route rules",
+            ),
+            (
+                "[[rule]]\nroute = \"POST /v1/orders\"\nabort = \"UNAVAILABLE\"\nabort_status = 503",
+                "rule 1 (rule-1).abort: give a gRPC code or abort_status, not both",
+            ),
+        ] {
+            let e = FaultRules::parse(text).unwrap_err();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Gateway {
     ) -> http::Response<Body> {
         let subject = Subject::of(&req).map(str::to_string);
         metadata::set_subject(req.headers_mut(), subject.as_deref());
-        let faults = self.settings.faults && crate::caller::Operator::of(&req);
+        let faults = self.settings.faults.enabled() && crate::caller::Operator::of(&req);
         metadata::strip_faults(req.headers_mut(), faults);
         let web = req
             .headers()

@@ -379,7 +379,7 @@ impl Gateway {
                     req.headers(),
                     Subject::of(&req),
                     peer,
-                    gateway.settings.faults && crate::caller::Operator::of(&req),
+                    gateway.settings.faults.enabled() && crate::caller::Operator::of(&req),
                 );
                 let overview = gateway.overview.answer(&customer, req.uri().query(), md);
                 match overview.await {

@@ -28,6 +28,29 @@ impl Gateway {
         req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<http::Response<Body>, GatewayError> {
+        let Some(fault) = self
+            .settings
+            .faults
+            .decide_route(&route.label, req.headers())
+        else {
+            return self.rest_call(route, bindings, req, peer).await;
+        };
+        self.injected(&route, &fault).await?;
+        let mut resp = self.rest_call(route, bindings, req, peer).await?;
+        if let Ok(v) = http::HeaderValue::from_str(&fault.describe()) {
+            resp.headers_mut()
+                .insert(ordermesh::transport::faults::APPLIED_HEADER, v);
+        }
+        Ok(resp)
+    }
+
+    async fn rest_call(
+        self: Arc<Self>,
+        route: Arc<Route>,
+        bindings: Bindings,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<http::Response<Body>, GatewayError> {
         let subject = Subject::of(&req).map(str::to_string);
         let (parts, incoming) = req.into_parts();
         let cache_ttl = (route.http_method == Method::GET && !route.server_streaming())
@@ -49,7 +72,8 @@ impl Gateway {
             &parts.headers,
             subject.as_deref(),
             peer,
-            self.settings.faults && parts.extensions.get::<crate::caller::Operator>().is_some(),
+            self.settings.faults.enabled()
+                && parts.extensions.get::<crate::caller::Operator>().is_some(),
         );
         let requested = parts
             .headers
@@ -129,4 +153,51 @@ fn unary_response(
     let mut resp = body::json(bytes);
     metadata::response_headers(md, resp.headers_mut());
     Ok(resp)
+}
+
+impl Gateway {
+    /// A route rule's faults (`transport::faults`): the delay, bounded by the gateway's
+    /// timeout (past it, DEADLINE_EXCEEDED as an upstream would answer), then the abort.
+    async fn injected(
+        &self,
+        route: &Route,
+        f: &ordermesh::transport::faults::Decision,
+    ) -> Result<(), GatewayError> {
+        let count = |kind: &str| {
+            ordermesh::telemetry::metrics::FAULTS_INJECTED
+                .with_label_values(&[kind, &route.label])
+                .inc()
+        };
+        let applied = http::HeaderValue::from_str(&f.describe())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("fault"));
+        let header = http::HeaderName::from_static(ordermesh::transport::faults::APPLIED_HEADER);
+        if let Some(d) = f.delay {
+            count("delay");
+            if d >= self.settings.timeout {
+                tokio::time::sleep(self.settings.timeout).await;
+                return Err(GatewayError::new(
+                    tonic::Code::DeadlineExceeded,
+                    format!(
+                        "fault injected ({}): the gateway's timeout passed",
+                        f.describe()
+                    ),
+                )
+                .with_header(header, applied));
+            }
+            tokio::time::sleep(d).await;
+        }
+        if let Some(code) = f.abort {
+            count("abort");
+            let mut e = GatewayError::new(code, format!("fault injected ({})", f.describe()))
+                .with_header(header, applied);
+            if let Some(st) = f
+                .http_status
+                .and_then(|s| http::StatusCode::from_u16(s).ok())
+            {
+                e = e.with_http(st);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
 }

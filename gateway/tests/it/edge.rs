@@ -431,7 +431,7 @@ async fn faults_seen(gw: &helpers::Running, bearer: &str) -> Vec<String> {
 async fn fault_headers_reach_the_services_only_from_operators_with_faults_on() {
     // FAULTS on: an operator's fault header goes on, a customer's is dropped (in every form).
     let on = Settings {
-        faults: true,
+        faults: ordermesh::transport::faults::Faults::on(Default::default()),
         ..secured()
     };
     let (_echo, gw) = echo_gateway(on).await;
@@ -460,4 +460,45 @@ async fn fault_headers_reach_the_services_only_from_operators_with_faults_on() {
     // FAULTS off at the gateway: not even an operator's goes on.
     let (_echo, gw) = echo_gateway(secured()).await;
     assert!(faults_seen(&gw, &operator_token()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_route_rule_fails_or_delays_rest_calls_at_the_gateway() {
+    use ordermesh::transport::faults::{FaultRules, Faults};
+    let rules = FaultRules::parse(
+        "[[rule]]\nname = \"echo-down\"\nroute = \"GET /v1/echo/{inner.id}\"\nheaders = { x-test-run = \"chaos\" }\nabort_status = 503\n\n[[rule]]\nname = \"echo-slow\"\nroute = \"GET /v1/echo/{inner.id}\"\ndelay = \"200ms\"\n",
+    )
+    .unwrap();
+    let (echo, gw) = echo_gateway(Settings {
+        faults: Faults::on(rules),
+        ..Settings::default()
+    })
+    .await;
+    let c = client();
+    // The first rule: a 503 with the gateway's JSON error, and the service never called.
+    let r = c
+        .get(gw.url("/v1/echo/x"))
+        .header("x-test-run", "chaos")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-ordermesh-fault"], "abort=503;rule=echo-down");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "UNAVAILABLE", "{v}");
+    assert_eq!(echo.calls(), 0);
+    // Without the header the second rule matches: slower, and answered.
+    let t = std::time::Instant::now();
+    let r = c.get(gw.url("/v1/echo/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        r.headers()["x-ordermesh-fault"],
+        "delay=200ms;rule=echo-slow"
+    );
+    assert_eq!(echo.calls(), 1);
 }

@@ -81,7 +81,7 @@ async fn final_status(m: &Mesh, auth: &str, id: &str) -> String {
 async fn an_operator_fault_aimed_at_payment_rejects_that_order_alone() {
     let settings = Settings {
         auth: Some(Authenticator::new(Some(SECRET), None, None, None).unwrap()),
-        faults: true,
+        faults: ordermesh::transport::faults::Faults::on(Default::default()),
         ..Settings::default()
     };
     let m = helpers::mesh::mesh_configured(settings, |c| {
