@@ -8,7 +8,7 @@
 //! name = "slow-authorize"
 //! service = "payment"                # the service that serves the call; omit for any
 //! method = "ordermesh.payment.v1.PaymentService/AuthorizePayment"   # or "<package.Service>/*"
-//! headers = { x-test-run = "chaos" } # every listed header must have this value
+//! headers = { x-ordermesh-fault-tag = "chaos" }  # every listed header must have this value
 //! delay = "300ms"
 //! delay_jitter = "100ms"             # plus 0..jitter, uniformly
 //! delay_percent = 50                 # of the matching calls (default 100)
@@ -45,6 +45,10 @@ pub const DELAY_HEADER: &str = "x-ordermesh-fault-delay";
 pub const ABORT_HEADER: &str = "x-ordermesh-fault-abort";
 pub const PERCENT_HEADER: &str = "x-ordermesh-fault-percent";
 pub const TARGET_HEADER: &str = "x-ordermesh-fault-target";
+/// Every fault header starts so; the gateway drops them all for callers who may not ask for
+/// faults, and rule header selectors must use it (`x-ordermesh-fault-tag`), so nobody else can
+/// select a rule.
+pub const HEADER_PREFIX: &str = "x-ordermesh-fault-";
 /// The response header naming the fault that was applied.
 pub const APPLIED_HEADER: &str = "x-ordermesh-fault";
 /// The request headers a caller may set to ask for a fault.
@@ -269,6 +273,12 @@ impl FaultRules {
             for (k, v) in &f.headers {
                 let h = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
                     .map_err(|_| format!("{}: '{k}' is not a header name", field("headers")))?;
+                if !h.as_str().starts_with(HEADER_PREFIX) || REQUEST_HEADERS.contains(&h.as_str()) {
+                    return Err(format!(
+                        "{}: '{k}' is not a selector of its own under {HEADER_PREFIX}* (e.g. {HEADER_PREFIX}tag): only those are kept from callers allowed to ask for faults",
+                        field("headers")
+                    ));
+                }
                 headers.push((h, v.clone()));
             }
             let delay = match &f.delay {
@@ -765,7 +775,7 @@ mod tests {
         [[rule]]
         name = "inventory-down-for-chaos"
         method = "ordermesh.inventory.v1.InventoryService/*"
-        headers = { x-test-run = "chaos" }
+        headers = { x-ordermesh-fault-tag = "chaos" }
         abort = "unavailable"
         abort_percent = 25
     "#;
@@ -808,7 +818,7 @@ mod tests {
         // The wildcard rule wants its header.
         let m = "ordermesh.inventory.v1.InventoryService/ReserveStock";
         assert!(r.decide("inventory", m, &none).is_none());
-        let chaos = headers(&[("x-test-run", "chaos")]);
+        let chaos = headers(&[("x-ordermesh-fault-tag", "chaos")]);
         let aborted = (0..4000)
             .filter(|_| r.decide("inventory", m, &chaos).is_some())
             .count();
@@ -873,6 +883,10 @@ mod tests {
                 "rule 1 (rule-1).method: 'Check'",
             ),
             ("max_delay = \"forever\"", "max_delay: 'forever'"),
+            (
+                "[[rule]]\nheaders = { x-test-run = \"1\" }\ndelay = \"1s\"",
+                "rule 1 (rule-1).headers: 'x-test-run' is not a selector",
+            ),
         ] {
             let e = FaultRules::parse(text).unwrap_err();
             assert!(e.starts_with(want), "{text:?}: {e}");

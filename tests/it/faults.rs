@@ -75,15 +75,22 @@ impl tower::Service<http::Request<Body>> for Probe {
 
 /// Calls the probe with `headers` as metadata and an optional deadline; the response's
 /// `x-ordermesh-fault` header comes back with the result.
-async fn call(
-    channel: MeshChannel,
+async fn call<T>(
+    channel: T,
     headers: &[(&'static str, &str)],
     timeout: Option<Duration>,
-) -> Result<Option<String>, Status> {
+) -> Result<Option<String>, Status>
+where
+    T: tonic::client::GrpcService<Body>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+        .map_err(|e| Status::unavailable(e.into().to_string()))?;
     let mut req = Request::new(HealthCheckRequest::default());
     for (k, v) in headers {
         req.metadata_mut().insert(*k, v.parse().unwrap());
@@ -100,19 +107,73 @@ async fn call(
         .map(|v| v.to_str().unwrap().to_string()))
 }
 
+/// One call to the probe over bare HTTP/2 with a `grpc-timeout`: the server's grpc-status and
+/// grpc-message, whatever the client would have done with the deadline.
+async fn raw_call(
+    addr: std::net::SocketAddr,
+    headers: &[(&str, &str)],
+    grpc_timeout: &str,
+) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut req = http::Request::post(format!("http://{addr}{PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", grpc_timeout);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
+    // An empty HealthCheckRequest: uncompressed, zero bytes long.
+    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    let pick = |h: &http::HeaderMap| {
+        h.get("grpc-status").map(|s| {
+            (
+                s.to_str().unwrap().to_string(),
+                h.get("grpc-message")
+                    .map(|m| m.to_str().unwrap().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+    };
+    if let Some(found) = pick(resp.headers()) {
+        return found;
+    }
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        let _ = chunk.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    pick(&trailers).unwrap_or_default()
+}
+
 /// A `MeshServer` named `service` serving the probe, with these fault settings.
 async fn serve(service: &'static str, faults: FaultSettings, probe: Probe) -> MeshChannel {
+    serve_at(service, faults, probe).await.0
+}
+
+/// `serve`, also giving the address (for a bare channel, without the client stack).
+async fn serve_at(
+    service: &'static str,
+    faults: FaultSettings,
+    probe: Probe,
+) -> (MeshChannel, std::net::SocketAddr) {
     let mut cfg = ServiceConfig::for_test(service, "sqlite::memory:");
     cfg.faults = faults;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = MeshServer::new(cfg.server(), Routes::new(probe), &[]);
     tokio::spawn(server.serve(listener, std::future::pending()));
-    Upstream::new(format!("http://{addr}"))
+    let channel = Upstream::new(format!("http://{addr}"))
         .retry(None)
         .breaker(None)
         .stack()
-        .unwrap()
+        .unwrap();
+    (channel, addr)
 }
 
 fn on(file: Option<&std::path::Path>) -> FaultSettings {
@@ -173,9 +234,19 @@ async fn rules_from_a_file_apply_and_a_reload_changes_them_without_a_restart() {
         t.elapsed()
     );
 
-    // A bad file is refused and the delay stays.
+    // A bad file is refused (counted as such) and the delay stays.
+    let refused = || {
+        ordermesh::telemetry::metrics::SETTINGS_RELOADS
+            .with_label_values(&["fault rules", "refused"])
+            .get()
+    };
+    let before = refused();
     std::fs::write(&file, "[[rule]]\nabort = \"SOMETIMES\"\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while refused() == before {
+        assert!(Instant::now() < deadline, "the bad file was not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let applied = call(channel, &[], None).await.unwrap();
     assert_eq!(applied.as_deref(), Some("delay=300ms;rule=probe-slow"));
 }
@@ -186,7 +257,7 @@ async fn header_overrides_are_capped_and_a_delay_past_the_deadline_is_deadline_e
     let file = dir.path().join("faults.toml");
     std::fs::write(&file, "max_delay = \"200ms\"\n").unwrap();
     let probe = Probe::default();
-    let channel = serve("payment", on(Some(&file)), probe.clone()).await;
+    let (channel, addr) = serve_at("payment", on(Some(&file)), probe.clone()).await;
 
     // Asked for 5s, capped at 200ms.
     let t = Instant::now();
@@ -200,16 +271,18 @@ async fn header_overrides_are_capped_and_a_delay_past_the_deadline_is_deadline_e
     );
     assert_eq!(applied.as_deref(), Some("delay=200ms;rule=header"));
 
-    // A delay longer than the caller's deadline: DEADLINE_EXCEEDED, the handler never runs.
+    // A delay longer than the caller's deadline: the server itself answers DEADLINE_EXCEEDED
+    // (asked over bare HTTP/2, which keeps no deadline of its own) and the handler never runs.
     let before = probe.hits.load(Ordering::SeqCst);
-    let e = call(
-        channel.clone(),
-        &[("x-ordermesh-fault-delay", "200ms")],
-        Some(Duration::from_millis(50)),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    let (status, message) = raw_call(addr, &[("x-ordermesh-fault-delay", "200ms")], "50m").await;
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED; {message}");
+    // grpc-message is percent-encoded.
+    assert!(
+        message
+            .replace("%20", " ")
+            .contains("the caller's deadline of 50ms passed"),
+        "{message}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(probe.hits.load(Ordering::SeqCst), before);
 

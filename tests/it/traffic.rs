@@ -113,10 +113,19 @@ async fn a_weighted_split_shifts_at_run_time_without_dropping_a_call_and_a_pin_a
 
     // Shift to 50/50 while eight callers keep calling: no call fails across the reload.
     let (s0, c0) = (stable.hits(), canary.hits());
-    let running = {
-        let channel = channel.clone();
-        tokio::spawn(async move { calls(&channel, 4000).await })
-    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut running = Vec::new();
+    for _ in 0..8 {
+        let mut c = HealthClient::new(channel.clone());
+        let stop = stop.clone();
+        running.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                check(&mut c)
+                    .await
+                    .expect("a call failed across the reload");
+            }
+        }));
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
     write(
         &file,
@@ -128,7 +137,16 @@ async fn a_weighted_split_shifts_at_run_time_without_dropping_a_call_and_a_pin_a
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (s1, c1) = (stable.hits(), canary.hits());
-    running.await.unwrap();
+    // At least 2,000 calls after the reload was applied.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stable.hits() + canary.hits() < s1 + c1 + 2000 {
+        assert!(Instant::now() < deadline, "the callers stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for r in running {
+        r.await.unwrap();
+    }
     let after = (canary.hits() - c1) as f64 / (stable.hits() - s1 + canary.hits() - c1) as f64;
     println!(
         "shifted to 50/50 mid-run: {} calls before the reload applied, canary share after it {:.1}%",
@@ -510,4 +528,42 @@ async fn the_weighted_zone_rule_spills_in_proportion_to_the_local_zones_health()
         "the rest went to zone b"
     );
     assert_eq!(a[0].hits(), before + 1, "an ejected endpoint got calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backend_without_endpoints_is_skipped_until_it_has_some() {
+    let f = Fixture::new().await;
+    let (stable, canary) = (
+        backend(Probe::default()).await,
+        backend(Probe::default()).await,
+    );
+    f.set("payment", &[&stable]).await;
+    // payment-canary has no records yet: its half of the calls goes to payment, at once.
+    let channel = f
+        .upstream(
+            policy("[upstream.payment]\nbackends = { payment = 50, payment-canary = 50 }\n"),
+            None,
+        )
+        .default_timeout(Duration::from_secs(2))
+        .stack()
+        .unwrap();
+    let t = Instant::now();
+    calls(&channel, 200).await;
+    assert_eq!(stable.hits(), 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "calls waited: {:?}",
+        t.elapsed()
+    );
+    // The canary appears: it takes its half once discovered.
+    f.set("payment-canary", &[&canary]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while canary.hits() == 0 {
+        assert!(Instant::now() < deadline, "the canary was never discovered");
+        calls(&channel, 8).await;
+    }
+    let (s0, c0) = (stable.hits(), canary.hits());
+    calls(&channel, 1000).await;
+    let share = (canary.hits() - c0) as f64 / (stable.hits() - s0 + canary.hits() - c0) as f64;
+    assert!((0.4..=0.6).contains(&share), "canary share {share:.3}");
 }

@@ -44,8 +44,11 @@ impl Gateway {
     ) -> http::Response<Body> {
         let subject = Subject::of(&req).map(str::to_string);
         metadata::set_subject(req.headers_mut(), subject.as_deref());
-        let faults = self.settings.faults.enabled() && crate::caller::Operator::of(&req);
-        metadata::strip_faults(req.headers_mut(), faults);
+        let privileged = metadata::Privileged::for_caller(
+            crate::caller::Operator::of(&req),
+            self.settings.faults.enabled(),
+        );
+        metadata::strip_privileged(req.headers_mut(), privileged);
         let web = req
             .headers()
             .get(http::header::CONTENT_TYPE)

@@ -10,32 +10,66 @@ use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 /// Metadata the gateway sets itself; a client cannot pass these in.
 pub const SUBJECT_METADATA: &str = "x-ordermesh-subject";
 
-/// Whether `name` is one of the headers that ask for an injected fault.
-fn is_fault_header(name: &str) -> bool {
-    ordermesh::transport::faults::REQUEST_HEADERS.contains(&name)
+/// What a caller may pass on beyond the forward list, by its token and the gateway's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Privileged {
+    /// `x-ordermesh-fault-*` (FAULTS on and an operator token).
+    pub faults: bool,
+    /// `x-ordermesh-backend`, which pins a call to one backend of a split (an operator token).
+    pub pin: bool,
+}
+
+impl Privileged {
+    /// What a caller with (or without) an operator token may send, given whether fault
+    /// injection is on at the gateway.
+    pub fn for_caller(operator: bool, faults_on: bool) -> Self {
+        Self {
+            faults: operator && faults_on,
+            pin: operator,
+        }
+    }
+
+    /// Whether `name` may go on: anything but the privileged headers, and those only when
+    /// allowed.
+    fn allows(&self, name: &str) -> bool {
+        if name.starts_with(ordermesh::transport::faults::HEADER_PREFIX) {
+            self.faults
+        } else if name == ordermesh::transport::client::policy::PIN_HEADER {
+            self.pin
+        } else {
+            true
+        }
+    }
 }
 
 /// The metadata of an upstream call made for a REST request: the `forward` headers,
 /// `Grpc-Metadata-<key>` headers as `<key>` (never the gateway's own keys or `grpc-*`), the
-/// caller's subject and address. Fault headers (`x-ordermesh-fault-*`) go on only when
-/// `faults` says the caller may ask for them (FAULTS on and an operator token), and then
-/// without being listed in `forward`.
+/// caller's subject and address. The privileged headers (`x-ordermesh-fault-*`,
+/// `x-ordermesh-backend`) go on only as `privileged` allows, and then as plain headers
+/// without being listed in `forward`; in any other form, or for anyone else, they are dropped.
 pub fn request_metadata(
     forward: &[HeaderName],
     headers: &HeaderMap,
     subject: Option<&str>,
     peer: SocketAddr,
-    faults: bool,
+    privileged: Privileged,
 ) -> MetadataMap {
     let mut md = MetadataMap::new();
-    let fault_headers = ordermesh::transport::faults::REQUEST_HEADERS.map(HeaderName::from_static);
-    let passed: Vec<&HeaderName> = match faults {
-        true => forward.iter().chain(fault_headers.iter()).collect(),
-        false => forward
-            .iter()
-            .filter(|n| !is_fault_header(n.as_str()))
-            .collect(),
-    };
+    let extra: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            (n.starts_with(ordermesh::transport::faults::HEADER_PREFIX)
+                || n == ordermesh::transport::client::policy::PIN_HEADER)
+                && privileged.allows(n)
+        })
+        .cloned()
+        .collect();
+    let passed: Vec<&HeaderName> = forward
+        .iter()
+        .filter(|n| privileged.allows(n.as_str()))
+        .chain(extra.iter().filter(|n| !forward.contains(n)))
+        .collect();
     for name in passed {
         for v in headers.get_all(name) {
             if let (Ok(k), Ok(v)) = (
@@ -48,7 +82,10 @@ pub fn request_metadata(
     }
     for (name, v) in headers {
         if let Some(rest) = name.as_str().strip_prefix("grpc-metadata-") {
-            if rest == SUBJECT_METADATA || rest.starts_with("grpc-") || is_fault_header(rest) {
+            if rest == SUBJECT_METADATA
+                || rest.starts_with("grpc-")
+                || !Privileged::default().allows(rest)
+            {
                 continue;
             }
             if let (Ok(k), Ok(v)) = (
@@ -91,12 +128,15 @@ pub fn response_headers(md: &MetadataMap, h: &mut HeaderMap) {
     }
 }
 
-/// Native gRPC: fault headers are dropped unless the caller may ask for faults.
-pub fn strip_faults(headers: &mut HeaderMap, faults: bool) {
-    if !faults {
-        for name in ordermesh::transport::faults::REQUEST_HEADERS {
-            headers.remove(name);
-        }
+/// Native gRPC: the privileged headers a caller may not send are dropped.
+pub fn strip_privileged(headers: &mut HeaderMap, privileged: Privileged) {
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| !privileged.allows(n.as_str()))
+        .cloned()
+        .collect();
+    for name in drop {
+        headers.remove(name);
     }
 }
 
@@ -123,12 +163,12 @@ mod tests {
         h.insert("x-request-id", "r1".parse().unwrap());
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let forward = [HeaderName::from_static("x-request-id")];
-        let md = request_metadata(&forward, &h, None, peer, false);
+        let md = request_metadata(&forward, &h, None, peer, Privileged::default());
         assert!(md.get(SUBJECT_METADATA).is_none());
         assert_eq!(md.get("x-tenant").unwrap(), "t1");
         assert_eq!(md.get("x-request-id").unwrap(), "r1");
         assert_eq!(md.get("x-forwarded-for").unwrap(), "10.1.2.3");
-        let md = request_metadata(&forward, &h, Some("alice"), peer, false);
+        let md = request_metadata(&forward, &h, Some("alice"), peer, Privileged::default());
         assert_eq!(md.get(SUBJECT_METADATA).unwrap(), "alice");
         let mut grpc = h.clone();
         grpc.insert(SUBJECT_METADATA, "mallory".parse().unwrap());
@@ -137,27 +177,72 @@ mod tests {
     }
 
     #[test]
-    fn fault_headers_go_on_only_for_a_caller_allowed_to_ask() {
+    fn privileged_headers_go_on_only_for_a_caller_allowed_to_send_them() {
         let mut h = HeaderMap::new();
         h.insert("x-ordermesh-fault-abort", "UNAVAILABLE".parse().unwrap());
+        h.insert("x-ordermesh-fault-tag", "chaos".parse().unwrap());
+        h.insert("x-ordermesh-backend", "payment-canary".parse().unwrap());
         h.insert(
             "grpc-metadata-x-ordermesh-fault-delay",
             "1s".parse().unwrap(),
         );
+        h.insert(
+            "grpc-metadata-x-ordermesh-backend",
+            "payment-canary".parse().unwrap(),
+        );
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
-        // Even listed in GATEWAY_FORWARD_HEADERS, a fault header is stripped for others.
-        let forward = [HeaderName::from_static("x-ordermesh-fault-abort")];
-        let md = request_metadata(&forward, &h, Some("alice"), peer, false);
-        assert!(md.get("x-ordermesh-fault-abort").is_none());
-        assert!(md.get("x-ordermesh-fault-delay").is_none());
-        let md = request_metadata(&[], &h, Some("ops"), peer, true);
+        // Even listed in GATEWAY_FORWARD_HEADERS, they are dropped for others.
+        let forward = [
+            HeaderName::from_static("x-ordermesh-fault-abort"),
+            HeaderName::from_static("x-ordermesh-backend"),
+        ];
+        let md = request_metadata(&forward, &h, Some("alice"), peer, Privileged::default());
+        let keys: Vec<&str> = md
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.starts_with("x-ordermesh-fault") || *k == "x-ordermesh-backend"),
+            "{keys:?}"
+        );
+        let ops = Privileged {
+            faults: true,
+            pin: true,
+        };
+        let md = request_metadata(&[], &h, Some("ops"), peer, ops);
         assert_eq!(md.get("x-ordermesh-fault-abort").unwrap(), "UNAVAILABLE");
-        // Native gRPC metadata is stripped the same way.
-        let mut grpc = HeaderMap::new();
-        grpc.insert("x-ordermesh-fault-target", "payment".parse().unwrap());
-        strip_faults(&mut grpc, true);
-        assert!(grpc.contains_key("x-ordermesh-fault-target"));
-        strip_faults(&mut grpc, false);
-        assert!(grpc.is_empty());
+        assert_eq!(md.get("x-ordermesh-fault-tag").unwrap(), "chaos");
+        assert_eq!(md.get("x-ordermesh-backend").unwrap(), "payment-canary");
+        assert!(
+            md.get("x-ordermesh-fault-delay").is_none(),
+            "plain headers only"
+        );
+        // An operator while FAULTS is off: the pin goes on, faults do not.
+        let md = request_metadata(
+            &[],
+            &h,
+            Some("ops"),
+            peer,
+            Privileged {
+                faults: false,
+                pin: true,
+            },
+        );
+        assert!(md.get("x-ordermesh-fault-abort").is_none());
+        assert!(md.get("x-ordermesh-backend").is_some());
+        // Native gRPC metadata is stripped the same way, by prefix.
+        let mut grpc = h.clone();
+        strip_privileged(&mut grpc, ops);
+        assert_eq!(grpc.len(), h.len());
+        strip_privileged(&mut grpc, Privileged::default());
+        assert!(
+            grpc.keys().all(|k| !k.as_str().starts_with("x-ordermesh-")),
+            "{grpc:?}"
+        );
     }
 }

@@ -379,7 +379,10 @@ impl Gateway {
                     req.headers(),
                     Subject::of(&req),
                     peer,
-                    gateway.settings.faults.enabled() && crate::caller::Operator::of(&req),
+                    metadata::Privileged::for_caller(
+                        crate::caller::Operator::of(&req),
+                        gateway.settings.faults.enabled(),
+                    ),
                 );
                 let overview = gateway.overview.answer(&customer, req.uri().query(), md);
                 match overview.await {

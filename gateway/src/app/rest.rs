@@ -28,11 +28,13 @@ impl Gateway {
         req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<http::Response<Body>, GatewayError> {
-        let Some(fault) = self
-            .settings
-            .faults
-            .decide_route(&route.label, req.headers())
-        else {
+        // A rule's header selectors count only for callers allowed to send fault headers;
+        // anyone else sees the rules that select on nothing.
+        let selectors = match crate::caller::Operator::of(&req) {
+            true => req.headers().clone(),
+            false => http::HeaderMap::new(),
+        };
+        let Some(fault) = self.settings.faults.decide_route(&route.label, &selectors) else {
             return self.rest_call(route, bindings, req, peer).await;
         };
         self.injected(&route, &fault).await?;
@@ -72,8 +74,10 @@ impl Gateway {
             &parts.headers,
             subject.as_deref(),
             peer,
-            self.settings.faults.enabled()
-                && parts.extensions.get::<crate::caller::Operator>().is_some(),
+            metadata::Privileged::for_caller(
+                parts.extensions.get::<crate::caller::Operator>().is_some(),
+                self.settings.faults.enabled(),
+            ),
         );
         let requested = parts
             .headers

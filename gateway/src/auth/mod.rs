@@ -23,9 +23,10 @@ pub struct Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
-    /// Space-separated scopes (RFC 8693 `scope`).
+    /// Scopes: a space-separated string (RFC 8693 `scope`) or, as some issuers write it, a list;
+    /// anything else counts as none.
     #[serde(default)]
-    scope: String,
+    scope: Option<serde_json::Value>,
 }
 
 /// The scope that makes a caller an operator (e.g. allowed to ask for injected faults).
@@ -144,12 +145,15 @@ impl Authenticator {
         }
         let data = decode::<Claims>(token, &key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let operator = match &data.claims.scope {
+            Some(serde_json::Value::String(s)) => s.split_whitespace().any(|s| s == OPERATOR_SCOPE),
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().any(|s| s.as_str() == Some(OPERATOR_SCOPE))
+            }
+            _ => false,
+        };
         Ok(Verified {
-            operator: data
-                .claims
-                .scope
-                .split_whitespace()
-                .any(|s| s == OPERATOR_SCOPE),
+            operator,
             subject: data.claims.sub,
         })
     }
@@ -242,6 +246,18 @@ mod tests {
             )))
             .unwrap();
         assert!(!v.operator, "a scope is matched whole");
+        // A list of scopes, or a scope of another type (not refused: just no operator).
+        for (scope, operator) in [
+            (json!(["read", "ordermesh:operator"]), true),
+            (json!(null), false),
+            (json!(42), false),
+        ] {
+            let t = token(
+                json!({"sub": "ops", "exp": now() + 60, "iss": "https://issuer", "aud": "ordermesh", "scope": scope}),
+            );
+            let v = auth().verify(Some(&format!("Bearer {t}"))).unwrap();
+            assert_eq!(v.operator, operator, "{scope}");
+        }
     }
 
     #[test]

@@ -460,25 +460,46 @@ async fn fault_headers_reach_the_services_only_from_operators_with_faults_on() {
     // FAULTS off at the gateway: not even an operator's goes on.
     let (_echo, gw) = echo_gateway(secured()).await;
     assert!(faults_seen(&gw, &operator_token()).await.is_empty());
+    // The split pin: an operator's goes on (whatever FAULTS says), a customer's does not.
+    for (bearer, passes) in [(token("cust_1", 600), false), (operator_token(), true)] {
+        let r = client()
+            .get(gw.url("/v1/echo/x"))
+            .bearer_auth(bearer)
+            .header("x-ordermesh-backend", "payment-canary")
+            .header("grpc-metadata-x-ordermesh-backend", "payment-canary")
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        let pins = v["metadataSeen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m.as_str().unwrap().starts_with("x-ordermesh-backend"))
+            .count();
+        assert_eq!(pins, usize::from(passes), "{v}");
+    }
 }
 
 #[tokio::test]
 async fn a_route_rule_fails_or_delays_rest_calls_at_the_gateway() {
     use ordermesh::transport::faults::{FaultRules, Faults};
     let rules = FaultRules::parse(
-        "[[rule]]\nname = \"echo-down\"\nroute = \"GET /v1/echo/{inner.id}\"\nheaders = { x-test-run = \"chaos\" }\nabort_status = 503\n\n[[rule]]\nname = \"echo-slow\"\nroute = \"GET /v1/echo/{inner.id}\"\ndelay = \"200ms\"\n",
+        "[[rule]]\nname = \"echo-down\"\nroute = \"GET /v1/echo/{inner.id}\"\nheaders = { x-ordermesh-fault-tag = \"chaos\" }\nabort_status = 503\n\n[[rule]]\nname = \"echo-slow\"\nroute = \"GET /v1/echo/{inner.id}\"\ndelay = \"200ms\"\n",
     )
     .unwrap();
     let (echo, gw) = echo_gateway(Settings {
         faults: Faults::on(rules),
-        ..Settings::default()
+        ..secured()
     })
     .await;
     let c = client();
-    // The first rule: a 503 with the gateway's JSON error, and the service never called.
+    // An operator selects the first rule: a 503 with the gateway's JSON error, and the
+    // service never called.
     let r = c
         .get(gw.url("/v1/echo/x"))
-        .header("x-test-run", "chaos")
+        .bearer_auth(operator_token())
+        .header("x-ordermesh-fault-tag", "chaos")
         .send()
         .await
         .unwrap();
@@ -487,9 +508,16 @@ async fn a_route_rule_fails_or_delays_rest_calls_at_the_gateway() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "UNAVAILABLE", "{v}");
     assert_eq!(echo.calls(), 0);
-    // Without the header the second rule matches: slower, and answered.
+    // A customer's selector counts for nothing: the rule without one applies, slower and
+    // answered.
     let t = std::time::Instant::now();
-    let r = c.get(gw.url("/v1/echo/x")).send().await.unwrap();
+    let r = c
+        .get(gw.url("/v1/echo/x"))
+        .bearer_auth(token("cust_1", 600))
+        .header("x-ordermesh-fault-tag", "chaos")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         t.elapsed() >= Duration::from_millis(200),

@@ -32,6 +32,7 @@ pub mod split;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -379,18 +380,23 @@ impl Upstream {
             } => {
                 if let Some(routing) = &self.routing {
                     if let Some(route) = routing.policy.route(&self.name) {
-                        let routed =
-                            self.routed(routing, &route, target, |target, group, zoned| {
-                                DnsWatcher {
-                                    upstream: self.clone(),
-                                    resolver: resolver.clone(),
-                                    empty_when_absent: zoned,
-                                    target,
-                                    min_refresh: *min_refresh,
-                                    max_refresh: *max_refresh,
-                                    group,
-                                }
-                            });
+                        let stack_known = Arc::new(AtomicI64::new(0));
+                        let routed = self.routed(
+                            routing,
+                            &route,
+                            target,
+                            |target, group, absent_is_empty, backend| DnsWatcher {
+                                upstream: self.clone(),
+                                resolver: resolver.clone(),
+                                empty_when_absent: absent_is_empty,
+                                target,
+                                min_refresh: *min_refresh,
+                                max_refresh: *max_refresh,
+                                group,
+                                known: vec![stack_known.clone(), backend.known],
+                                answered: Some(backend.answered),
+                            },
+                        );
                         return Ok(self.resilient(routed));
                     }
                 }
@@ -402,6 +408,8 @@ impl Upstream {
                     max_refresh: *max_refresh,
                     group: Arc::default(),
                     empty_when_absent: false,
+                    known: vec![Arc::default()],
+                    answered: None,
                 };
                 tokio::spawn(watcher.run(tx));
             }
@@ -438,7 +446,7 @@ impl Upstream {
         routing: &Routing,
         route: &RoutePolicy,
         target: &Target,
-        watcher: impl Fn(Target, Arc<eject::EjectionGroup>, bool) -> DnsWatcher,
+        watcher: impl Fn(Target, Arc<eject::EjectionGroup>, bool, split::Discovered) -> DnsWatcher,
     ) -> split::Backend {
         // The domain the upstream's own name lives in: `payment.mesh.local.` -> `mesh.local.`.
         let domain = target
@@ -450,6 +458,8 @@ impl Upstream {
         let mut backends = Vec::new();
         for backend in route.backend_names(&self.name) {
             let group = Arc::new(eject::EjectionGroup::default());
+            // What this backend's names resolved to: a split skips a backend with none.
+            let discovered = split::Discovered::default();
             let zones: Vec<Option<Arc<str>>> = if route.zones.is_empty() {
                 vec![None]
             } else {
@@ -467,13 +477,18 @@ impl Upstream {
                     Some(z) => format!("{backend}-{z}.{domain}"),
                 };
                 let (tx, rx) = mpsc::channel::<Change<String, eject::Eject<Channel>>>(64);
+                // A zone's or another backend's name that has no records is empty (the zone
+                // fails over, the split skips the backend); the upstream's own name keeps its
+                // last good endpoints, as without a policy.
+                let absent_is_empty = zone.is_some() || backend != self.name;
                 let w = watcher(
                     Target {
                         name,
                         lookup: target.lookup.clone(),
                     },
                     group.clone(),
-                    zone.is_some(),
+                    absent_is_empty,
+                    discovered.clone(),
                 );
                 tokio::spawn(w.run(tx));
                 streams.push(ReceiverStream::new(rx).map(move |c| (zone.clone(), c)));
@@ -485,13 +500,14 @@ impl Upstream {
                 routing.policy.clone(),
                 futures::stream::select_all(streams),
             );
-            backends.push((
-                backend,
-                BoxCloneSyncService::new(shared::Shared::new(router)) as split::Backend,
-            ));
+            backends.push(split::SplitBackend {
+                name: backend,
+                discovered,
+                service: BoxCloneSyncService::new(shared::Shared::new(router)),
+            });
         }
         if route.backends.is_empty() && backends.len() == 1 {
-            return backends.remove(0).1;
+            return backends.remove(0).service;
         }
         BoxCloneSyncService::new(split::Split::new(
             &self.name,
@@ -536,6 +552,12 @@ struct DnsWatcher {
     /// Whether an answer of "no such records" empties the set (a zone's name: its emptiness
     /// is what fails calls over to the other zones) instead of keeping the last good one.
     empty_when_absent: bool,
+    /// Counters of known endpoints this watcher adds its own to (the stack's, for the
+    /// `balancer_endpoints` gauge, which two stacks of one upstream each set whole; and the
+    /// backend's, which a split reads).
+    known: Vec<Arc<AtomicI64>>,
+    /// Set once the name has answered (with endpoints or with none), for a split.
+    answered: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl DnsWatcher {
@@ -545,7 +567,14 @@ impl DnsWatcher {
         let mut current: BTreeSet<SocketAddr> = BTreeSet::new();
         self.follow(&tx, &mut current, &gauge).await;
         // The balancer is gone: its endpoints no longer count.
-        gauge.sub(current.len() as i64);
+        self.count(-(current.len() as i64), &gauge);
+    }
+
+    fn count(&self, delta: i64, gauge: &prometheus::IntGauge) {
+        for k in &self.known {
+            k.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+        gauge.set(self.known[0].load(std::sync::atomic::Ordering::Relaxed));
     }
 
     async fn follow(
@@ -599,7 +628,13 @@ impl DnsWatcher {
                     }
                     // Several watchers (zones, backends) may feed one upstream: each adds
                     // what it changed.
-                    gauge.add(resolved.endpoints.len() as i64 - current.len() as i64);
+                    self.count(
+                        resolved.endpoints.len() as i64 - current.len() as i64,
+                        gauge,
+                    );
+                    if let Some(a) = &self.answered {
+                        a.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     *current = resolved.endpoints;
                     resolved.ttl.clamp(self.min_refresh, self.max_refresh)
                 }

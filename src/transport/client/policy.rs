@@ -4,7 +4,7 @@
 //! ```toml
 //! [upstream.payment]
 //! backends = { payment = 90, payment-canary = 10 }  # weighted split, each backend its own DNS name
-//! zones = ["zone-a", "zone-b"]          # endpoints found per zone: _grpc._tcp.<backend>.<zone>.<MESH_ZONE>
+//! zones = ["zone-a", "zone-b"]          # endpoints found per zone: _grpc._tcp.<backend>-<zone>.<MESH_ZONE>
 //! zone_rule = "priority"                # or "weighted"
 //! zone_min_healthy_percent = 50         # priority: stay local while this share of local endpoints is healthy
 //! hash_header = "x-customer-id"         # consistent-hash affinity on this request header

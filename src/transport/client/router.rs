@@ -78,6 +78,8 @@ pub struct Router<D> {
     changes: D,
     entries: Vec<Entry>,
     ring: Ring,
+    /// The ring no longer matches the entries (built only while a hash header is configured).
+    ring_stale: bool,
 }
 
 impl<D> Router<D> {
@@ -96,6 +98,7 @@ impl<D> Router<D> {
             changes,
             entries: Vec::new(),
             ring: Ring::default(),
+            ring_stale: true,
         }
     }
 
@@ -139,12 +142,21 @@ impl<D> Router<D> {
         let default = RoutePolicy::default();
         let route = route.unwrap_or(&default);
         let stay = self.stay_local(route);
-        let in_pool = |e: &Entry| e.ready && stay.is_none_or(|l| self.is_local(e) == l);
+        // Ready and not ejected: an endpoint polled ready can be ejected by a call that was
+        // already in flight, and must not be chosen meanwhile.
+        let usable = |e: &Entry| e.ready && !e.health.ejected();
+        let in_pool = |e: &Entry| usable(e) && stay.is_none_or(|l| self.is_local(e) == l);
         let mut pool: Vec<usize> = (0..self.entries.len())
             .filter(|&i| in_pool(&self.entries[i]))
             .collect();
         if pool.is_empty() {
-            // Nothing ready where the rule points: any ready endpoint beats failing the call.
+            // Nothing usable where the rule points: any usable endpoint, then any ready one,
+            // beats failing the call.
+            pool = (0..self.entries.len())
+                .filter(|&i| usable(&self.entries[i]))
+                .collect();
+        }
+        if pool.is_empty() {
             pool = (0..self.entries.len())
                 .filter(|&i| self.entries[i].ready)
                 .collect();
@@ -245,7 +257,19 @@ where
             }
         });
         if changed || self.entries.len() != before {
-            self.rebuild_ring();
+            self.ring_stale = true;
+        }
+        if self.ring_stale {
+            let hashing = self
+                .policy
+                .current()
+                .upstream
+                .get(&self.upstream)
+                .is_some_and(|r| r.hash_header.is_some());
+            if hashing {
+                self.rebuild_ring();
+                self.ring_stale = false;
+            }
         }
         if self.entries.iter().any(|e| e.ready) {
             Poll::Ready(Ok(()))

@@ -2,13 +2,17 @@
 //! `payment-canary`, each its own DNS name and balancer), as SMI TrafficSplit or Gateway API
 //! backend weights. The weights are read from the policy in force on every call, so a reload
 //! shifts traffic without dropping a call; `x-ordermesh-backend: <name>` pins a call to one
-//! backend (a request for an unknown one is refused with the backends named).
+//! backend (a request for an unknown one is refused with the backends named). A backend whose
+//! names resolve to no endpoint (a canary not deployed yet, or scaled to zero) is skipped, so
+//! its share goes to the others instead of waiting out the deadline.
 //!
 //! The split sits under the retry layer and the circuit breaker: a retried call draws its
 //! backend again, and the breaker sees the upstream as a whole.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
@@ -21,15 +25,31 @@ use super::BoxError;
 
 pub type Backend = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
+/// What a backend's DNS names said, kept by its watchers.
+#[derive(Clone, Debug, Default)]
+pub struct Discovered {
+    /// Endpoints they resolve to now.
+    pub known: Arc<AtomicI64>,
+    /// Whether any of them has answered yet (with endpoints or with none).
+    pub answered: Arc<AtomicBool>,
+}
+
+/// One backend of a split: its name, its balanced service, and what discovery found for it.
+pub struct SplitBackend {
+    pub name: String,
+    pub discovered: Discovered,
+    pub service: Backend,
+}
+
 #[derive(Clone)]
 pub struct Split {
     upstream: Arc<str>,
     policy: PolicyHandle,
-    backends: Arc<Vec<(String, Backend)>>,
+    backends: Arc<Vec<SplitBackend>>,
 }
 
 impl Split {
-    pub fn new(upstream: &str, policy: PolicyHandle, backends: Vec<(String, Backend)>) -> Self {
+    pub fn new(upstream: &str, policy: PolicyHandle, backends: Vec<SplitBackend>) -> Self {
         Self {
             upstream: upstream.into(),
             policy,
@@ -37,36 +57,68 @@ impl Split {
         }
     }
 
-    fn pick(&self, req: &http::Request<Body>) -> Result<usize, String> {
+    /// The backend for this call, or why there is none yet.
+    fn pick(&self, req: &http::Request<Body>) -> Choice {
         if let Some(pin) = req.headers().get(PIN_HEADER) {
             let pin = pin.to_str().unwrap_or("");
-            return self
-                .backends
-                .iter()
-                .position(|(name, _)| name == pin)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = self.backends.iter().map(|(n, _)| n.as_str()).collect();
-                    format!(
+            return match self.backends.iter().position(|b| b.name == pin) {
+                Some(i) => Choice::Go(i),
+                None => {
+                    let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+                    Choice::Refuse(tonic::Status::invalid_argument(format!(
                         "{PIN_HEADER}: '{pin}' is not a backend of {} (one of {})",
                         self.upstream,
                         names.join(", ")
-                    )
-                });
+                    )))
+                }
+            };
         }
         let policy = self.policy.current();
         let route = policy.upstream.get(&*self.upstream);
-        let weights: Vec<f64> = self
-            .backends
-            .iter()
-            .map(|(name, _)| {
-                route
-                    .and_then(|r| r.backends.iter().find(|(n, _)| n == name))
-                    .map_or(0.0, |(_, w)| f64::from(*w))
-            })
-            .collect();
-        Ok(pick_weighted(&weights))
+        let weight = |b: &SplitBackend| {
+            route
+                .and_then(|r| r.backends.iter().find(|(n, _)| *n == b.name))
+                .map_or(0.0, |(_, w)| f64::from(*w))
+        };
+        let draw = |usable: &dyn Fn(&SplitBackend) -> bool| {
+            let weights: Vec<f64> = self
+                .backends
+                .iter()
+                .map(|b| if usable(b) { weight(b) } else { 0.0 })
+                .collect();
+            weights
+                .iter()
+                .any(|w| *w > 0.0)
+                .then(|| pick_weighted(&weights))
+        };
+        let live = |b: &SplitBackend| b.discovered.known.load(Ordering::Relaxed) > 0;
+        let pending = |b: &SplitBackend| !b.discovered.answered.load(Ordering::Relaxed);
+        if let Some(i) = draw(&live) {
+            return Choice::Go(i);
+        }
+        if let Some(i) = draw(&pending) {
+            return Choice::Wait(i);
+        }
+        Choice::Refuse(tonic::Status::unavailable(format!(
+            "no backend of {} has an endpoint",
+            self.upstream
+        )))
     }
 }
+
+/// Where a call goes.
+enum Choice {
+    Go(usize),
+    /// Only backends whose names have not answered yet (start-up): wait for discovery, then
+    /// draw again; past the deadline, this one.
+    Wait(usize),
+    Refuse(tonic::Status),
+}
+
+/// How often a call that found no backend discovered yet looks again.
+const DISCOVERY_POLL: Duration = Duration::from_millis(20);
+/// How long it looks when the call carries no deadline.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 
 impl Service<http::Request<Body>> for Split {
     type Response = http::Response<Body>;
@@ -79,18 +131,28 @@ impl Service<http::Request<Body>> for Split {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let i = match self.pick(&req) {
-            Ok(i) => i,
-            Err(message) => {
-                let resp = tonic::Status::invalid_argument(message).into_http();
-                return Box::pin(async move { Ok(resp) });
-            }
-        };
-        let (name, backend) = &self.backends[i];
-        crate::telemetry::metrics::SPLIT_CALLS
-            .with_label_values(&[&*self.upstream, name.as_str()])
-            .inc();
-        let backend = backend.clone();
-        Box::pin(backend.oneshot(req))
+        let this = self.clone();
+        Box::pin(async move {
+            let until = req
+                .extensions()
+                .get::<crate::transport::deadline::CallDeadline>()
+                .map(|d| d.0)
+                .unwrap_or_else(|| tokio::time::Instant::now() + DISCOVERY_WAIT);
+            let i = loop {
+                match this.pick(&req) {
+                    Choice::Go(i) => break i,
+                    Choice::Wait(i) if tokio::time::Instant::now() + DISCOVERY_POLL >= until => {
+                        break i
+                    }
+                    Choice::Wait(_) => tokio::time::sleep(DISCOVERY_POLL).await,
+                    Choice::Refuse(status) => return Ok(status.into_http()),
+                }
+            };
+            let b = &this.backends[i];
+            crate::telemetry::metrics::SPLIT_CALLS
+                .with_label_values(&[&*this.upstream, b.name.as_str()])
+                .inc();
+            b.service.clone().oneshot(req).await
+        })
     }
 }

@@ -142,11 +142,21 @@ impl Resolver {
                     let RData::SRV(s) = &record.data else {
                         continue;
                     };
-                    let ips = self
-                        .inner
-                        .lookup_ip(s.target.clone())
-                        .await
-                        .map_err(|e| fail(&s.target.to_string(), &e))?;
+                    let ips = match self.inner.lookup_ip(s.target.clone()).await {
+                        Ok(ips) => ips,
+                        // A target without addresses is skipped: only an empty answer to
+                        // the SRV query itself says the name has no endpoints.
+                        Err(e) if e.is_no_records_found() => {
+                            tracing::warn!(target = %s.target, "SRV target has no addresses; skipped");
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(DnsError::Lookup {
+                                name: s.target.to_string(),
+                                message: e.to_string(),
+                            })
+                        }
+                    };
                     ttl = ttl.min(record_ttl(ips.as_lookup().answers()));
                     endpoints.extend(ips.iter().map(|ip| SocketAddr::new(ip, s.port)));
                 }
