@@ -91,7 +91,7 @@ readme-check:
 ## rate, on SQLite and PostgreSQL.
 bench: bench-gateway
 	cargo run --release --quiet --bin mesh-bench -- $(BENCH_ARGS)
-	cargo run --release --quiet --bin mesh-bench -- --policies --concurrency 32
+	cargo run --release --quiet --bin mesh-bench -- --policies --concurrency 32 --rounds 12 --requests 5000
 	bench/grpc-go-peer/build.sh
 	cargo run --release --quiet --bin hop-bench
 	cargo run --release --quiet -p ordermesh-order --example saga-bench

@@ -337,6 +337,30 @@ async fn with_faults_off_the_headers_do_nothing() {
     assert_eq!(applied, None);
     assert!(t.elapsed() < Duration::from_secs(1));
     assert_eq!(probe.hits.load(Ordering::SeqCst), 1);
+
+    // Nor are they passed on: a server with FAULTS off in front of one with it on.
+    let back = Probe::default();
+    let back_channel = serve("payment", on(None), back.clone()).await;
+    let front = Probe {
+        next: Some(back_channel),
+        ..Probe::default()
+    };
+    let channel = serve("order", FaultSettings::default(), front).await;
+    call(
+        channel,
+        &[
+            ("x-ordermesh-fault-abort", "UNAVAILABLE"),
+            ("x-ordermesh-fault-target", "payment"),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        back.hits.load(Ordering::SeqCst),
+        1,
+        "payment ran, unfaulted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

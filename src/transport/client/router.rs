@@ -51,6 +51,8 @@ struct Entry {
     svc: PeakEwma<Eject<Channel>, CompleteOnResponse>,
     health: EndpointHealth,
     ready: bool,
+    /// `routed_calls_total` for this endpoint's labels, looked up once.
+    routed: prometheus::IntCounter,
 }
 
 /// Draws an index with probability proportional to its weight (uniformly when all are 0).
@@ -215,6 +217,17 @@ where
                 Poll::Ready(Some((zone, Change::Insert(addr, svc)))) => {
                     self.entries.retain(|e| !(e.addr == addr && e.zone == zone));
                     let health = svc.health();
+                    let locality = match (&self.local_zone, &zone) {
+                        (Some(local), Some(z)) if local == z => "local",
+                        (Some(_), Some(_)) => "remote",
+                        _ => "",
+                    };
+                    let routed = crate::telemetry::metrics::ROUTED_CALLS.with_label_values(&[
+                        &self.upstream,
+                        &self.backend,
+                        zone.as_deref().unwrap_or(""),
+                        locality,
+                    ]);
                     self.entries.push(Entry {
                         addr,
                         zone,
@@ -228,6 +241,7 @@ where
                         ),
                         health,
                         ready: false,
+                        routed,
                     });
                     changed = true;
                 }
@@ -284,20 +298,8 @@ where
         let Some(i) = self.choose(&req, route) else {
             return Box::pin(async { Err("the router was called before it was ready".into()) });
         };
-        let locality = match (&self.local_zone, &self.entries[i].zone) {
-            (Some(_), Some(_)) if self.is_local(&self.entries[i]) => "local",
-            (Some(_), Some(_)) => "remote",
-            _ => "",
-        };
-        crate::telemetry::metrics::ROUTED_CALLS
-            .with_label_values(&[
-                &self.upstream,
-                &self.backend,
-                self.entries[i].zone.as_deref().unwrap_or(""),
-                locality,
-            ])
-            .inc();
         let e = &mut self.entries[i];
+        e.routed.inc();
         e.ready = false;
         let fut = e.svc.call(req);
         Box::pin(async move { fut.await.map_err(Into::into) })

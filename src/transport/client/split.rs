@@ -41,15 +41,29 @@ pub struct SplitBackend {
     pub service: Backend,
 }
 
+/// A backend with its `split_calls_total` counter, looked up once.
+struct Counted {
+    backend: SplitBackend,
+    calls: prometheus::IntCounter,
+}
+
 #[derive(Clone)]
 pub struct Split {
     upstream: Arc<str>,
     policy: PolicyHandle,
-    backends: Arc<Vec<SplitBackend>>,
+    backends: Arc<Vec<Counted>>,
 }
 
 impl Split {
     pub fn new(upstream: &str, policy: PolicyHandle, backends: Vec<SplitBackend>) -> Self {
+        let backends = backends
+            .into_iter()
+            .map(|backend| Counted {
+                calls: crate::telemetry::metrics::SPLIT_CALLS
+                    .with_label_values(&[upstream, backend.name.as_str()]),
+                backend,
+            })
+            .collect();
         Self {
             upstream: upstream.into(),
             policy,
@@ -61,10 +75,14 @@ impl Split {
     fn pick(&self, req: &http::Request<Body>) -> Choice {
         if let Some(pin) = req.headers().get(PIN_HEADER) {
             let pin = pin.to_str().unwrap_or("");
-            return match self.backends.iter().position(|b| b.name == pin) {
+            return match self.backends.iter().position(|b| b.backend.name == pin) {
                 Some(i) => Choice::Go(i),
                 None => {
-                    let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+                    let names: Vec<&str> = self
+                        .backends
+                        .iter()
+                        .map(|b| b.backend.name.as_str())
+                        .collect();
                     Choice::Refuse(tonic::Status::invalid_argument(format!(
                         "{PIN_HEADER}: '{pin}' is not a backend of {} (one of {})",
                         self.upstream,
@@ -84,7 +102,14 @@ impl Split {
             let weights: Vec<f64> = self
                 .backends
                 .iter()
-                .map(|b| if usable(b) { weight(b) } else { 0.0 })
+                .map(|c| {
+                    let b = &c.backend;
+                    if usable(b) {
+                        weight(b)
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             weights
                 .iter()
@@ -131,6 +156,16 @@ impl Service<http::Request<Body>> for Split {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        // The usual case, decided at once: no extra task state beyond the backend's call.
+        match self.pick(&req) {
+            Choice::Go(i) => {
+                let b = &self.backends[i];
+                b.calls.inc();
+                return Box::pin(b.backend.service.clone().oneshot(req));
+            }
+            Choice::Refuse(status) => return Box::pin(async move { Ok(status.into_http()) }),
+            Choice::Wait(_) => {}
+        }
         let this = self.clone();
         Box::pin(async move {
             let until = req
@@ -149,10 +184,8 @@ impl Service<http::Request<Body>> for Split {
                 }
             };
             let b = &this.backends[i];
-            crate::telemetry::metrics::SPLIT_CALLS
-                .with_label_values(&[&*this.upstream, b.name.as_str()])
-                .inc();
-            b.service.clone().oneshot(req).await
+            b.calls.inc();
+            b.backend.service.clone().oneshot(req).await
         })
     }
 }
