@@ -595,9 +595,12 @@ pub fn carry<F: std::future::Future>(fut: F) -> impl std::future::Future<Output 
 /// The fault headers of `headers`, when they target a server further down.
 fn passed_on(headers: &HeaderMap) -> Option<Arc<Vec<(HeaderName, HeaderValue)>>> {
     headers.get(TARGET_HEADER)?;
-    let found: Vec<(HeaderName, HeaderValue)> = REQUEST_HEADERS
+    // All of them, rule selectors (`x-ordermesh-fault-tag`) included, so a rule on a service
+    // further down can select on them.
+    let found: Vec<(HeaderName, HeaderValue)> = headers
         .iter()
-        .filter_map(|k| Some((HeaderName::from_static(k), headers.get(*k)?.clone())))
+        .filter(|(k, _)| k.as_str().starts_with(HEADER_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Some(Arc::new(found))
 }

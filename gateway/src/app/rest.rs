@@ -40,8 +40,9 @@ impl Gateway {
         self.injected(&route, &fault).await?;
         let mut resp = self.rest_call(route, bindings, req, peer).await?;
         if let Ok(v) = http::HeaderValue::from_str(&fault.describe()) {
+            // Beside any the service applied.
             resp.headers_mut()
-                .insert(ordermesh::transport::faults::APPLIED_HEADER, v);
+                .append(ordermesh::transport::faults::APPLIED_HEADER, v);
         }
         Ok(resp)
     }

@@ -394,7 +394,7 @@ impl Upstream {
                                 max_refresh: *max_refresh,
                                 group,
                                 known: vec![stack_known.clone(), backend.known],
-                                answered: Some(backend.answered),
+                                unanswered: Some(backend.unanswered),
                             },
                         );
                         return Ok(self.resilient(routed));
@@ -409,7 +409,7 @@ impl Upstream {
                     group: Arc::default(),
                     empty_when_absent: false,
                     known: vec![Arc::default()],
-                    answered: None,
+                    unanswered: None,
                 };
                 tokio::spawn(watcher.run(tx));
             }
@@ -459,7 +459,8 @@ impl Upstream {
         for backend in route.backend_names(&self.name) {
             let group = Arc::new(eject::EjectionGroup::default());
             // What this backend's names resolved to: a split skips a backend with none.
-            let discovered = split::Discovered::default();
+            let names = route.zones.len().max(1);
+            let discovered = split::Discovered::new(names);
             let zones: Vec<Option<Arc<str>>> = if route.zones.is_empty() {
                 vec![None]
             } else {
@@ -556,8 +557,9 @@ struct DnsWatcher {
     /// `balancer_endpoints` gauge, which two stacks of one upstream each set whole; and the
     /// backend's, which a split reads).
     known: Vec<Arc<AtomicI64>>,
-    /// Set once the name has answered (with endpoints or with none), for a split.
-    answered: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The backend's names still to answer for the first time (with endpoints or with none),
+    /// for a split; this watcher takes its one off once.
+    unanswered: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl DnsWatcher {
@@ -567,7 +569,11 @@ impl DnsWatcher {
         let mut current: BTreeSet<SocketAddr> = BTreeSet::new();
         self.follow(&tx, &mut current, &gauge).await;
         // The balancer is gone: its endpoints no longer count.
-        self.count(-(current.len() as i64), &gauge);
+        // The counters lose its endpoints; the gauge is left to the stacks still running (each
+        // sets it whole), as before traffic policies.
+        for k in &self.known {
+            k.fetch_sub(current.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn count(&self, delta: i64, gauge: &prometheus::IntGauge) {
@@ -575,6 +581,15 @@ impl DnsWatcher {
             k.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
         }
         gauge.set(self.known[0].load(std::sync::atomic::Ordering::Relaxed));
+    }
+
+    /// The first answer of this name (endpoints, or none): one name fewer to wait for.
+    fn answered(&self, first: &mut bool) {
+        if std::mem::take(first) {
+            if let Some(u) = &self.unanswered {
+                u.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     async fn follow(
@@ -585,6 +600,7 @@ impl DnsWatcher {
     ) {
         let group = self.group.clone();
         let mut failures = 0u32;
+        let mut first = true;
         loop {
             let answer = match self.resolver.resolve(&self.target).await {
                 Err(crate::transport::dns::DnsError::NoRecords { .. })
@@ -632,13 +648,16 @@ impl DnsWatcher {
                         resolved.endpoints.len() as i64 - current.len() as i64,
                         gauge,
                     );
-                    if let Some(a) = &self.answered {
-                        a.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    self.answered(&mut first);
                     *current = resolved.endpoints;
                     resolved.ttl.clamp(self.min_refresh, self.max_refresh)
                 }
                 Err(e) => {
+                    // "No such records" is an answer too (the split stops waiting for this
+                    // name), though the last good set is kept.
+                    if matches!(e, crate::transport::dns::DnsError::NoRecords { .. }) {
+                        self.answered(&mut first);
+                    }
                     // Keep the last good set; try again soon, backing off.
                     failures += 1;
                     tracing::warn!(upstream = %self.upstream.name, error = %e, kept = current.len(), "DNS resolution failed; keeping the last endpoints");

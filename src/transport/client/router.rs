@@ -144,21 +144,13 @@ impl<D> Router<D> {
         let default = RoutePolicy::default();
         let route = route.unwrap_or(&default);
         let stay = self.stay_local(route);
-        // Ready and not ejected: an endpoint polled ready can be ejected by a call that was
-        // already in flight, and must not be chosen meanwhile.
-        let usable = |e: &Entry| e.ready && !e.health.ejected();
-        let in_pool = |e: &Entry| usable(e) && stay.is_none_or(|l| self.is_local(e) == l);
+        // Ready entries are not ejected: poll_ready took readiness from any that were.
+        let in_pool = |e: &Entry| e.ready && stay.is_none_or(|l| self.is_local(e) == l);
         let mut pool: Vec<usize> = (0..self.entries.len())
             .filter(|&i| in_pool(&self.entries[i]))
             .collect();
         if pool.is_empty() {
-            // Nothing usable where the rule points: any usable endpoint, then any ready one,
-            // beats failing the call.
-            pool = (0..self.entries.len())
-                .filter(|&i| usable(&self.entries[i]))
-                .collect();
-        }
-        if pool.is_empty() {
+            // Nothing ready where the rule points: any ready endpoint beats failing the call.
             pool = (0..self.entries.len())
                 .filter(|&i| self.entries[i].ready)
                 .collect();
@@ -255,6 +247,11 @@ where
         }
         let before = self.entries.len();
         self.entries.retain_mut(|e| {
+            // Ejected by a call that was in flight when it was polled ready: poll it again,
+            // which waits out the ejection.
+            if e.ready && e.health.ejected() {
+                e.ready = false;
+            }
             if e.ready {
                 return true;
             }

@@ -9,7 +9,7 @@
 //! The split sits under the retry layer and the circuit breaker: a retried call draws its
 //! backend again, and the breaker sees the upstream as a whole.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,12 +26,22 @@ use super::BoxError;
 pub type Backend = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
 /// What a backend's DNS names said, kept by its watchers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Discovered {
     /// Endpoints they resolve to now.
     pub known: Arc<AtomicI64>,
-    /// Whether any of them has answered yet (with endpoints or with none).
-    pub answered: Arc<AtomicBool>,
+    /// How many of them have not answered yet (with endpoints or with none).
+    pub unanswered: Arc<AtomicUsize>,
+}
+
+impl Discovered {
+    /// For a backend found under `names` DNS names (one per zone, or one).
+    pub fn new(names: usize) -> Self {
+        Self {
+            known: Arc::default(),
+            unanswered: Arc::new(AtomicUsize::new(names)),
+        }
+    }
 }
 
 /// One backend of a split: its name, its balanced service, and what discovery found for it.
@@ -117,12 +127,15 @@ impl Split {
                 .then(|| pick_weighted(&weights))
         };
         let live = |b: &SplitBackend| b.discovered.known.load(Ordering::Relaxed) > 0;
-        let pending = |b: &SplitBackend| !b.discovered.answered.load(Ordering::Relaxed);
-        if let Some(i) = draw(&live) {
-            return Choice::Go(i);
-        }
-        if let Some(i) = draw(&pending) {
-            return Choice::Wait(i);
+        let pending = |b: &SplitBackend| b.discovered.unanswered.load(Ordering::Relaxed) > 0;
+        // Drawn among the backends with endpoints and those not heard from yet, so the first
+        // name to answer at start-up does not take every call; a call that draws one not heard
+        // from waits for it.
+        if let Some(i) = draw(&|b| live(b) || pending(b)) {
+            return match live(&self.backends[i].backend) {
+                true => Choice::Go(i),
+                false => Choice::Wait(i),
+            };
         }
         Choice::Refuse(tonic::Status::unavailable(format!(
             "no backend of {} has an endpoint",
@@ -134,8 +147,8 @@ impl Split {
 /// Where a call goes.
 enum Choice {
     Go(usize),
-    /// Only backends whose names have not answered yet (start-up): wait for discovery, then
-    /// draw again; past the deadline, this one.
+    /// A backend whose names have not answered yet (start-up): wait for discovery, then draw
+    /// again; past the deadline, this one.
     Wait(usize),
     Refuse(tonic::Status),
 }

@@ -160,6 +160,10 @@ impl Resolver {
                     ttl = ttl.min(record_ttl(ips.as_lookup().answers()));
                     endpoints.extend(ips.iter().map(|ip| SocketAddr::new(ip, s.port)));
                 }
+                if endpoints.is_empty() {
+                    // Records, but none of their targets has an address: as good as none.
+                    return Err(DnsError::NoRecords { name: srv_name });
+                }
                 Ok(Resolved { endpoints, ttl })
             }
         }
