@@ -142,26 +142,9 @@ impl Sample {
 }
 
 /// Runs `requests` health checks over `concurrency` callers; `deadline` sets each request's
-/// own `grpc-timeout` (what a tonic caller does with `Request::set_timeout`).
+/// own `grpc-timeout` (what a tonic caller does with `Request::set_timeout`); with `keyed`, each
+/// call carries `x-customer-id` (its caller's number).
 async fn run<T>(
-    client: HealthClient<T>,
-    concurrency: usize,
-    requests: usize,
-    deadline: Option<Duration>,
-) -> Sample
-where
-    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
-    T::Future: Send,
-    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    <T::ResponseBody as http_body::Body>::Error:
-        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    run_keyed(client, concurrency, requests, deadline, false).await
-}
-
-/// `run`, each call carrying `x-customer-id` (its caller's number) when `keyed`.
-async fn run_keyed<T>(
     client: HealthClient<T>,
     concurrency: usize,
     requests: usize,
@@ -281,16 +264,23 @@ async fn main() -> anyhow::Result<()> {
     // does.
     let deadline = Some(upstream.default_timeout);
     // Warm all paths up (connections, EWMA).
-    run(bare.clone(), args.concurrency, 2_000, None).await;
-    run(stack.clone(), args.concurrency, 2_000, None).await;
+    run(bare.clone(), args.concurrency, 2_000, None, false).await;
+    run(stack.clone(), args.concurrency, 2_000, None, false).await;
 
     let mut bare_all = Sample::default();
     let mut timed_all = Sample::default();
     let mut stack_all = Sample::default();
     for round in 0..args.rounds {
-        let b = run(bare.clone(), args.concurrency, args.requests, None).await;
-        let t = run(bare.clone(), args.concurrency, args.requests, deadline).await;
-        let s = run(stack.clone(), args.concurrency, args.requests, None).await;
+        let b = run(bare.clone(), args.concurrency, args.requests, None, false).await;
+        let t = run(
+            bare.clone(),
+            args.concurrency,
+            args.requests,
+            deadline,
+            false,
+        )
+        .await;
+        let s = run(stack.clone(), args.concurrency, args.requests, None, false).await;
         println!(
             "round {}: bare {:.0} req/s, bare with deadline {:.0} req/s, stack {:.0} req/s",
             round + 1,
@@ -433,9 +423,9 @@ async fn policies(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         ),
     ];
     let n = args.concurrency;
-    run(bare.clone(), n, 2_000, None).await;
+    run(bare.clone(), n, 2_000, None, false).await;
     for (_, c, keyed) in &kinds {
-        run_keyed(c.clone(), n, 2_000, None, *keyed).await;
+        run(c.clone(), n, 2_000, None, *keyed).await;
     }
     let mut bare_all = Sample::default();
     let mut all: Vec<Sample> = kinds.iter().map(|_| Sample::default()).collect();
@@ -447,12 +437,12 @@ async fn policies(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         for k in 0..slots {
             let slot = (round + k) % slots;
             if slot == 0 {
-                let b = run(bare.clone(), n, args.requests, None).await;
+                let b = run(bare.clone(), n, args.requests, None, false).await;
                 line += &format!(" bare {:.0},", b.rps());
                 bare_all.add(b);
             } else {
                 let (name, c, keyed) = &kinds[slot - 1];
-                let s = run_keyed(c.clone(), n, args.requests, None, *keyed).await;
+                let s = run(c.clone(), n, args.requests, None, *keyed).await;
                 line += &format!(" {name} {:.0},", s.rps());
                 all[slot - 1].add(s);
             }

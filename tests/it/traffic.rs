@@ -180,8 +180,8 @@ async fn a_weighted_split_shifts_at_run_time_without_dropping_a_call_and_a_pin_a
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn zone_routing_stays_local_fails_over_and_comes_back() {
+/// Two endpoints in each of zone a (`payment-zone-a`) and zone b (`payment-zone-b`).
+async fn two_zones() -> (Fixture, [Backend; 2], [Backend; 2]) {
     let f = Fixture::new().await;
     let a = [
         backend(Probe::default()).await,
@@ -191,9 +191,15 @@ async fn zone_routing_stays_local_fails_over_and_comes_back() {
         backend(Probe::default()).await,
         backend(Probe::default()).await,
     ];
+    f.set("payment-zone-a", &[&a[0], &a[1]]).await;
+    f.set("payment-zone-b", &[&b[0], &b[1]]).await;
+    (f, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zone_routing_stays_local_fails_over_and_comes_back() {
+    let (f, a, b) = two_zones().await;
     let (a_refs, b_refs) = ([&a[0], &a[1]], [&b[0], &b[1]]);
-    f.set("payment-zone-a", &a_refs).await;
-    f.set("payment-zone-b", &b_refs).await;
     let upstream = f
         .upstream(
             policy("[upstream.payment]\nzones = [\"zone-a\", \"zone-b\"]\n"),
@@ -470,18 +476,8 @@ async fn slow_start_ramps_a_new_endpoints_share_over_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_weighted_zone_rule_spills_in_proportion_to_the_local_zones_health() {
-    let f = Fixture::new().await;
-    let a = [
-        backend(Probe::default()).await,
-        backend(Probe::default()).await,
-    ];
-    let b = [
-        backend(Probe::default()).await,
-        backend(Probe::default()).await,
-    ];
+    let (f, a, b) = two_zones().await;
     let (a_refs, b_refs) = ([&a[0], &a[1]], [&b[0], &b[1]]);
-    f.set("payment-zone-a", &a_refs).await;
-    f.set("payment-zone-b", &b_refs).await;
     let channel = f
         .upstream(
             policy(

@@ -29,29 +29,6 @@ fn bearer(sub: &str, scope: &str) -> String {
     format!("Bearer {t}")
 }
 
-async fn place(m: &Mesh, auth: &str, key: &str, faults: &[(&str, &str)]) -> String {
-    let mut req = helpers::client()
-        .post(m.gateway.url("/v1/orders"))
-        .header("authorization", auth);
-    for (k, v) in faults {
-        req = req.header(*k, *v);
-    }
-    let r = req
-        .json(&json!({
-            "customerId": "cust-faults",
-            "lines": [{"sku": "TEA-1", "quantity": 1, "unitPrice": {"currencyCode": "EUR", "amountMinor": "450"}}],
-            "shippingAddress": {"recipient": "Ada Lovelace", "street": "1 Main St", "city": "Berlin", "postalCode": "10115", "countryCode": "DE"},
-            "cardToken": "tok_visa",
-            "idempotencyKey": key,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    let v: Value = r.json().await.unwrap();
-    v["order"]["orderId"].as_str().unwrap().to_string()
-}
-
 /// The order's status once it is final.
 async fn final_status(m: &Mesh, auth: &str, id: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -107,9 +84,21 @@ async fn an_operator_fault_aimed_at_payment_rejects_that_order_alone() {
         ("x-ordermesh-fault-abort", "FAILED_PRECONDITION"),
         ("x-ordermesh-fault-target", "payment"),
     ];
-    let faulted = place(&m, &operator, "faults-1", &aimed).await;
-    let plain = place(&m, &operator, "faults-2", &[]).await;
-    let stripped = place(&m, &customer, "faults-3", &aimed).await;
+    let with = |auth: &str, faults: &[(&'static str, &'static str)]| {
+        let mut h = vec![("authorization", auth.to_string())];
+        h.extend(faults.iter().map(|(k, v)| (*k, v.to_string())));
+        h
+    };
+    let place = |headers: Vec<(&'static str, String)>, key: &'static str| {
+        let m = &m;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            m.place("TEA-1", key, &h).await
+        }
+    };
+    let faulted = place(with(&operator, &aimed), "faults-1").await;
+    let plain = place(with(&operator, &[]), "faults-2").await;
+    let stripped = place(with(&customer, &aimed), "faults-3").await;
     assert_eq!(
         final_status(&m, &operator, &faulted).await,
         "ORDER_STATUS_REJECTED"
