@@ -113,7 +113,8 @@ echo "make run: starting ${services[*]}$([[ ${GATEWAY:-on} != off ]] && echo " g
 dns_args=()
 for svc in "${all[@]}"; do dns_args+=(--service "$svc=127.0.0.1:${ports[$svc]}"); done
 # MESH_DNS_EXTRA="name=host:port ...": more records, e.g. a canary (inventory-canary=...) or
-# per-zone names (inventory-zone-a=..., inventory-zone-b=...) for a TRAFFIC_POLICY to use.
+# per-zone names (inventory-zone-a=..., inventory-zone-b=...) for a TRAFFIC_POLICY to use;
+# MESH_DNS_RECORDS=<file> (read by mesh-dns itself): the same, re-read every second.
 read -r -a extra_records <<<"${MESH_DNS_EXTRA:-}"
 for rec in "${extra_records[@]+"${extra_records[@]}"}"; do dns_args+=(--service "$rec"); done
 start dns "$bin"/mesh-dns --listen "$dns_addr" "${dns_args[@]}"
@@ -153,6 +154,7 @@ done
 [[ ${GATEWAY:-on} != off ]] && echo "  gateway    http://$gateway_addr (REST/JSON from the google.api.http rules; /openapi.json, /readyz, /metrics)"
 echo "  dns        udp+tcp://$dns_addr (zone mesh.local., e.g. _grpc._tcp.payment.mesh.local. SRV)"
 [[ -n ${MESH_DNS_EXTRA:-} ]] && echo "             also: ${MESH_DNS_EXTRA}"
+[[ -n ${MESH_DNS_RECORDS:-} ]] && echo "             and the records of $MESH_DNS_RECORDS (re-read every second)"
 [[ -n ${TRAFFIC_POLICY:-} ]] && echo "  traffic    $TRAFFIC_POLICY (re-read while running; caller zone: ${TOPOLOGY_ZONE:-none})"
 echo "try: grpcurl -cacert $data/certs/ca.pem -cert $data/certs/operator.pem -key $data/certs/operator-key.pem -servername inventory 127.0.0.1:${ports[inventory]} list"
 echo "(make tools installs grpcurl into .deps/venv/bin; ctrl-c stops the mesh)"

@@ -16,6 +16,7 @@ macro_rules! both {
     };
 }
 
+mod dns_records;
 mod event_store;
 mod faults;
 mod group_commit;
