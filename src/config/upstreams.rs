@@ -14,7 +14,7 @@
 //! 2s); `TOPOLOGY_ZONE` is the caller's own zone (on Kubernetes, from the Downward API).
 
 use super::{ConfigError, EnvReads};
-use crate::transport::client::{PolicyHandle, Routing, TrafficPolicy, Upstream};
+use crate::transport::client::{PolicyHandle, Routing, Upstream};
 use crate::transport::dns::{Lookup, Resolver, Target};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,12 +128,8 @@ fn traffic_policy(services: &[&str], env: &EnvReads) -> Result<Option<Routing>, 
         return Ok(None);
     };
     let path = PathBuf::from(path.trim());
-    let policy = if tokio::runtime::Handle::try_current().is_ok() {
-        PolicyHandle::watch_file(path.clone(), every)
-    } else {
-        TrafficPolicy::load(&path).map(PolicyHandle::fixed)
-    }
-    .map_err(|e| ConfigError::invalid("TRAFFIC_POLICY", e))?;
+    let policy = PolicyHandle::watch_file(path.clone(), every)
+        .map_err(|e| ConfigError::invalid("TRAFFIC_POLICY", e))?;
     let current = policy.current();
     let applies: std::collections::BTreeMap<&String, &crate::transport::client::RoutePolicy> =
         current

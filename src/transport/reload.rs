@@ -31,13 +31,16 @@ pub fn load<T: Reloadable>(path: &Path) -> Result<T, String> {
 }
 
 /// Loads `path` now (an error stops start-up) and re-reads it every `every`, applying it when
-/// its text changed. Must be called inside a Tokio runtime.
+/// its text changed. Outside a Tokio runtime (a configuration check) it is read once.
 pub fn watch_file<T: Reloadable>(
     path: PathBuf,
     every: Duration,
 ) -> Result<watch::Receiver<Arc<T>>, String> {
     let text = read(&path)?;
     let first = T::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(fixed(first));
+    }
     let (tx, rx) = watch::channel(Arc::new(first));
     // The text applied is what later reads compare with, so a change made before the task
     // first runs is not mistaken for the starting point.

@@ -20,6 +20,7 @@
 //! clients take: `PaymentServiceClient::new(upstream.stack()?)`.
 
 pub mod breaker;
+mod discovery;
 pub mod eject;
 pub mod policy;
 pub mod retry;
@@ -29,9 +30,7 @@ pub mod router;
 pub mod shared;
 pub mod split;
 
-use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +50,7 @@ use crate::transport::deadline::ClientDeadlineLayer;
 use crate::transport::dns::{Resolver, Target};
 use crate::transport::tls::MeshIdentity;
 pub use breaker::{BreakerHandle, BreakerPolicy, BreakerState};
+use discovery::DnsWatcher;
 pub use eject::EjectionPolicy;
 pub use policy::{PolicyHandle, RoutePolicy, TrafficPolicy};
 pub use retry::RetryPolicy;
@@ -538,137 +538,6 @@ impl Upstream {
             .service(balanced)
             .map_err(|e: BoxError| CallError(e));
         (BoxCloneSyncService::new(svc), handle)
-    }
-}
-
-/// Follows an upstream's DNS name and tells the balancer what changed.
-struct DnsWatcher {
-    upstream: Upstream,
-    resolver: Resolver,
-    target: Target,
-    min_refresh: Duration,
-    max_refresh: Duration,
-    /// The endpoints that count together for ejection (one backend's, across its zones).
-    group: Arc<eject::EjectionGroup>,
-    /// Whether an answer of "no such records" empties the set (a zone's name: its emptiness
-    /// is what fails calls over to the other zones) instead of keeping the last good one.
-    empty_when_absent: bool,
-    /// Counters of known endpoints this watcher adds its own to (the stack's, for the
-    /// `balancer_endpoints` gauge, which two stacks of one upstream each set whole; and the
-    /// backend's, which a split reads).
-    known: Vec<Arc<AtomicI64>>,
-    /// The backend's names still to answer for the first time (with endpoints or with none),
-    /// for a split; this watcher takes its one off once.
-    unanswered: Option<Arc<std::sync::atomic::AtomicUsize>>,
-}
-
-impl DnsWatcher {
-    async fn run(self, tx: mpsc::Sender<Change<String, eject::Eject<Channel>>>) {
-        let gauge =
-            crate::telemetry::metrics::BALANCER_ENDPOINTS.with_label_values(&[&self.upstream.name]);
-        let mut current: BTreeSet<SocketAddr> = BTreeSet::new();
-        self.follow(&tx, &mut current, &gauge).await;
-        // The balancer is gone: its endpoints no longer count.
-        // The counters lose its endpoints; the gauge is left to the stacks still running (each
-        // sets it whole), as before traffic policies.
-        for k in &self.known {
-            k.fetch_sub(current.len() as i64, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    fn count(&self, delta: i64, gauge: &prometheus::IntGauge) {
-        for k in &self.known {
-            k.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
-        }
-        gauge.set(self.known[0].load(std::sync::atomic::Ordering::Relaxed));
-    }
-
-    /// The first answer of this name (endpoints, or none): one name fewer to wait for.
-    fn answered(&self, first: &mut bool) {
-        if std::mem::take(first) {
-            if let Some(u) = &self.unanswered {
-                u.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    }
-
-    async fn follow(
-        &self,
-        tx: &mpsc::Sender<Change<String, eject::Eject<Channel>>>,
-        current: &mut BTreeSet<SocketAddr>,
-        gauge: &prometheus::IntGauge,
-    ) {
-        let group = self.group.clone();
-        let mut failures = 0u32;
-        let mut first = true;
-        loop {
-            let answer = match self.resolver.resolve(&self.target).await {
-                Err(crate::transport::dns::DnsError::NoRecords { .. })
-                    if self.empty_when_absent =>
-                {
-                    Ok(crate::transport::dns::Resolved {
-                        endpoints: BTreeSet::new(),
-                        ttl: self.min_refresh,
-                    })
-                }
-                other => other,
-            };
-            let wait = match answer {
-                Ok(resolved) => {
-                    failures = 0;
-                    for gone in current.difference(&resolved.endpoints) {
-                        tracing::info!(upstream = %self.upstream.name, endpoint = %gone, "endpoint removed");
-                        if tx.send(Change::Remove(gone.to_string())).await.is_err() {
-                            return;
-                        }
-                    }
-                    for new in resolved.endpoints.difference(current) {
-                        let uri = format!("http://{new}");
-                        let channel = match self.upstream.endpoint(&uri) {
-                            Ok(e) => self.upstream.lazy(e),
-                            Err(e) => {
-                                tracing::warn!(endpoint = %new, error = %e, "bad endpoint");
-                                continue;
-                            }
-                        };
-                        tracing::info!(upstream = %self.upstream.name, endpoint = %new, "endpoint added");
-                        let svc = eject::Eject::new(
-                            channel,
-                            group.clone(),
-                            new.to_string(),
-                            self.upstream.ejection,
-                        );
-                        if tx.send(Change::Insert(new.to_string(), svc)).await.is_err() {
-                            return;
-                        }
-                    }
-                    // Several watchers (zones, backends) may feed one upstream: each adds
-                    // what it changed.
-                    self.count(
-                        resolved.endpoints.len() as i64 - current.len() as i64,
-                        gauge,
-                    );
-                    self.answered(&mut first);
-                    *current = resolved.endpoints;
-                    resolved.ttl.clamp(self.min_refresh, self.max_refresh)
-                }
-                Err(e) => {
-                    // "No such records" is an answer too (the split stops waiting for this
-                    // name), though the last good set is kept.
-                    if matches!(e, crate::transport::dns::DnsError::NoRecords { .. }) {
-                        self.answered(&mut first);
-                    }
-                    // Keep the last good set; try again soon, backing off.
-                    failures += 1;
-                    tracing::warn!(upstream = %self.upstream.name, error = %e, kept = current.len(), "DNS resolution failed; keeping the last endpoints");
-                    (self.min_refresh * 2u32.saturating_pow(failures.min(6))).min(self.max_refresh)
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = tx.closed() => return,
-            }
-        }
     }
 }
 

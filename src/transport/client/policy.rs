@@ -323,7 +323,7 @@ impl PolicyHandle {
     }
 
     /// Loads `path` now (an error stops start-up) and re-reads it every `every`, applying it
-    /// when its text changed (`transport::reload`). Must be called inside a Tokio runtime.
+    /// when its text changed (`transport::reload`; read once outside a Tokio runtime).
     pub fn watch_file(path: PathBuf, every: Duration) -> Result<Self, String> {
         Ok(Self {
             rx: crate::transport::reload::watch_file(path, every)?,
