@@ -51,18 +51,37 @@ fn parse_service(s: &str) -> Result<(String, SocketAddr), String> {
 
 type Records = std::collections::BTreeMap<String, Vec<SocketAddr>>;
 
-/// The records of a file's text: one `name=address:port` per line; the error names the line.
-fn parse_records(text: &str) -> Result<Records, String> {
-    let mut out = Records::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
+/// The records of a `--records` file: one `name=address:port` per line.
+#[derive(Debug)]
+struct RecordsFile(Records);
+
+impl ordermesh::transport::reload::Reloadable for RecordsFile {
+    const WHAT: &'static str = "DNS records";
+
+    /// The error names the line.
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut out = Records::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (name, addr) = parse_service(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+            out.entry(name).or_default().push(addr);
         }
-        let (name, addr) = parse_service(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        out.entry(name).or_default().push(addr);
+        Ok(Self(out))
     }
-    Ok(out)
+}
+
+/// The `--service` records with a file's on top.
+fn merged(fixed: &Records, file: &RecordsFile) -> Records {
+    let mut all = fixed.clone();
+    for (name, addrs) in &file.0 {
+        all.entry(name.clone())
+            .or_default()
+            .extend(addrs.iter().copied());
+    }
+    all
 }
 
 /// Applies `next` over `current`: every name whose endpoints changed is replaced (a name gone
@@ -77,44 +96,6 @@ async fn apply(zone: &MeshZone, current: &Records, next: &Records) -> anyhow::Re
         }
     }
     Ok(())
-}
-
-/// Re-reads `path` every second and applies what changed, on top of the `--service` records.
-async fn follow(
-    zone: MeshZone,
-    path: std::path::PathBuf,
-    fixed: Records,
-    mut current: Records,
-    applied: String,
-) {
-    // Compared with the text applied at start-up, so a change made meanwhile is not missed.
-    let mut seen = Some(applied);
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let text = std::fs::read_to_string(&path).ok();
-        if text == seen {
-            continue;
-        }
-        seen = text.clone();
-        let parsed = text
-            .ok_or_else(|| format!("cannot read {}", path.display()))
-            .and_then(|t| parse_records(&t));
-        match parsed {
-            Ok(file) => {
-                let mut next = fixed.clone();
-                for (name, addrs) in file {
-                    next.entry(name).or_default().extend(addrs);
-                }
-                match apply(&zone, &current, &next).await {
-                    Ok(()) => current = next,
-                    Err(e) => tracing::error!(error = %e, "records not applied"),
-                }
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "records refused; the previous ones stay")
-            }
-        }
-    }
 }
 
 #[tokio::main]
@@ -140,21 +121,28 @@ async fn main() -> anyhow::Result<()> {
     for (name, addr) in args.services {
         fixed.entry(name).or_default().push(addr);
     }
-    let mut all = fixed.clone();
-    let mut applied = String::new();
-    if let Some(path) = &args.records {
-        applied = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!("MESH_DNS_RECORDS: cannot read {}: {e}", path.display())
-        })?;
-        let file = parse_records(&applied)
-            .map_err(|e| anyhow::anyhow!("MESH_DNS_RECORDS: {}: {e}", path.display()))?;
-        for (name, addrs) in file {
-            all.entry(name).or_default().extend(addrs);
+    match args.records.clone() {
+        None => apply(&zone, &Records::new(), &fixed).await?,
+        Some(path) => {
+            // Re-read every second (`transport::reload`): a bad change is refused and logged.
+            let mut file = ordermesh::transport::reload::watch_file::<RecordsFile>(
+                path,
+                std::time::Duration::from_secs(1),
+            )
+            .map_err(|e| anyhow::anyhow!("MESH_DNS_RECORDS: {e}"))?;
+            let mut current = merged(&fixed, &file.borrow_and_update());
+            apply(&zone, &Records::new(), &current).await?;
+            let zone = zone.clone();
+            tokio::spawn(async move {
+                while file.changed().await.is_ok() {
+                    let next = merged(&fixed, &file.borrow_and_update());
+                    match apply(&zone, &current, &next).await {
+                        Ok(()) => current = next,
+                        Err(e) => tracing::error!(error = %e, "records not applied"),
+                    }
+                }
+            });
         }
-    }
-    apply(&zone, &Records::new(), &all).await?;
-    if let Some(path) = args.records.clone() {
-        tokio::spawn(follow(zone.clone(), path, fixed, all, applied));
     }
     let server = zone.serve(args.listen).await?;
     tracing::info!(addr = %server.local_addr(), zone = %args.zone, "mesh DNS serving");

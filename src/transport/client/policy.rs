@@ -498,19 +498,28 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // A bad file, then one that changes the backends: both refused, 50/50 stays.
-        std::fs::write(
-            &path,
+        // A bad file, then one that changes the backends: each seen and refused (counted), and
+        // 50/50 stays.
+        let refused = || {
+            crate::telemetry::metrics::SETTINGS_RELOADS
+                .with_label_values(&["traffic policy", "refused"])
+                .get()
+        };
+        for text in [
             "[upstream.payment]\nbackends = { payment = 0, canary = 0 }\n",
-        )
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        std::fs::write(
-            &path,
             "[upstream.payment]\nbackends = { payment = 1, beta = 1 }\n",
-        )
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ] {
+            let before = refused();
+            std::fs::write(&path, text).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while refused() == before {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{text:?} was not refused"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         assert_eq!(
             weights(&h),
             vec![("canary".into(), 50), ("payment".into(), 50)]

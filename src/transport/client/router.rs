@@ -80,7 +80,7 @@ pub struct Router<D> {
     changes: D,
     entries: Vec<Entry>,
     ring: Ring,
-    /// The ring no longer matches the entries (built only while a hash header is configured).
+    /// The ring no longer matches the entries (rebuilt by the first call that hashes after).
     ring_stale: bool,
 }
 
@@ -268,19 +268,8 @@ where
             }
         });
         if changed || self.entries.len() != before {
+            // Rebuilt by the next call that hashes, not here for every change.
             self.ring_stale = true;
-        }
-        if self.ring_stale {
-            let hashing = self
-                .policy
-                .current()
-                .upstream
-                .get(&self.upstream)
-                .is_some_and(|r| r.hash_header.is_some());
-            if hashing {
-                self.rebuild_ring();
-                self.ring_stale = false;
-            }
         }
         if self.entries.iter().any(|e| e.ready) {
             Poll::Ready(Ok(()))
@@ -292,6 +281,10 @@ where
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let policy = self.policy.current();
         let route = policy.upstream.get(&self.upstream);
+        if self.ring_stale && route.is_some_and(|r| r.hash_header.is_some()) {
+            self.rebuild_ring();
+            self.ring_stale = false;
+        }
         let Some(i) = self.choose(&req, route) else {
             return Box::pin(async { Err("the router was called before it was ready".into()) });
         };
